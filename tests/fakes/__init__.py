@@ -1,0 +1,16 @@
+"""Wire-level fake providers. FAKES maps a provider kind to its harness class.
+
+Every harness has the same surface, used by the conformance battery
+(tests/adapters/test_conformance.py):
+    kind, model, scriptable, start(), stop(), reset(), script(*FakeReply|Fault),
+    adapter_config(credential=..., **overrides) -> providers.adapters.base.AdapterConfig,
+    requests (what the provider received), call_count
+"""
+
+FAKES: dict[str, str] = {
+    "demo": "tests.fakes.demo_harness.DemoHarness",
+    "openai": "tests.fakes.openai_server.FakeOpenAIServer",
+    "anthropic": "tests.fakes.anthropic_server.FakeAnthropicServer",
+    "gemini": "tests.fakes.gemini_server.FakeGeminiServer",
+    "claude_agent": "tests.fakes.claude_cli.FakeClaudeCLI",
+}
