@@ -1,0 +1,359 @@
+"""OpenAI and OpenAI-compatible providers, through the official `openai` SDK.
+
+Any server that speaks Chat Completions works by base URL: api.openai.com,
+Azure OpenAI's v1 endpoint, vLLM, Ollama, OpenRouter, LiteLLM... The mapping
+functions (`to_openai_request`, `from_openai_response`, `stream_events`,
+`map_error`) are pure so they can be tested without a network; the adapter
+class only owns the client and the control flow around the SDK calls.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+import openai
+
+from providers.adapters.base import Adapter, AdapterConfig
+from providers.types import (
+    Capabilities,
+    ChatRequest,
+    ChatResult,
+    FinishReason,
+    ImagePart,
+    Message,
+    ProviderError,
+    StreamEvent,
+    ToolCall,
+    Usage,
+)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# Keys of ChatRequest.extra (route-step params) sent as-is; anything else is
+# ignored, so a param meant for another kind never reaches this API.
+_PASSTHROUGH = ("reasoning_effort", "presence_penalty", "frequency_penalty", "service_tier", "logit_bias")
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",  # the legacy functions API
+    "content_filter": "content_filter",
+}
+
+_CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
+_CONTEXT_PHRASES = ("maximum context length", "context length", "context_length_exceeded", "too many tokens")
+_FILTER_CODES = {"content_filter", "content_policy_violation"}
+
+
+# -- request -----------------------------------------------------------------------
+
+
+def to_openai_request(req: ChatRequest, *, max_tokens_param: str = "max_tokens") -> dict[str, Any]:
+    """Keyword arguments for `chat.completions.create` (stream flags excluded).
+
+    `max_tokens` is the default because every OpenAI-compatible server (vLLM,
+    Ollama, OpenRouter, older Azure deployments) accepts it, while OpenAI's
+    reasoning models (o-series, gpt-5) reject it and want `max_completion_tokens`
+    instead; a provider opts into that with options={"max_tokens_param": ...}.
+    """
+    params: dict[str, Any] = {"model": req.model, "messages": [_message(m) for m in req.messages]}
+    if req.tools:
+        params["tools"] = [_tool(t) for t in req.tools]
+        # OpenAI rejects tool_choice / parallel_tool_calls when no tools are sent.
+        if req.tool_choice:
+            params["tool_choice"] = _tool_choice(req.tool_choice)
+        if req.parallel_tool_calls is not None:
+            params["parallel_tool_calls"] = req.parallel_tool_calls
+    optional = {"temperature": req.temperature, "top_p": req.top_p, "seed": req.seed, "user": req.user,
+                max_tokens_param: req.max_tokens, "stop": list(req.stop) or None}
+    params.update({k: v for k, v in optional.items() if v is not None})
+    if req.response_format:
+        params["response_format"] = _response_format(req.response_format)
+    params.update({k: req.extra[k] for k in _PASSTHROUGH if req.extra.get(k) is not None})
+    if isinstance(req.extra.get("extra_body"), dict):
+        # Server-specific fields (vLLM's top_k, OpenRouter's provider routing...).
+        params["extra_body"] = dict(req.extra["extra_body"])
+    return params
+
+
+def _message(m: Message) -> dict[str, Any]:
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.text()}
+    out: dict[str, Any] = {"role": m.role}
+    if m.role == "user" and isinstance(m.content, list):
+        out["content"] = [_part(p) for p in m.content]  # only user turns may carry images
+    elif m.role == "assistant" and m.tool_calls:
+        out["content"] = m.text() or None  # null, not "", next to tool calls
+        out["tool_calls"] = [_tool_call_out(c) for c in m.tool_calls]
+    else:
+        # A plain string: compatible servers often reject part arrays for system/assistant.
+        out["content"] = m.text()
+    if m.name:
+        out["name"] = m.name
+    return out
+
+
+def _part(p) -> dict[str, Any]:
+    if isinstance(p, ImagePart):
+        image: dict[str, Any] = {"url": p.url}  # https or data:...;base64, both accepted as-is
+        if p.detail:
+            image["detail"] = p.detail
+        return {"type": "image_url", "image_url": image}
+    return {"type": "text", "text": p.text}
+
+
+def _tool_call_out(c: ToolCall) -> dict[str, Any]:
+    return {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+
+
+def _tool(t) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": t.name, "parameters": t.parameters or {"type": "object", "properties": {}}}
+    if t.description:
+        fn["description"] = t.description
+    return {"type": "function", "function": fn}
+
+
+def _tool_choice(choice: str) -> Any:
+    if choice in ("auto", "none", "required"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}  # force this one tool
+
+
+def _response_format(fmt: dict[str, Any]) -> dict[str, Any]:
+    if fmt.get("type") != "json_schema":
+        return dict(fmt)
+    schema = dict(fmt.get("json_schema") or {})
+    schema.setdefault("name", "response")  # OpenAI requires a name; callers often omit it
+    return {"type": "json_schema", "json_schema": schema}
+
+
+# -- response ----------------------------------------------------------------------
+
+
+def from_openai_response(obj: Any) -> ChatResult:
+    """A ChatCompletion (SDK model) to our ChatResult; raises on a malformed shape."""
+    choice = obj.choices[0]
+    message = choice.message
+    calls = [
+        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+        for c in (message.tool_calls or [])
+        if getattr(c, "function", None) is not None  # skip "custom" (free-form) tool calls
+    ]
+    content = message.content
+    if content is None and getattr(message, "refusal", None):
+        content = message.refusal  # a structured-output refusal is the model's answer
+    return ChatResult(
+        content=content,
+        tool_calls=calls,
+        finish_reason=normalize_finish(choice.finish_reason, has_tool_calls=bool(calls)),
+        usage=usage_from(obj.usage),
+        model=obj.model or "",
+        provider_request_id=getattr(obj, "_request_id", None) or obj.id,
+    )
+
+
+def normalize_finish(reason: str | None, *, has_tool_calls: bool = False) -> FinishReason:
+    finish = _FINISH.get(reason or "stop", "stop")
+    # Some compatible servers (older vLLM / Ollama) say "stop" next to tool calls;
+    # the caller's agent loop keys on "tool_calls", so trust the calls.
+    if has_tool_calls and finish == "stop":
+        return "tool_calls"
+    return finish
+
+
+def usage_from(u: Any) -> Usage:
+    if u is None:
+        return Usage()
+    prompt = getattr(u, "prompt_tokens_details", None)
+    completion = getattr(u, "completion_tokens_details", None)
+    return Usage(
+        input_tokens=u.prompt_tokens or 0,
+        output_tokens=u.completion_tokens or 0,
+        cached_tokens=(getattr(prompt, "cached_tokens", None) or 0),
+        cache_write_tokens=(getattr(prompt, "cache_write_tokens", None) or 0),
+        reasoning_tokens=(getattr(completion, "reasoning_tokens", None) or 0),
+    )
+
+
+class StreamState:
+    """Turns ChatCompletionChunks into StreamEvents; remembers what `done` needs."""
+
+    def __init__(self) -> None:
+        self.finish: str | None = None
+        self.saw_tool_call = False
+
+    def events(self, chunk: Any) -> Iterator[StreamEvent]:
+        if getattr(chunk, "usage", None) is not None:
+            yield StreamEvent("usage", usage=usage_from(chunk.usage))
+        for choice in chunk.choices or []:
+            delta = choice.delta
+            if delta is not None and delta.content:
+                yield StreamEvent("delta", text=delta.content)
+            for position, tc in enumerate((delta.tool_calls if delta is not None else None) or []):
+                yield from self._tool_call(tc, position)
+            if choice.finish_reason:
+                self.finish = choice.finish_reason
+
+    def _tool_call(self, tc: Any, position: int) -> Iterator[StreamEvent]:
+        self.saw_tool_call = True
+        index = tc.index if getattr(tc, "index", None) is not None else position
+        fn = tc.function
+        name, args = (fn.name, fn.arguments or "") if fn is not None else (None, "")
+        if tc.id or name:  # the first piece of a call: id and name (maybe some arguments)
+            yield StreamEvent("tool_call", index=index, tool_call_id=tc.id, name=name, arguments=args)
+        elif args:
+            yield StreamEvent("tool_call", index=index, arguments=args)
+
+    def final(self) -> StreamEvent:
+        if self.finish is None:
+            # The body ended cleanly but without a finish_reason: the answer is incomplete.
+            return StreamEvent("error", error=ProviderError("unavailable", "stream ended before the answer finished"))
+        return StreamEvent("done", finish_reason=normalize_finish(self.finish, has_tool_calls=self.saw_tool_call))
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """The wait the server asked for: retry-after-ms, else Retry-After (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1000)
+    except ValueError:
+        pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def map_error(err: BaseException, *, provider: str = "openai", secret: str = "") -> ProviderError:
+    """An SDK (or decoding) exception to our taxonomy; `secret` is scrubbed from the message."""
+    kind, status, retry_after, retryable = _classify(err)
+    text = getattr(err, "message", None) or str(err) or type(err).__name__
+    if secret:
+        text = text.replace(secret, "***")
+    message = f"{provider}: {text}"
+    return ProviderError(kind, message, status=status, retry_after=retry_after, retryable=retryable,
+                         provider=provider)
+
+
+def _classify(err: BaseException) -> tuple[str, int | None, float | None, bool | None]:
+    """(kind, status, retry_after, retryable override) for one exception."""
+    if isinstance(err, openai.APITimeoutError):  # before APIConnectionError: it is a subclass
+        return "timeout", None, None, None
+    if isinstance(err, openai.APIConnectionError):
+        return "unavailable", None, None, None
+    if isinstance(err, openai.APIStatusError):
+        return _classify_status(err)
+    if isinstance(err, openai.APIError):
+        # An error event inside a 200 stream, or a response that failed validation.
+        special = _special_kind(err)
+        return special or "unavailable", None, None, None
+    # json.JSONDecodeError and friends: the server sent something that is not the API.
+    return "unavailable", None, None, None
+
+
+def _classify_status(err: openai.APIStatusError) -> tuple[str, int | None, float | None, bool | None]:
+    status = err.status_code
+    if status == 429:
+        # insufficient_quota is a 429 that waiting will not fix: billing has to.
+        retryable = False if err.code == "insufficient_quota" else None
+        return "rate_limited", status, retry_after_seconds(err.response.headers), retryable
+    if status in (401, 403):
+        return "auth", status, None, None
+    if status == 408:
+        return "timeout", status, None, None
+    if status >= 500 or status == 409:  # 409: OpenAI's own SDK retries a lock conflict
+        return "unavailable", status, retry_after_seconds(err.response.headers), None
+    return _special_kind(err) or "bad_request", status, None, None
+
+
+def _special_kind(err: openai.APIError) -> str | None:
+    """context_length / content_filter, recognised by code first, then by message."""
+    code = (err.code or "").lower()
+    message = (err.message or "").lower()
+    if code in _CONTEXT_CODES or any(p in message for p in _CONTEXT_PHRASES):
+        return "context_length"
+    if code in _FILTER_CODES or "content management policy" in message:
+        return "content_filter"
+    return None
+
+
+# -- the adapter -------------------------------------------------------------------
+
+
+class OpenAIAdapter(Adapter):
+    kind = "openai"
+    capabilities = Capabilities(
+        streaming=True, tools=True, parallel_tool_calls=True, images=True, json_mode=True, json_schema=True,
+        notes="OpenAI or any OpenAI-compatible endpoint; what a given model supports depends on the server.",
+    )
+
+    def __init__(self, config: AdapterConfig) -> None:
+        super().__init__(config)
+        opts = config.options
+        self._max_tokens_param = opts.get("max_tokens_param", "max_tokens")
+        self._client = openai.AsyncOpenAI(
+            # Keyless local servers (Ollama, vLLM) still need a non-empty key for the
+            # SDK; an explicit placeholder also stops it reading OPENAI_API_KEY.
+            api_key=config.credential or "no-key",
+            base_url=config.base_url or DEFAULT_BASE_URL,
+            timeout=openai.Timeout(config.read_timeout, connect=config.connect_timeout),
+            max_retries=0,  # the pipeline retries, with backoff, breaker and fallback
+            default_headers=opts.get("default_headers"),  # e.g. Azure's api-key, OpenRouter's X-Title
+            default_query=opts.get("default_query"),  # e.g. Azure's api-version
+        )
+        # The SDK falls back to OPENAI_ORG_ID / OPENAI_PROJECT_ID from the process
+        # env; a gateway must send only what this provider was configured with.
+        self._client.organization = opts.get("organization")
+        self._client.project = opts.get("project")
+
+    def _error(self, err: BaseException) -> ProviderError:
+        return map_error(err, provider=self.config.name or self.kind, secret=self.config.credential)
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        params = to_openai_request(request, max_tokens_param=self._max_tokens_param)
+        try:
+            completion = await self._client.chat.completions.create(**params)
+            # Non-JSON or wrongly shaped bodies surface here as ValueError / AttributeError...
+            return from_openai_response(completion)
+        except (openai.OpenAIError, ValueError, AttributeError, TypeError, IndexError, KeyError) as err:
+            raise self._error(err) from None
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        params = to_openai_request(request, max_tokens_param=self._max_tokens_param)
+        sdk_stream = None
+        state = StreamState()
+        try:
+            sdk_stream = await self._client.chat.completions.create(
+                **params, stream=True, stream_options={"include_usage": True}
+            )
+            async for chunk in sdk_stream:
+                for event in state.events(chunk):
+                    yield event
+            yield state.final()
+        except (openai.OpenAIError, ValueError, AttributeError, TypeError, IndexError, KeyError) as err:
+            yield StreamEvent("error", error=self._error(err))
+        finally:
+            # Runs on normal end, on error and on aclose() by a departed client:
+            # closing the SDK stream closes the HTTP response and frees the connection.
+            if sdk_stream is not None:
+                await sdk_stream.close()
+
+    async def aclose(self) -> None:
+        await self._client.close()

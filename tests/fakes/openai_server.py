@@ -1,0 +1,243 @@
+"""A fake OpenAI Chat Completions server speaking the real wire format.
+
+The official `openai` SDK runs unchanged against it (base_url = fake + "/v1"), so
+the adapter's request building, response parsing, SSE handling and error
+mapping are exercised end to end. Shapes follow what api.openai.com returns:
+`chat.completion` JSON, `chat.completion.chunk` SSE ending in `data: [DONE]`,
+and the `{"error": {"message", "type", "param", "code"}}` envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from providers.adapters.base import AdapterConfig
+from tests.fakes.common import Fault, FakeProviderServer, FakeReply, sleep_or_disconnect, sse
+
+# OpenAI's own error `type` per status; `code` comes from Fault.error_type.
+_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
+                404: "invalid_request_error", 422: "invalid_request_error", 429: "requests"}
+_DEFAULT_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+
+
+class CutConnection(Exception):
+    """Raised inside a streaming body so uvicorn drops the connection mid-response."""
+
+
+def _hex(n: int = 24) -> str:
+    return uuid.uuid4().hex[:n]
+
+
+def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code or _DEFAULT_CODES.get(status)}}
+
+
+class FakeOpenAIServer(FakeProviderServer):
+    kind = "openai"
+    model = "gpt-4o-mini"
+    scriptable = True
+    parallel_tools = True
+    reports_reasoning_tokens = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        # One entry per streamed response: {"sent": chunks so far, "completed", "closed"}.
+        # Lets tests see that a client going away stopped the stream.
+        self.streams: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self.streams = []
+
+    def adapter_config(self, credential: str = "sk-test-fake", **overrides: Any) -> AdapterConfig:
+        fields: dict[str, Any] = dict(
+            provider_id=7101, name="openai", kind="openai", base_url=self.base_url + "/v1",
+            credential=credential, read_timeout=10, connect_timeout=2,
+        )
+        fields.update(overrides)
+        return AdapterConfig(**fields)
+
+    def context_length_fault(self) -> Fault:
+        # The body api.openai.com sends when the prompt does not fit the model.
+        return Fault(
+            "status", status=400, error_type="context_length_exceeded",
+            message="This model's maximum context length is 128000 tokens. However, your messages "
+            "resulted in 131072 tokens. Please reduce the length of the messages.",
+        )
+
+    # -- app -------------------------------------------------------------------
+    def build_app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ])
+
+    def _unauthorized(self, request: Request) -> Response | None:
+        auth = request.headers.get("authorization", "")
+        if auth.startswith("Bearer ") and auth[len("Bearer "):].strip():
+            return None
+        body = error_body(401, "You didn't provide an API key. You need to provide your API key in an "
+                          "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+        body["error"]["code"] = None
+        return JSONResponse(body, status_code=401)
+
+    async def _models(self, request: Request) -> Response:
+        self.record(request.url.path, dict(request.headers), None)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        model = {"id": self.model, "object": "model", "created": 1721172741, "owned_by": "system"}
+        return JSONResponse({"object": "list", "data": [model]})
+
+    async def _chat(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        self.record(request.url.path, dict(request.headers), body)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if not isinstance(body, dict) or "model" not in body or "messages" not in body:
+            return JSONResponse(error_body(400, "We could not parse the JSON body of your request."), 400)
+        script = self.next_script()
+        if isinstance(script, Fault):
+            return await self._fault(script, body)
+        return self._answer(script, body)
+
+    def _answer(self, reply: FakeReply, body: dict) -> Response:
+        headers = {"x-request-id": f"req_{_hex(32)}"}
+        if body.get("stream"):
+            chunks = self._chunks(reply, body)
+            return self._sse(chunks, reply, headers)
+        return JSONResponse(self._completion(reply, body), headers=headers)
+
+    async def _fault(self, fault: Fault, body: dict) -> Response:
+        reply = fault.reply or self.default_reply
+        if fault.kind == "status":
+            headers = {}
+            if fault.retry_after is not None:
+                ra = fault.retry_after
+                headers["retry-after"] = str(int(ra)) if float(ra).is_integer() else str(ra)
+            return JSONResponse(error_body(fault.status, fault.message, fault.error_type), fault.status, headers)
+        if fault.kind == "stall":
+            await sleep_or_disconnect(fault.seconds)
+            return self._answer(reply, body)
+        if fault.kind == "malformed":
+            if body.get("stream"):
+                broken = self._chunks(reply, body)[:1] + [b'data: {"id": "chatcmpl-broken", "choices": [{\n\n']
+                return self._sse(broken, reply, {})
+            return Response(b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [',
+                            media_type="application/json")
+        # cut / stall_stream: the reply's preamble plus `after_chunks` pieces of it, then trouble
+        chunks = self._chunks(reply, body) if body.get("stream") else self._json_pieces(reply, body)
+        keep = 1 + fault.after_chunks if body.get("stream") else 1
+        return self._sse(chunks[:keep], reply, {}, then=fault, rest=chunks[keep:],
+                         media_type=None if body.get("stream") else "application/json")
+
+    # -- wire shapes -------------------------------------------------------------
+    @staticmethod
+    def _usage(reply: FakeReply) -> dict:
+        return {
+            "prompt_tokens": reply.input_tokens,
+            "completion_tokens": reply.output_tokens,
+            "total_tokens": reply.input_tokens + reply.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": reply.reasoning_tokens, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+            },
+        }
+
+    @staticmethod
+    def _tool_calls(reply: FakeReply) -> list[dict]:
+        return [
+            {"id": call.id or f"call_{_hex()}", "type": "function",
+             "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
+            for call in reply.tool_calls
+        ]
+
+    def _completion(self, reply: FakeReply, body: dict) -> dict:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None,
+                                   "refusal": None, "annotations": []}
+        if reply.tool_calls:
+            message["tool_calls"] = self._tool_calls(reply)
+        return {
+            "id": f"chatcmpl-{_hex()}", "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"], "system_fingerprint": "fp_fake0001", "service_tier": "default",
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}],
+            "usage": self._usage(reply),
+        }
+
+    def _json_pieces(self, reply: FakeReply, body: dict) -> list[bytes]:
+        """A non-streamed body split in pieces, so `cut` can drop it half-sent."""
+        data = json.dumps(self._completion(reply, body)).encode()
+        half = max(1, len(data) // 2)
+        return [data[:half], data[half:]]
+
+    def _chunks(self, reply: FakeReply, body: dict) -> list[bytes]:
+        """Every SSE event of a streamed answer, in OpenAI's order."""
+        base = {"id": f"chatcmpl-{_hex()}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": body["model"], "system_fingerprint": "fp_fake0001"}
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict, finish: str | None = None) -> bytes:
+            data = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            if with_usage:
+                data["usage"] = None  # OpenAI sends an explicit null until the last chunk
+            return sse(data)
+
+        out = [chunk({"role": "assistant", "content": "" if reply.text else None, "refusal": None})]
+        out += [chunk({"content": piece}) for piece in reply.text_chunks()]
+        out += self._tool_call_chunks(reply, chunk)
+        out.append(chunk({}, reply.finish_reason))
+        if with_usage:
+            out.append(sse({**base, "choices": [], "usage": self._usage(reply)}))
+        out.append(b"data: [DONE]\n\n")
+        return out
+
+    def _tool_call_chunks(self, reply: FakeReply, chunk) -> list[bytes]:
+        out = []
+        n = max(1, reply.chunk_size)
+        for index, call in enumerate(self._tool_calls(reply)):
+            fn = call["function"]
+            out.append(chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                              "function": {"name": fn["name"], "arguments": ""}}]}))
+            args = fn["arguments"]
+            out += [chunk({"tool_calls": [{"index": index, "function": {"arguments": args[i : i + n]}}]})
+                    for i in range(0, len(args), n)]
+        return out
+
+    def _sse(self, chunks: list[bytes], reply: FakeReply, headers: dict, *, then: Fault | None = None,
+             rest: list[bytes] = (), media_type: str | None = None) -> StreamingResponse:
+        progress = {"sent": 0, "total": len(chunks) + len(rest), "completed": False, "closed": False}
+        self.streams.append(progress)
+
+        async def body():
+            try:
+                for piece in chunks:
+                    if progress["sent"] and reply.chunk_delay:
+                        await asyncio.sleep(reply.chunk_delay)
+                    yield piece
+                    progress["sent"] += 1
+                if then is not None and then.kind == "cut":
+                    raise CutConnection("fake: connection cut mid-stream")
+                if then is not None:  # stall_stream: go silent, then finish if anyone still listens
+                    await asyncio.sleep(then.seconds)
+                    for piece in rest:
+                        yield piece
+                        progress["sent"] += 1
+                progress["completed"] = True
+            finally:
+                progress["closed"] = True
+
+        return StreamingResponse(body(), media_type=media_type or "text/event-stream", headers=headers)
