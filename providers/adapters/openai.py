@@ -208,11 +208,14 @@ class StreamState:
         elif args:
             yield StreamEvent("tool_call", index=index, arguments=args)
 
-    def final(self) -> StreamEvent:
+    def final(self, provider: str = "openai") -> StreamEvent:
         if self.finish is None:
             # The body ended cleanly but without a finish_reason: the answer is incomplete.
-            return StreamEvent("error", error=ProviderError("unavailable", "stream ended before the answer finished"))
-        return StreamEvent("done", finish_reason=normalize_finish(self.finish, has_tool_calls=self.saw_tool_call))
+            error = ProviderError("unavailable", f"{provider}: stream ended before the answer finished",
+                                  provider=provider)
+            return StreamEvent("error", error=error)
+        finish = normalize_finish(self.finish, has_tool_calls=self.saw_tool_call)
+        return StreamEvent("done", finish_reason=finish)
 
 
 # -- errors ------------------------------------------------------------------------
@@ -244,7 +247,10 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
 def map_error(err: BaseException, *, provider: str = "openai", secret: str = "") -> ProviderError:
     """An SDK (or decoding) exception to our taxonomy; `secret` is scrubbed from the message."""
     kind, status, retry_after, retryable = _classify(err)
-    text = getattr(err, "message", None) or str(err) or type(err).__name__
+    if isinstance(err, openai.OpenAIError):
+        text = getattr(err, "message", None) or str(err) or type(err).__name__
+    else:  # a decode/shape failure: say so, the bare parser message is cryptic
+        text = f"malformed response ({type(err).__name__}: {err})"
     if secret:
         text = text.replace(secret, "***")
     message = f"{provider}: {text}"
@@ -346,7 +352,7 @@ class OpenAIAdapter(Adapter):
             async for chunk in sdk_stream:
                 for event in state.events(chunk):
                     yield event
-            yield state.final()
+            yield state.final(self.config.name or self.kind)
         except (openai.OpenAIError, ValueError, AttributeError, TypeError, IndexError, KeyError) as err:
             yield StreamEvent("error", error=self._error(err))
         finally:

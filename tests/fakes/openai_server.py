@@ -39,7 +39,8 @@ def _hex(n: int = 24) -> str:
 
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code or _DEFAULT_CODES.get(status)}}
+    code = code or _DEFAULT_CODES.get(status)
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 class FakeOpenAIServer(FakeProviderServer):
@@ -54,10 +55,13 @@ class FakeOpenAIServer(FakeProviderServer):
         # One entry per streamed response: {"sent": chunks so far, "completed", "closed"}.
         # Lets tests see that a client going away stopped the stream.
         self.streams: list[dict[str, Any]] = []
+        # Extra headers on `status` fault responses, e.g. a Retry-After given as an HTTP date.
+        self.error_headers: dict[str, str] = {}
 
     def reset(self) -> None:
         super().reset()
         self.streams = []
+        self.error_headers = {}
 
     def adapter_config(self, credential: str = "sk-test-fake", **overrides: Any) -> AdapterConfig:
         fields: dict[str, Any] = dict(
@@ -124,17 +128,19 @@ class FakeOpenAIServer(FakeProviderServer):
     async def _fault(self, fault: Fault, body: dict) -> Response:
         reply = fault.reply or self.default_reply
         if fault.kind == "status":
-            headers = {}
+            headers = dict(self.error_headers)
             if fault.retry_after is not None:
                 ra = fault.retry_after
                 headers["retry-after"] = str(int(ra)) if float(ra).is_integer() else str(ra)
-            return JSONResponse(error_body(fault.status, fault.message, fault.error_type), fault.status, headers)
+            body = error_body(fault.status, fault.message, fault.error_type)
+            return JSONResponse(body, fault.status, headers)
         if fault.kind == "stall":
             await sleep_or_disconnect(fault.seconds)
             return self._answer(reply, body)
         if fault.kind == "malformed":
             if body.get("stream"):
-                broken = self._chunks(reply, body)[:1] + [b'data: {"id": "chatcmpl-broken", "choices": [{\n\n']
+                bad_line = b'data: {"id": "chatcmpl-broken", "choices": [{\n\n'
+                broken = self._chunks(reply, body)[:1] + [bad_line]
                 return self._sse(broken, reply, {})
             return Response(b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [',
                             media_type="application/json")
@@ -174,7 +180,9 @@ class FakeOpenAIServer(FakeProviderServer):
         return {
             "id": f"chatcmpl-{_hex()}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"], "system_fingerprint": "fp_fake0001", "service_tier": "default",
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}
+            ],
             "usage": self._usage(reply),
         }
 
@@ -191,7 +199,8 @@ class FakeOpenAIServer(FakeProviderServer):
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict, finish: str | None = None) -> bytes:
-            data = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            data = {**base, "choices": [choice]}
             if with_usage:
                 data["usage"] = None  # OpenAI sends an explicit null until the last chunk
             return sse(data)
