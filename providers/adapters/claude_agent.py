@@ -1,6 +1,6 @@
 """claude_agent: the Claude CLI driven through claude-agent-sdk.
 
-Each call runs one CLI subprocess (`query()`); there is no connection to pool,
+Each call runs one CLI subprocess (ClaudeSDKClient); there is no connection to pool,
 so the "long-lived client" is just the adapter's fixed option set.
 
 Safety on a server: by default the CLI gets no built-in tools (`--tools ""`),
@@ -30,13 +30,14 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from typing import Any, ClassVar
 
 from claude_agent_sdk import (
     AssistantMessage,
     ClaudeAgentOptions,
+    ClaudeSDKClient,
     ClaudeSDKError,
     HookMatcher,
     PermissionResultDeny,
@@ -44,7 +45,6 @@ from claude_agent_sdk import (
     ResultMessage,
     SdkMcpTool,
     create_sdk_mcp_server,
-    query,
 )
 from claude_agent_sdk import StreamEvent as SDKStreamEvent
 from claude_agent_sdk import ToolUseBlock, TextBlock
@@ -130,44 +130,48 @@ class ClaudeAgentAdapter(Adapter):
     # -- one CLI run -----------------------------------------------------------
 
     async def _events(self, request: ChatRequest, *, partial: bool, meta: dict) -> AsyncIterator[StreamEvent]:
-        """Normalized events of one CLI run; always ends in `done` or `error`."""
+        """Normalized events of one CLI run; always ends in `done` or `error`.
+
+        ClaudeSDKClient rather than query(): query() does not close its inner
+        generator when closed early (PEP 533), which leaves the CLI running
+        until garbage collection; disconnect() ends it deterministically.
+        """
         workdir = None if request.extra.get("cwd") else tempfile.mkdtemp(prefix="ep-claude-")
         translator = _Translator(partial, meta, self._error)
-        messages = query(prompt=render_prompt(request), options=self._options(request, partial, workdir))
+        client = ClaudeSDKClient(self._options(request, partial, workdir))
         try:
-            while True:
-                message = await self._next(messages)
+            await self._timed(client.connect(render_prompt(request)))
+            messages = client.receive_messages()
+            while not translator.finished:
+                message = await self._timed(anext(messages, None))
                 if message is None:
-                    yield StreamEvent(type="error", error=self._error("unavailable", "the CLI ended without a result"))
-                    return
+                    raise self._error("unavailable", "the CLI ended without a result")
                 for event in translator.feed(message):
                     yield event
-                if translator.finished:
-                    return
         except ProviderError as error:
             yield StreamEvent(type="error", error=error)
         finally:
-            await messages.aclose()
+            await client.disconnect()
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-    async def _next(self, messages: AsyncIterator[Any]) -> Any:
-        """The next SDK message, or None at the end; SDK failures become ProviderErrors.
+    async def _timed(self, awaitable: Awaitable[Any]) -> Any:
+        """Await one step of the CLI run; SDK failures become ProviderErrors.
 
-        The timeout is per message (like an HTTP read timeout), so a long answer
+        The timeout is per step (like an HTTP read timeout), so a long answer
         that keeps streaming is not cut, while a silent CLI is.
         """
         try:
             async with asyncio.timeout(self.config.read_timeout):
-                return await anext(messages)
-        except StopAsyncIteration:
-            return None
+                return await awaitable
         except TimeoutError:
             raise self._error("timeout", f"the CLI sent nothing for {self.config.read_timeout}s") from None
         except ClaudeSDKError as exc:
             # CLINotFoundError, CLIConnectionError, ProcessError (exit != 0),
             # CLIJSONDecodeError, MessageParseError: the CLI is not usable now.
             raise self._error("unavailable", f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exception for control-protocol failures
+            raise self._error("unavailable", f"Claude CLI control protocol: {exc}") from None
 
     def _error(self, kind: ErrorKind, message: str, **kwargs: Any) -> ProviderError:
         # The CLI's text could in theory echo its environment; scrub the key.

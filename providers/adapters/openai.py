@@ -9,6 +9,7 @@ class only owns the client and the control flow around the SDK calls.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -45,8 +46,10 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 _CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
-_CONTEXT_PHRASES = ("maximum context length", "context length", "context_length_exceeded", "too many tokens")
+_CONTEXT_PHRASES = ("maximum context length", "context length", "context_length_exceeded")
 _FILTER_CODES = {"content_filter", "content_policy_violation"}
+# Azure's filter message, and OpenAI's "flagged as potentially violating our usage policy".
+_FILTER_PHRASES = ("content management policy", "potentially violating")
 
 
 # -- request -----------------------------------------------------------------------
@@ -241,6 +244,8 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:  # "-0000" means UTC, not local time
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - time.time())
 
 
@@ -295,7 +300,7 @@ def _special_kind(err: openai.APIError) -> str | None:
     message = (err.message or "").lower()
     if code in _CONTEXT_CODES or any(p in message for p in _CONTEXT_PHRASES):
         return "context_length"
-    if code in _FILTER_CODES or "content management policy" in message:
+    if code in _FILTER_CODES or any(p in message for p in _FILTER_PHRASES):
         return "content_filter"
     return None
 

@@ -86,6 +86,10 @@ class FakeClaudeCLI:
         path = self.dir / "log.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def log_text(self) -> str:
+        """The raw log, for asserting that something never reached it."""
+        return (self.dir / "log.jsonl").read_text()
+
     @property
     def requests(self) -> list[dict[str, Any]]:
         """One entry per CLI run: argv, env names, cwd, stdin messages, exit."""

@@ -1,0 +1,80 @@
+"""What a call costs, in USD as Decimal.
+
+Prices come from the Model row when it sets them (per million tokens), else
+from the `genai-prices` package's bundled snapshot (never fetched at run
+time). Cached input tokens are billed at the cached price; reasoning tokens
+are output tokens and are already inside `output_tokens`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+
+import genai_prices
+
+from gateway.hotcache import ModelInfo
+from providers.types import Usage
+
+MILLION = Decimal(1_000_000)
+ZERO = Decimal(0)
+
+# Our provider kinds -> genai-prices provider ids.
+GENAI_PRICES_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "google", "claude_agent": "anthropic"}
+
+
+@lru_cache(maxsize=1024)
+def _bundled_model_price(kind: str, model: str):
+    provider_id = GENAI_PRICES_PROVIDER.get(kind)
+    if provider_id is None:
+        return None
+    try:
+        probe = genai_prices.calc_price(genai_prices.Usage(input_tokens=0), model_ref=model, provider_id=provider_id)
+    except LookupError:
+        return None
+    return probe.model_price
+
+
+def _bundled_cost(kind: str, model: str, usage: Usage) -> Decimal | None:
+    if _bundled_model_price(kind, model) is None:
+        return None
+    calc = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cached_tokens or None,
+            cache_write_tokens=usage.cache_write_tokens or None,
+        ),
+        model_ref=model,
+        provider_id=GENAI_PRICES_PROVIDER[kind],
+    )
+    return Decimal(calc.total_price)
+
+
+def _table_cost(info: ModelInfo, usage: Usage) -> Decimal:
+    cached_price = info.cached_input_price if info.cached_input_price is not None else info.input_price
+    uncached = max(0, usage.input_tokens - usage.cached_tokens)
+    return (
+        uncached * (info.input_price or ZERO)
+        + usage.cached_tokens * (cached_price or ZERO)
+        + usage.output_tokens * (info.output_price or ZERO)
+    ) / MILLION
+
+
+def has_table_prices(info: ModelInfo | None) -> bool:
+    return info is not None and info.input_price is not None and info.output_price is not None
+
+
+def cost_of(*, kind: str, model: str, info: ModelInfo | None, usage: Usage) -> Decimal:
+    """The cost of one call; a provider's own report (claude_agent) wins."""
+    if usage.reported_cost_usd is not None:
+        return Decimal(str(usage.reported_cost_usd))
+    if has_table_prices(info):
+        return _table_cost(info, usage)
+    bundled = _bundled_cost(kind, model, usage)
+    return bundled if bundled is not None else ZERO
+
+
+def worst_case_cost(*, kind: str, model: str, info: ModelInfo | None, input_tokens: int, max_output: int) -> Decimal:
+    """The most a call can cost: every input token uncached, every output token used."""
+    return cost_of(kind=kind, model=model, info=info, usage=Usage(input_tokens=input_tokens, output_tokens=max_output))

@@ -1,0 +1,231 @@
+"""Hot-path reads from memory: API keys, personas, routes, providers, models.
+
+The request path must not query the database for what rarely changes. Each
+process keeps an immutable snapshot of the routing configuration and a map of
+API-key hashes it has looked up. Both are dropped when:
+- a config model is saved or deleted in this process (signals, immediately);
+- the shared generation counter in Redis moved (another process saved;
+  polled at most every EP_CONFIG_CHECK_SECONDS);
+- the snapshot is older than EP_CONFIG_CACHE_SECONDS (a backstop, and the only
+  mechanism between processes when there is no Redis; 0 disables caching).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+
+from gateway import shared
+from providers.adapters.base import AdapterConfig
+
+GENERATION_KEY = "ep:config-generation"
+MAX_CACHED_KEYS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: int
+    team_id: int
+    team_name: str
+    name: str
+    prefix: str
+    scopes: frozenset[str]
+    expires_at: datetime | None
+    revoked: bool
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    input_price: Decimal | None
+    output_price: Decimal | None
+    cached_input_price: Decimal | None
+    context_window: int | None
+    max_output_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    id: int
+    name: str
+    kind: str
+    enabled: bool
+    adapter_config: AdapterConfig = field(repr=False)
+    models: dict[str, ModelInfo] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    position: int
+    provider: ProviderInfo
+    model: str
+    params: dict[str, Any]
+    weight: int
+    fallback_on_client_error: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PersonaInfo:
+    slug: str
+    name: str
+    system_prompt: str
+    default_params: dict[str, Any]
+    max_output_tokens: int | None
+    steps: tuple[StepInfo, ...]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    personas: dict[str, PersonaInfo]
+    providers: dict[str, ProviderInfo]
+    loaded_at: float
+    generation: int
+
+
+# -- loading (sync, runs in a worker thread) --------------------------------------------
+
+
+def _provider_info(provider, models) -> ProviderInfo:
+    options = dict(provider.options or {})
+    config = AdapterConfig(
+        provider_id=provider.id,
+        name=provider.name,
+        kind=provider.kind,
+        base_url=provider.base_url,
+        credential=provider.get_credential(),
+        connect_timeout=provider.connect_timeout,
+        read_timeout=provider.read_timeout,
+        options=options,
+    )
+    infos = {
+        m.name: ModelInfo(
+            m.name, m.input_price, m.output_price, m.cached_input_price, m.context_window, m.max_output_tokens
+        )
+        for m in models
+        if m.enabled
+    }
+    return ProviderInfo(provider.id, provider.name, provider.kind, provider.enabled, config, infos)
+
+
+def load_snapshot(generation: int) -> Snapshot:
+    from personas.models import Persona
+    from providers.models import Provider
+
+    providers: dict[str, ProviderInfo] = {}
+    by_id: dict[int, ProviderInfo] = {}
+    for provider in Provider.objects.prefetch_related("models"):
+        info = _provider_info(provider, provider.models.all())
+        providers[info.name] = by_id[info.id] = info
+    personas: dict[str, PersonaInfo] = {}
+    for persona in Persona.objects.filter(enabled=True).prefetch_related("steps"):
+        steps = tuple(
+            StepInfo(s.position, by_id[s.provider_id], s.model, dict(s.params or {}), s.weight,
+                     s.fallback_on_client_error)
+            for s in persona.steps.all()
+        )
+        personas[persona.slug] = PersonaInfo(
+            persona.slug, persona.name, persona.system_prompt, dict(persona.default_params or {}),
+            persona.max_output_tokens, steps,
+        )
+    return Snapshot(personas, providers, time.monotonic(), generation)
+
+
+def load_key(key_hash: str) -> KeyInfo | None:
+    from gateway.models import ApiKey
+
+    key = ApiKey.objects.select_related("team").filter(key_hash=key_hash).first()
+    if key is None:
+        return None
+    return KeyInfo(
+        key.id, key.team_id, key.team.name, key.name, key.prefix, frozenset(key.scopes or ()),
+        key.expires_at, key.revoked_at is not None,
+    )
+
+
+# -- the per-process cache -----------------------------------------------------------
+
+
+class ConfigCache:
+    def __init__(self) -> None:
+        self._snapshot: Snapshot | None = None
+        self._keys: dict[str, KeyInfo | None] = {}
+        self._local_generation = 0
+        self._shared_generation = 0
+        self._checked_at = 0.0
+        self._lock: asyncio.Lock | None = None
+
+    def invalidate(self) -> None:
+        self._local_generation += 1
+        self._keys = {}
+
+    async def _current_generation(self) -> int:
+        """Local + shared generation; the shared one is polled at most every N seconds."""
+        now = time.monotonic()
+        if shared.redis_enabled() and now - self._checked_at >= settings.EP_CONFIG_CHECK_SECONDS:
+            self._checked_at = now
+            value = await shared.async_redis().get(GENERATION_KEY)
+            shared_generation = int(value or 0)
+            if shared_generation != self._shared_generation:
+                self._shared_generation = shared_generation
+                self._keys = {}
+        return self._local_generation * 1_000_003 + self._shared_generation
+
+    def _is_fresh(self, snapshot: Snapshot | None, generation: int) -> bool:
+        if snapshot is None or snapshot.generation != generation:
+            return False
+        return time.monotonic() - snapshot.loaded_at < settings.EP_CONFIG_CACHE_SECONDS
+
+    async def snapshot(self) -> Snapshot:
+        generation = await self._current_generation()
+        if self._is_fresh(self._snapshot, generation):
+            return self._snapshot
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # one reload for a burst of requests
+            if not self._is_fresh(self._snapshot, generation):
+                self._snapshot = await sync_to_async(load_snapshot, thread_sensitive=False)(generation)
+                if settings.EP_CONFIG_CACHE_SECONDS <= 0:
+                    self._keys = {}
+        return self._snapshot
+
+    async def key(self, key_hash: str) -> KeyInfo | None:
+        await self.snapshot()  # refreshes generation and drops stale keys
+        if key_hash in self._keys and settings.EP_CONFIG_CACHE_SECONDS > 0:
+            return self._keys[key_hash]
+        info = await sync_to_async(load_key, thread_sensitive=False)(key_hash)
+        if len(self._keys) >= MAX_CACHED_KEYS:
+            self._keys = {}  # bounded: a flood of random keys cannot grow memory
+        self._keys[key_hash] = info
+        return info
+
+
+config_cache = ConfigCache()
+
+
+def bump_generation(**_: Any) -> None:
+    """Signal receiver: this process drops its caches; others see Redis move."""
+    config_cache.invalidate()
+    if shared.redis_enabled():
+        shared.sync_redis().incr(GENERATION_KEY)
+
+
+def connect_invalidation_signals() -> None:
+    from budgets.models import Budget
+    from gateway.models import ApiKey, Team
+    from personas.models import Persona, RouteStep
+    from providers.models import Model, Provider
+
+    for model in (ApiKey, Team, Persona, RouteStep, Provider, Model, Budget):
+        post_save.connect(bump_generation, sender=model, dispatch_uid=f"ep-config-{model.__name__}-save")
+        post_delete.connect(bump_generation, sender=model, dispatch_uid=f"ep-config-{model.__name__}-delete")

@@ -1,0 +1,42 @@
+"""The ledger guarantee in one place: every authenticated API request leaves
+exactly one Usage row, whatever path it took out (answer, refusal, error)."""
+
+from __future__ import annotations
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from gateway import pipeline
+from gateway.auth import request_id_of
+
+API_PREFIXES = ("/v1/", "/api/")
+
+
+class LedgerMiddleware:
+    async_capable = True
+    sync_capable = False
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(self.get_response):
+            markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        if not request.path.startswith(API_PREFIXES):
+            return await self.get_response(request)
+        request_id = request_id_of(request)
+        response = await self.get_response(request)
+        if not response.has_header("X-Request-ID"):
+            response["X-Request-ID"] = request_id
+        call: pipeline.Call | None = getattr(request, "ep_call", None)
+        # A stream records its own row when it ends (it may outlive this call).
+        if call is not None and not call.recorded and not getattr(response, "streaming", False):
+            _file_outcome(call, response.status_code)
+            await pipeline.usage_record(call)
+        return response
+
+
+def _file_outcome(call: pipeline.Call, status: int) -> None:
+    call.http_status = status
+    if status >= 400 and call.status == "ok":
+        call.status = "refused" if status < 500 else "error"
+        call.error_code = call.error_code or f"http_{status}"

@@ -1,0 +1,296 @@
+"""One request: authenticate -> resolve route -> (reserve budget) -> call adapter
+with fallback -> settle -> record exactly one Usage row.
+
+The wire formats (OpenAI, native, websocket) live elsewhere and only convert
+to and from the normalized types in providers/types.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from asgiref.sync import sync_to_async
+
+from budgets import pricing
+from gateway.errors import AuthenticationFailed, GatewayError, NotFound, PermissionDenied, UpstreamFailed
+from gateway.hotcache import KeyInfo, PersonaInfo, Snapshot, StepInfo, config_cache
+from gateway.models import hash_key
+from providers.adapters import get_adapter
+from providers.types import ChatRequest, ChatResult, Message, ProviderError, StreamEvent, Usage
+
+log = logging.getLogger("gateway.pipeline")
+
+PERSONA_PREFIX = "persona/"
+# Request fields a route step's params may override; other step params go to
+# ChatRequest.extra for the adapter (e.g. claude_agent's allowed_tools).
+OVERRIDABLE = ("temperature", "top_p", "max_tokens", "stop", "seed", "response_format", "parallel_tool_calls")
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class Call:
+    """One request through the gateway; it becomes exactly one Usage row."""
+
+    request_id: str
+    endpoint: str
+    key: KeyInfo | None = None
+    started: float = field(default_factory=time.perf_counter)
+    stream: bool = False
+    persona: str = ""
+    provider: str = ""
+    model: str = ""
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    status: str = "ok"
+    http_status: int = 200
+    error_code: str = ""
+    error_message: str = ""
+    ttft_ms: int | None = None
+    attempts: int = 0
+    run_id: str = ""
+    step: str = ""
+    recorded: bool = False
+
+    def fail(self, error: GatewayError) -> None:
+        self.status = error.usage_status
+        self.http_status = error.status
+        self.error_code = error.code
+        self.error_message = error.message[:300]
+
+    def mark_first_token(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = int((time.perf_counter() - self.started) * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    label: str  # the persona slug, or provider/model for a direct call
+    persona: PersonaInfo | None
+    steps: tuple[StepInfo, ...]
+
+
+# -- authenticate ------------------------------------------------------------------
+
+
+async def authenticate(raw_key: str | None) -> KeyInfo:
+    # One message for every failure: a caller learns nothing about which keys exist.
+    if not raw_key:
+        raise AuthenticationFailed("Missing API key: send it as 'Authorization: Bearer <key>'.")
+    info = await config_cache.key(hash_key(raw_key))
+    if info is None or info.revoked or (info.expires_at and info.expires_at.timestamp() <= time.time()):
+        raise AuthenticationFailed("Invalid API key, or the key was revoked or has expired.")
+    return info
+
+
+# -- resolve -----------------------------------------------------------------------
+
+
+def route_resolve(*, snapshot: Snapshot, model: str, key: KeyInfo, persona_header: str | None = None) -> Route:
+    name = (persona_header or model or "").strip()
+    slug = name[len(PERSONA_PREFIX):] if name.startswith(PERSONA_PREFIX) else name
+    persona = snapshot.personas.get(slug)
+    if persona is not None:
+        if not persona.steps:
+            raise NotFound(f"Persona '{slug}' has no route: add a provider and model to it.", code="route_empty")
+        return Route(slug, persona, persona.steps)
+    if "/" in name and not name.startswith(PERSONA_PREFIX):
+        return _direct_route(snapshot, name, key)
+    known = ", ".join(sorted(snapshot.personas)) or "none"
+    raise NotFound(
+        f"Unknown persona '{slug}'. Known personas: {known}.", code="model_not_found", param="model"
+    )
+
+
+def _direct_route(snapshot: Snapshot, name: str, key: KeyInfo) -> Route:
+    provider_name, model = name.split("/", 1)
+    provider = snapshot.providers.get(provider_name)
+    if provider is None or not model:
+        raise NotFound(f"Unknown persona or provider/model '{name}'.", code="model_not_found", param="model")
+    if not key.has_scope("direct"):
+        raise PermissionDenied(
+            f"This API key may call personas only, not '{name}' directly (it needs the 'direct' scope).",
+            code="direct_model_not_allowed",
+        )
+    step = StepInfo(0, provider, model, {}, 1, False)
+    return Route(name, None, (step,))
+
+
+def request_for_step(base: ChatRequest, route: Route, step: StepInfo) -> ChatRequest:
+    """The caller's request as this step sends it: persona prompt, defaults, overrides, caps."""
+    persona = route.persona
+    request = replace(base, model=step.model, messages=list(base.messages), extra=dict(base.extra))
+    if persona is not None:
+        if persona.system_prompt:
+            request.messages.insert(0, Message(role="system", content=persona.system_prompt))
+        for name, value in persona.default_params.items():
+            if name in OVERRIDABLE and getattr(request, name) in (None, []):
+                setattr(request, name, value)
+    for name, value in step.params.items():
+        if name in OVERRIDABLE:
+            setattr(request, name, value)
+        else:
+            request.extra[name] = value
+    cap = persona.max_output_tokens if persona else None
+    if cap:
+        request.max_tokens = min(request.max_tokens or cap, cap)
+    return request
+
+
+# -- call with fallback ------------------------------------------------------------------
+
+
+def _should_fall_back(error: ProviderError, step: StepInfo) -> bool:
+    # A bad request is the caller's: another provider would hide it, unless
+    # the operator marked the step for it (e.g. a larger-context fallback).
+    return error.retryable or step.fallback_on_client_error
+
+
+def _usable_steps(route: Route) -> list[StepInfo]:
+    steps = [s for s in route.steps if s.provider.enabled]
+    if not steps:
+        raise UpstreamFailed(
+            ProviderError("unavailable", "every provider on this route is disabled"),
+            provider=route.label,
+            attempts=0,
+        )
+    return steps
+
+
+async def chat_complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
+    last_error: ProviderError | None = None
+    for step in _usable_steps(route):
+        call.provider, call.model = step.provider.name, step.model
+        call.attempts += 1
+        try:
+            result = await get_adapter(step.provider.adapter_config).chat(request_for_step(base, route, step))
+        except ProviderError as error:
+            last_error = error
+            log.warning("provider %s failed: %s", step.provider.name, error.kind)
+            if not _should_fall_back(error, step):
+                break
+            continue
+        call.mark_first_token()
+        settle(call, step, result.usage)
+        return result
+    raise UpstreamFailed(last_error, provider=call.provider, attempts=call.attempts)
+
+
+async def chat_stream(call: Call, route: Route, base: ChatRequest) -> AsyncIterator[StreamEvent]:
+    """Stream from the first step that produces content; fall back only before
+    anything reached the client. Ends with `done`, or raises UpstreamFailed if
+    no step could start, or yields an `error` event after content was sent."""
+    last_error: ProviderError | None = None
+    for step in _usable_steps(route):
+        call.provider, call.model = step.provider.name, step.model
+        call.attempts += 1
+        request = request_for_step(base, route, step)
+        started = False
+        async with _closing(get_adapter(step.provider.adapter_config).stream(request)) as events:
+            async for event in events:
+                if event.type == "error" and not started and _should_fall_back(event.error, step):
+                    last_error = event.error
+                    break
+                if event.type == "error" and not started:
+                    raise UpstreamFailed(event.error, provider=step.provider.name, attempts=call.attempts)
+                started = started or event.type in ("delta", "tool_call", "done")
+                _account(call, step, request, event)
+                yield event
+                if event.type in ("done", "error"):
+                    return
+            else:
+                if started:
+                    return
+    raise UpstreamFailed(last_error or ProviderError("unavailable", "stream ended early"),
+                         provider=call.provider, attempts=call.attempts)
+
+
+class _closing:
+    """async-with for an async generator: closes it (and so the upstream call)."""
+
+    def __init__(self, agen) -> None:
+        self.agen = agen
+
+    async def __aenter__(self):
+        return self.agen
+
+    async def __aexit__(self, *exc) -> None:
+        await self.agen.aclose()
+
+
+def _account(call: Call, step: StepInfo, request: ChatRequest, event: StreamEvent) -> None:
+    """Keep the call's usage current, so a cut or cancelled stream is billed for what it got."""
+    if event.type in ("delta", "tool_call"):
+        call.mark_first_token()
+        call.usage.output_tokens += estimate_tokens(event.text or event.arguments)
+        if not call.usage.input_tokens:
+            call.usage.input_tokens = estimate_tokens("".join(m.text() for m in request.messages))
+        settle(call, step, call.usage)
+    elif event.type == "usage" and event.usage is not None:
+        settle(call, step, event.usage)
+    elif event.type == "error":
+        call.fail(UpstreamFailed(event.error, provider=step.provider.name, attempts=call.attempts))
+
+
+def estimate_tokens(text: str) -> int:
+    # ~4 characters a token for English; only used until the provider reports.
+    return max(1, len(text) // 4) if text else 0
+
+
+def settle(call: Call, step: StepInfo, usage: Usage) -> None:
+    call.usage = replace(usage)
+    info = step.provider.models.get(step.model)
+    call.cost = pricing.cost_of(kind=step.provider.kind, model=step.model, info=info, usage=usage)
+
+
+# -- record ---------------------------------------------------------------------
+
+
+def _write_usage(call: Call) -> None:
+    from budgets.models import Usage as UsageRow
+
+    UsageRow.objects.create(
+        request_id=call.request_id,
+        team_id=call.key.team_id if call.key else None,
+        api_key_id=call.key.id if call.key else None,
+        persona=call.persona[:50],
+        provider=call.provider,
+        model=call.model[:200],
+        endpoint=call.endpoint,
+        stream=call.stream,
+        status=call.status,
+        http_status=call.http_status,
+        error_code=call.error_code,
+        error_message=call.error_message,
+        input_tokens=call.usage.input_tokens,
+        output_tokens=call.usage.output_tokens,
+        cached_tokens=call.usage.cached_tokens,
+        reasoning_tokens=call.usage.reasoning_tokens,
+        cost_usd=call.cost,
+        latency_ms=int((time.perf_counter() - call.started) * 1000),
+        ttft_ms=call.ttft_ms,
+        attempts=call.attempts,
+        run_id=call.run_id[:100],
+        step=call.step[:100],
+    )
+
+
+async def usage_record(call: Call) -> None:
+    """Write the call's one Usage row; safe to call twice, survives cancellation."""
+    if call.recorded or call.key is None:
+        return
+    call.recorded = True
+    # shield: a client that disconnects while we write must not lose the row.
+    await asyncio.shield(sync_to_async(_write_usage, thread_sensitive=False)(call))
+
+
+async def current_snapshot() -> Snapshot:
+    return await config_cache.snapshot()

@@ -1,0 +1,55 @@
+"""Personas and their routes: an ordered fallback chain of provider + model."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from providers.models import Provider
+
+
+class Persona(models.Model):
+    slug = models.SlugField(max_length=50, unique=True, help_text="What callers put in `model`, e.g. architect.")
+    name = models.CharField(max_length=100, blank=True)
+    description = models.TextField(blank=True)
+    system_prompt = models.TextField(blank=True)
+    default_params = models.JSONField(
+        default=dict, blank=True, help_text="Defaults such as temperature; the caller's values win."
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Cap on max_tokens for this persona; also used when a caller sets none."
+    )
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class RouteStep(models.Model):
+    """One step of a persona's fallback chain, tried in `position` order."""
+
+    persona = models.ForeignKey(Persona, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField(default=0)
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="route_steps")
+    model = models.CharField(max_length=200)
+    params = models.JSONField(default=dict, blank=True, help_text="Overrides for this step, e.g. temperature.")
+    weight = models.PositiveIntegerField(default=1, help_text="Share of traffic among steps of equal position.")
+    fallback_on_client_error = models.BooleanField(
+        default=False, help_text="Also fall back on bad_request / context_length errors."
+    )
+
+    class Meta:
+        ordering = ["persona", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.persona.slug}#{self.position}: {self.provider.name}/{self.model}"
+
+    def clean(self) -> None:
+        if not self.model.strip():
+            raise ValidationError({"model": "Name the model this step calls."})

@@ -1,0 +1,154 @@
+"""The built-in demo provider: offline, deterministic, no keys.
+
+It lets the first run work end to end and lets operators try routing and
+fallback without a real provider. Answers say plainly that they come from the
+demo. Provider options simulate a real provider's behaviour:
+    latency_ms        delay before the first token (default 20)
+    chunk_delay_ms    delay between streamed chunks (default 5)
+    fail_with         an error kind to fail with (rate_limited, unavailable, ...)
+    fail_rate         share of calls that fail with it (default 1.0 when fail_with is set)
+    retry_after       Retry-After hint for simulated rate limits, seconds
+    cut_after_chunks  streams stop with an error after this many chunks
+    context_window    input tokens above this fail with context_length
+Tools: when tools are offered and the last message is the user's, the demo
+calls them (all of them, unless parallel_tool_calls is false) with arguments
+built from each tool's JSON schema; after tool results it answers in text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from providers.adapters.base import Adapter
+from providers.types import (
+    Capabilities,
+    ChatRequest,
+    ChatResult,
+    ProviderError,
+    StreamEvent,
+    Tool,
+    ToolCall,
+    Usage,
+)
+
+CHUNK_CHARS = 12
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def _sample_value(schema: dict[str, Any]) -> Any:
+    kind = schema.get("type")
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    return {"string": "demo", "integer": 1, "number": 1, "boolean": True, "array": [], "object": {}}.get(kind, "demo")
+
+
+def sample_arguments(tool: Tool) -> str:
+    properties = tool.parameters.get("properties", {}) or {}
+    required = tool.parameters.get("required") or list(properties)
+    return json.dumps({name: _sample_value(properties.get(name, {})) for name in required})
+
+
+class DemoAdapter(Adapter):
+    kind = "demo"
+    capabilities = Capabilities(
+        streaming=True, tools=True, parallel_tool_calls=True, images=False, json_mode=False,
+        notes="Built-in demo: deterministic simulated answers, no real model.",
+    )
+
+    def _option(self, name: str, default: Any) -> Any:
+        return self.config.options.get(name, default)
+
+    # -- behaviour --------------------------------------------------------------
+    def _answer(self, request: ChatRequest) -> tuple[str, list[ToolCall]]:
+        conversation = request.conversation()
+        last = conversation[-1] if conversation else None
+        if request.tools and request.tool_choice != "none" and last is not None and last.role == "user":
+            return "", self._tool_calls(request)
+        if last is not None and last.role == "tool":
+            results = "; ".join(m.text() for m in conversation if m.role == "tool")
+            return f"[demo] Based on the tool results ({results[:200]}), here is a simulated answer.", []
+        prompt = last.text() if last is not None else ""
+        digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+        return (
+            f'[demo] Simulated answer {digest} to: "{prompt[:120]}". '
+            "This reply comes from the built-in demo provider; route this persona to a real provider for real answers.",
+            [],
+        )
+
+    def _tool_calls(self, request: ChatRequest) -> list[ToolCall]:
+        tools = request.tools
+        if request.tool_choice not in (None, "auto", "required"):
+            tools = [t for t in tools if t.name == request.tool_choice] or tools[:1]
+        elif request.parallel_tool_calls is False:
+            tools = tools[:1]
+        seed = hashlib.sha256(request.conversation()[-1].text().encode()).hexdigest()[:8]
+        return [ToolCall(f"call_demo_{seed}_{i}", t.name, sample_arguments(t)) for i, t in enumerate(tools)]
+
+    def _usage(self, request: ChatRequest, text: str, calls: list[ToolCall]) -> Usage:
+        prompt = "".join(m.text() for m in request.messages)
+        produced = text + "".join(c.name + c.arguments for c in calls)
+        return Usage(input_tokens=estimate_tokens(prompt), output_tokens=estimate_tokens(produced))
+
+    def _maybe_fail(self, request: ChatRequest) -> None:
+        window = self._option("context_window", None)
+        if window and estimate_tokens("".join(m.text() for m in request.messages)) > int(window):
+            raise ProviderError("context_length", f"demo context window of {window} tokens exceeded", provider="demo")
+        kind = self._option("fail_with", None)
+        if kind and random.random() < float(self._option("fail_rate", 1.0)):
+            raise ProviderError(kind, f"simulated {kind} error from the demo provider",
+                                retry_after=self._option("retry_after", None), provider="demo")
+
+    async def _wait(self, seconds: float) -> None:
+        # A real provider that stays silent past the read timeout times out.
+        if seconds > self.config.read_timeout:
+            await asyncio.sleep(self.config.read_timeout)
+            raise ProviderError("timeout", "demo provider did not answer in time", provider="demo")
+        await asyncio.sleep(seconds)
+
+    # -- the adapter interface --------------------------------------------------------
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        await self._wait(float(self._option("latency_ms", 20)) / 1000)
+        self._maybe_fail(request)
+        text, calls = self._answer(request)
+        return ChatResult(
+            content=text or None,
+            tool_calls=calls,
+            finish_reason=_finish(request, calls),
+            usage=self._usage(request, text, calls),
+            model=request.model,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        try:
+            await self._wait(float(self._option("latency_ms", 20)) / 1000)
+            self._maybe_fail(request)
+        except ProviderError as error:
+            yield StreamEvent("error", error=error)
+            return
+        text, calls = self._answer(request)
+        cut_after = self._option("cut_after_chunks", None)
+        delay = float(self._option("chunk_delay_ms", 5)) / 1000
+        for n, start in enumerate(range(0, len(text), CHUNK_CHARS)):
+            if cut_after is not None and n >= int(cut_after):
+                yield StreamEvent("error", error=ProviderError("unavailable", "demo stream cut", provider="demo"))
+                return
+            yield StreamEvent("delta", text=text[start : start + CHUNK_CHARS])
+            await asyncio.sleep(delay)
+        for index, call in enumerate(calls):
+            yield StreamEvent("tool_call", index=index, tool_call_id=call.id, name=call.name, arguments=call.arguments)
+        yield StreamEvent("usage", usage=self._usage(request, text, calls))
+        yield StreamEvent("done", finish_reason=_finish(request, calls))
+
+
+def _finish(request: ChatRequest, calls: list[ToolCall]) -> str:
+    if calls:
+        return "tool_calls"
+    return "stop"

@@ -1,0 +1,62 @@
+"""Providers (one per configured endpoint) and their models with prices."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from providers import crypto
+from providers.adapters import KIND_LABELS
+
+
+class Provider(models.Model):
+    name = models.SlugField(max_length=50, unique=True, help_text="How routes name it, e.g. openai.")
+    kind = models.CharField(max_length=20, choices=sorted(KIND_LABELS.items()))
+    base_url = models.URLField(blank=True, help_text="Empty means the provider's public API.")
+    credential_encrypted = models.TextField(blank=True, editable=False)
+    enabled = models.BooleanField(default=True)
+    connect_timeout = models.FloatField(default=5.0, help_text="Seconds to open a connection.")
+    read_timeout = models.FloatField(default=60.0, help_text="Seconds to wait for any reply bytes.")
+    options = models.JSONField(default=dict, blank=True, help_text="Adapter options, e.g. cli_path.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_demo(self) -> bool:
+        return self.kind == "demo"
+
+    def set_credential(self, plaintext: str) -> None:
+        self.credential_encrypted = crypto.encrypt(plaintext)
+
+    def get_credential(self) -> str:
+        return crypto.decrypt(self.credential_encrypted)
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.credential_encrypted)
+
+
+class Model(models.Model):
+    """A model of a provider. Prices in USD per million tokens.
+
+    Empty prices mean "use the bundled genai-prices data for this model".
+    """
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="models")
+    name = models.CharField(max_length=200)
+    input_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    output_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    cached_input_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    context_window = models.PositiveIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "name"], name="unique_model_per_provider")]
+        ordering = ["provider__name", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.provider.name}/{self.name}"
