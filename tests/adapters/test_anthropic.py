@@ -11,6 +11,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import anthropic
 import httpx2
@@ -28,8 +29,6 @@ from providers.adapters.anthropic import (
 from providers.types import ChatRequest, ImagePart, Message, ProviderError, TextPart, Tool, ToolCall
 from tests.fakes.anthropic_server import FakeAnthropicServer, message_json
 from tests.fakes.common import FakeReply, FakeToolCall
-
-pytestmark = pytest.mark.asyncio
 
 MODEL = FakeAnthropicServer.model
 WEATHER = Tool(
@@ -61,6 +60,7 @@ def last_body(fake) -> dict:
 # -- on the wire -------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_system_is_separated_and_turns_alternate(fake):
     call = ToolCall(id="toolu_01A", name="get_weather", arguments='{"city": "Oslo"}')
     call2 = ToolCall(id="toolu_01B", name="get_weather", arguments='{"city": "Rome"}')
@@ -102,6 +102,7 @@ async def test_system_is_separated_and_turns_alternate(fake):
     ]
 
 
+@pytest.mark.asyncio
 async def test_images_go_as_base64_or_url_sources(fake):
     content = [
         TextPart("What is in these?"),
@@ -117,6 +118,7 @@ async def test_images_go_as_base64_or_url_sources(fake):
     ]
 
 
+@pytest.mark.asyncio
 async def test_sampling_stop_and_parallel_tool_use_reach_the_wire(fake):
     request = ChatRequest(
         model=MODEL,
@@ -139,6 +141,7 @@ async def test_sampling_stop_and_parallel_tool_use_reach_the_wire(fake):
     assert "system" not in body and "top_p" not in body
 
 
+@pytest.mark.asyncio
 async def test_max_tokens_defaults_from_options_then_4096(fake):
     request = ChatRequest(model=MODEL, messages=[Message("user", "hi")])
     await get_adapter(fake.adapter_config()).chat(request)
@@ -147,6 +150,7 @@ async def test_max_tokens_defaults_from_options_then_4096(fake):
     assert last_body(fake)["max_tokens"] == 777
 
 
+@pytest.mark.asyncio
 async def test_the_configured_credential_authenticates_the_call(fake):
     await get_adapter(fake.adapter_config(credential="sk-ant-wire-check")).chat(
         ChatRequest(model=MODEL, messages=[Message("user", "hi")])
@@ -158,6 +162,7 @@ async def test_the_configured_credential_authenticates_the_call(fake):
     assert fake.requests[-1]["path"] == "/v1/messages"
 
 
+@pytest.mark.asyncio
 async def test_the_fake_refuses_calls_without_a_key_in_anthropics_envelope(fake):
     async with httpx2.AsyncClient() as client:
         response = await client.post(
@@ -168,6 +173,7 @@ async def test_the_fake_refuses_calls_without_a_key_in_anthropics_envelope(fake)
     assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
 
 
+@pytest.mark.asyncio
 async def test_the_fake_counts_tokens(fake):
     client = anthropic.AsyncAnthropic(api_key="sk-ant-test-fake", base_url=fake.base_url, max_retries=0)
     try:
@@ -180,6 +186,7 @@ async def test_the_fake_counts_tokens(fake):
 # -- usage ---------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_cached_tokens_are_added_back_into_input_when_streaming(fake):
     fake.script(FakeReply(text="Cached stream.", input_tokens=100, output_tokens=20, cached_tokens=60))
     usages = [e.usage async for e in get_adapter(fake.adapter_config()).stream(ask()) if e.type == "usage"]
@@ -211,6 +218,7 @@ def ask(text: str = "Say hello.", **kwargs) -> ChatRequest:
     return ChatRequest(model=MODEL, messages=[Message("system", "Be terse."), Message("user", text)], **kwargs)
 
 
+@pytest.mark.asyncio
 async def test_tool_calls_are_numbered_among_tool_calls_only(fake):
     fake.script(FakeReply(text="Let me look.", tool_calls=[FakeToolCall("get_weather", {"city": "Oslo"})]))
     events = [e async for e in get_adapter(fake.adapter_config()).stream(ask(tools=[WEATHER]))]
@@ -222,6 +230,7 @@ async def test_tool_calls_are_numbered_among_tool_calls_only(fake):
     assert events[-1].type == "done" and events[-1].finish_reason == "tool_calls"
 
 
+@pytest.mark.asyncio
 async def test_closing_a_stream_early_stops_the_providers_stream(fake):
     long_text = "word " * 400
     fake.script(FakeReply(text=long_text, chunk_size=5, chunk_delay=0.02))
@@ -414,4 +423,4 @@ def test_retry_after_is_read_from_the_header():
 
 def test_the_adapter_does_not_import_django():
     code = "import sys, providers.adapters.anthropic; assert 'django' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
