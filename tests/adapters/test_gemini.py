@@ -57,6 +57,13 @@ def request(fake, *messages: Message, **kwargs) -> ChatRequest:
     return ChatRequest(model=fake.model, messages=list(messages), **kwargs)
 
 
+def wire(obj: dict, name: str):
+    """A field by its JSON name. The SDK sends some nested fields in their proto names
+    (`mime_type`, `parameters_json_schema`); Gemini's proto JSON parser takes both."""
+    snake = "".join("_" + c.lower() if c.isupper() else c for c in name)
+    return obj[name] if name in obj else obj[snake]
+
+
 async def collect(stream):
     return [event async for event in stream]
 
@@ -94,7 +101,7 @@ async def test_the_wire_request_carries_system_roles_tools_and_results(fake):
     ]
     declarations = body["tools"][0]["functionDeclarations"]
     assert declarations[0]["name"] == "get_weather"
-    assert declarations[0]["parametersJsonSchema"] == WEATHER.parameters
+    assert wire(declarations[0], "parametersJsonSchema") == WEATHER.parameters
     assert body["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
 
 
@@ -108,8 +115,10 @@ async def test_images_go_inline_or_by_uri(fake):
     await adapter(fake).chat(request(fake, Message(role="user", content=content)))
     parts = fake.requests[-1]["body"]["contents"][0]["parts"]
     assert parts[0] == {"text": "What is in these?"}
-    assert parts[1] == {"inlineData": {"mimeType": "image/png", "data": PIXEL}}
-    assert parts[2] == {"fileData": {"fileUri": "https://example.com/cat.webp", "mimeType": "image/webp"}}
+    inline, by_uri = parts[1]["inlineData"], parts[2]["fileData"]
+    assert (wire(inline, "mimeType"), inline["data"]) == ("image/png", PIXEL)
+    assert base64.b64decode(inline["data"]) == base64.b64decode(PIXEL)
+    assert (wire(by_uri, "fileUri"), wire(by_uri, "mimeType")) == ("https://example.com/cat.webp", "image/webp")
 
 
 @pytest.mark.asyncio
