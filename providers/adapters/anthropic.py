@@ -163,8 +163,8 @@ def _output_format(response_format: dict[str, Any] | None) -> dict[str, Any] | N
         # Structured outputs accept a subset of JSON Schema; the SDK's own
         # transform moves unsupported constraints into descriptions.
         schema = anthropic.transform_schema(schema)
-    except Exception:  # noqa: BLE001 - an odd schema is sent as given and the API judges it
-        pass
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # sent as given; the API judges it
+        log.debug("transform_schema failed (%s); sending the schema unchanged", type(exc).__name__)
     return {"type": "json_schema", "schema": schema}
 
 
@@ -230,7 +230,9 @@ def _tool_use(call: ToolCall) -> dict[str, Any]:
     if not isinstance(arguments, dict):
         # Anthropic needs the input as an object; guessing would rewrite history.
         raise ProviderError(
-            "bad_request", f"tool call {call.id!r} has arguments that are not a JSON object", provider=PROVIDER
+            "bad_request",
+            f"tool call {call.id!r} has arguments that are not a JSON object",
+            provider=PROVIDER,
         )
     return {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
 
@@ -253,8 +255,9 @@ def from_anthropic_message(obj: Any) -> ChatResult:
         model, message_id = str(obj.model), obj.id
     except (AttributeError, TypeError, ValueError) as exc:
         # The SDK builds models leniently; a body that is JSON but not a message lands here.
-        raise ProviderError("unavailable", f"malformed response from anthropic ({type(exc).__name__})",
-                            provider=PROVIDER) from exc
+        raise ProviderError(
+            "unavailable", f"malformed response from anthropic ({type(exc).__name__})", provider=PROVIDER
+        ) from exc
     content = "".join(texts) if texts else (None if calls else "")
     return ChatResult(
         content=content,
@@ -318,8 +321,9 @@ def to_provider_error(exc: BaseException) -> ProviderError:
         return ProviderError("timeout", "anthropic did not answer in time", provider=PROVIDER)
     if isinstance(exc, (anthropic.APIConnectionError, httpx2.TransportError, httpx2.StreamError)):
         # A refused or dropped connection, including a stream cut mid-answer.
-        return ProviderError("unavailable", f"connection to anthropic failed ({type(exc).__name__})",
-                             provider=PROVIDER)
+        return ProviderError(
+            "unavailable", f"connection to anthropic failed ({type(exc).__name__})", provider=PROVIDER
+        )
     if isinstance(exc, (anthropic.APIResponseValidationError, ValueError)):
         # Invalid JSON in a body or an SSE event (json.JSONDecodeError is a ValueError).
         return ProviderError("unavailable", "malformed response from anthropic", provider=PROVIDER)
@@ -410,7 +414,10 @@ class StreamMapper:
         if kind == "message_stop":
             self.finished = True
             reason = finish_reason(self.stop_reason, bool(self.tool_index))
-            return [StreamEvent(type="usage", usage=self.usage), StreamEvent(type="done", finish_reason=reason)]
+            return [
+                StreamEvent(type="usage", usage=self.usage),
+                StreamEvent(type="done", finish_reason=reason),
+            ]
         return []  # thinking blocks, future event types: nothing for our clients
 
     def _block_start(self, index: int, block: Any) -> list[StreamEvent]:
@@ -423,8 +430,11 @@ class StreamMapper:
         # non-empty one here means it came whole.
         arguments = json.dumps(block.input) if block.input else ""
         self.tool_has_arguments[index] = bool(arguments)
-        return [StreamEvent(type="tool_call", index=position, tool_call_id=block.id, name=block.name,
-                            arguments=arguments)]
+        return [
+            StreamEvent(
+                type="tool_call", index=position, tool_call_id=block.id, name=block.name, arguments=arguments
+            )
+        ]
 
     def _block_delta(self, index: int, delta: Any) -> list[StreamEvent]:
         if delta.type == "text_delta" and delta.text:
@@ -477,7 +487,7 @@ class AnthropicAdapter(Adapter):
         params = to_anthropic_request(request, self._default_max_tokens)
         try:
             message = await self._client.messages.create(**params)
-        except Exception as exc:  # noqa: BLE001 - every failure leaves as a ProviderError
+        except Exception as exc:
             raise self._error(exc) from exc
         return from_anthropic_message(message)
 
@@ -492,8 +502,12 @@ class AnthropicAdapter(Adapter):
                     yield event
                 if mapper.finished:
                     return
-            yield StreamEvent(type="error", error=ProviderError(
-                "unavailable", "anthropic stream ended before message_stop", provider=PROVIDER))
+            yield StreamEvent(
+                type="error",
+                error=ProviderError(
+                    "unavailable", "anthropic stream ended before message_stop", provider=PROVIDER
+                ),
+            )
         except Exception as exc:  # noqa: BLE001 - a stream ends in an error event, never raises
             yield StreamEvent(type="error", error=self._error(exc))
         finally:

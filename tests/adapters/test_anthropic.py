@@ -28,7 +28,7 @@ from providers.adapters.anthropic import (
 )
 from providers.types import ChatRequest, ImagePart, Message, ProviderError, TextPart, Tool, ToolCall
 from tests.fakes.anthropic_server import FakeAnthropicServer, message_json
-from tests.fakes.common import FakeReply, FakeToolCall
+from tests.fakes.common import FakeReply, FakeToolCall, Fault
 
 MODEL = FakeAnthropicServer.model
 WEATHER = Tool(
@@ -98,7 +98,11 @@ async def test_system_is_separated_and_turns_alternate(fake):
         {"type": "text", "text": "Thanks"},
     ]
     assert body["tools"] == [
-        {"name": "get_weather", "description": "Current weather for a city", "input_schema": WEATHER.parameters}
+        {
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "input_schema": WEATHER.parameters,
+        }
     ]
 
 
@@ -109,7 +113,9 @@ async def test_images_go_as_base64_or_url_sources(fake):
         ImagePart(url=f"data:image/png;base64,{PNG}"),
         ImagePart(url="https://example.com/cat.jpg"),
     ]
-    await get_adapter(fake.adapter_config()).chat(ChatRequest(model=MODEL, messages=[Message("user", content)]))
+    await get_adapter(fake.adapter_config()).chat(
+        ChatRequest(model=MODEL, messages=[Message("user", content)])
+    )
     blocks = last_body(fake)["messages"][0]["content"]
     assert blocks == [
         {"type": "text", "text": "What is in these?"},
@@ -157,7 +163,10 @@ async def test_the_configured_credential_authenticates_the_call(fake):
     )
     headers = fake.requests[-1]["headers"]
     # anthropic SDK 2.x sends the API key as a bearer token, not as x-api-key.
-    assert headers.get("x-api-key") == "sk-ant-wire-check" or headers.get("authorization") == "Bearer sk-ant-wire-check"
+    assert (
+        headers.get("x-api-key") == "sk-ant-wire-check"
+        or headers.get("authorization") == "Bearer sk-ant-wire-check"
+    )
     assert headers["anthropic-version"]
     assert fake.requests[-1]["path"] == "/v1/messages"
 
@@ -177,7 +186,9 @@ async def test_the_fake_refuses_calls_without_a_key_in_anthropics_envelope(fake)
 async def test_the_fake_counts_tokens(fake):
     client = anthropic.AsyncAnthropic(api_key="sk-ant-test-fake", base_url=fake.base_url, max_retries=0)
     try:
-        counted = await client.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hello"}])
+        counted = await client.messages.count_tokens(
+            model=MODEL, messages=[{"role": "user", "content": "hello"}]
+        )
     finally:
         await client.close()
     assert counted.input_tokens > 0
@@ -215,7 +226,9 @@ def test_a_message_delta_without_input_counts_keeps_message_starts():
 
 
 def ask(text: str = "Say hello.", **kwargs) -> ChatRequest:
-    return ChatRequest(model=MODEL, messages=[Message("system", "Be terse."), Message("user", text)], **kwargs)
+    return ChatRequest(
+        model=MODEL, messages=[Message("system", "Be terse."), Message("user", text)], **kwargs
+    )
 
 
 @pytest.mark.asyncio
@@ -308,7 +321,9 @@ def test_json_object_is_asked_for_in_the_system_prompt():
 
 def test_json_schema_uses_structured_outputs():
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
-    params = to_anthropic_request(ask(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}))
+    params = to_anthropic_request(
+        ask(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    )
     output = params["output_config"]["format"]
     assert output["type"] == "json_schema"
     assert output["schema"]["properties"]["a"]["type"] == "integer"
@@ -336,7 +351,11 @@ def test_empty_turns_are_dropped_and_tool_results_may_hold_parts():
             "role": "user",
             "content": [
                 {"type": "text", "text": "go"},
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "done"}]},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "done"}],
+                },
             ],
         }
     ]
@@ -345,7 +364,10 @@ def test_empty_turns_are_dropped_and_tool_results_may_hold_parts():
 def test_tool_arguments_that_are_not_a_json_object_are_a_bad_request():
     request = ChatRequest(
         model=MODEL,
-        messages=[Message("user", "x"), Message("assistant", None, tool_calls=[ToolCall("t1", "f", "not json")])],
+        messages=[
+            Message("user", "x"),
+            Message("assistant", None, tool_calls=[ToolCall("t1", "f", "not json")]),
+        ],
     )
     with pytest.raises(ProviderError) as caught:
         to_anthropic_request(request)
@@ -406,8 +428,18 @@ def _status_error(status: int, error_type: str, message: str, headers: dict | No
         (504, "timeout_error", "slow", "timeout"),
         (403, "permission_error", "no", "auth"),
         (413, "request_too_large", "too big", "bad_request"),
-        (400, "invalid_request_error", "prompt is too long: 215438 tokens > 200000 maximum", "context_length"),
-        (400, "invalid_request_error", "input length and `max_tokens` exceed context limit: 1 + 2 > 2", "context_length"),
+        (
+            400,
+            "invalid_request_error",
+            "prompt is too long: 215438 tokens > 200000 maximum",
+            "context_length",
+        ),
+        (
+            400,
+            "invalid_request_error",
+            "input length and `max_tokens` exceed context limit: 1 + 2 > 2",
+            "context_length",
+        ),
         (400, "invalid_request_error", "messages: roles must alternate", "bad_request"),
     ],
 )
@@ -416,7 +448,10 @@ def test_status_errors_map_to_the_taxonomy(status, error_type, message, kind):
 
 
 def test_retry_after_is_read_from_the_header():
-    assert to_provider_error(_status_error(429, "rate_limit_error", "slow", {"retry-after": "7"})).retry_after == 7
+    assert (
+        to_provider_error(_status_error(429, "rate_limit_error", "slow", {"retry-after": "7"})).retry_after
+        == 7
+    )
     error = to_provider_error(_status_error(429, "rate_limit_error", "slow", {"retry-after-ms": "1500"}))
     assert error.retry_after == 1.5
 
@@ -424,3 +459,47 @@ def test_retry_after_is_read_from_the_header():
 def test_the_adapter_does_not_import_django():
     code = "import sys, providers.adapters.anthropic; assert 'django' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+# -- faults the battery does not cover ----------------------------------------------------
+
+
+async def _stream_end(adapter, request):
+    text, last = [], None
+    async for event in adapter.stream(request):
+        last = event
+        if event.type == "delta":
+            text.append(event.text)
+    return "".join(text), last
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_goes_silent_times_out_after_what_arrived(fake):
+    fake.script(Fault("stall_stream", after_chunks=2, seconds=3, reply=FakeReply(text="Slow answer coming.")))
+    text, last = await _stream_end(get_adapter(fake.adapter_config(read_timeout=0.5)), ask())
+    assert text == "Slow answer coming."[:8]
+    assert last.type == "error" and last.error.kind == "timeout" and last.error.retryable
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        (Fault("malformed"), "unavailable"),
+        (Fault("status", status=401, message="invalid x-api-key"), "auth"),
+        (Fault("status", status=529, message="Overloaded"), "unavailable"),
+        (Fault("stall", seconds=3), "timeout"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_stream_faults_end_in_an_error_event(fake, fault, kind):
+    fake.script(fault)
+    _, last = await _stream_end(get_adapter(fake.adapter_config(read_timeout=0.5)), ask())
+    assert last.type == "error" and last.error.kind == kind
+
+
+@pytest.mark.asyncio
+async def test_a_plain_answer_cut_mid_body_is_unavailable(fake):
+    fake.script(Fault("cut", reply=FakeReply(text="A long plain answer.")))
+    with pytest.raises(ProviderError) as caught:
+        await get_adapter(fake.adapter_config()).chat(ask())
+    assert caught.value.kind == "unavailable" and caught.value.retryable

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from providers.adapters.base import AdapterConfig
-from tests.fakes.common import Fault, FakeProviderServer, FakeReply, sse
+from tests.fakes.common import FakeProviderServer, FakeReply, Fault, sse
 
 # Anthropic's error `type` per HTTP status (docs: "HTTP errors").
 ERROR_TYPES: dict[int, str] = {
@@ -42,7 +42,12 @@ ERROR_TYPES: dict[int, str] = {
     529: "overloaded_error",
 }
 
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
 
 
 class CutConnection(Exception):
@@ -139,7 +144,9 @@ class FakeAnthropicServer(FakeProviderServer):
         if not (has_key or has_bearer):
             return JSONResponse(error_body("authentication_error", "x-api-key header is required"), 401)
         if not request.headers.get("anthropic-version"):
-            return JSONResponse(error_body("invalid_request_error", "anthropic-version header is required"), 400)
+            return JSONResponse(
+                error_body("invalid_request_error", "anthropic-version header is required"), 400
+            )
         return None
 
     async def _count_tokens(self, request: Request) -> Response:
@@ -213,18 +220,24 @@ def stream_events(reply: FakeReply, model: str) -> list[tuple[str, dict[str, Any
     message = message_json(reply, model)
     start = dict(message, content=[], stop_reason=None, stop_sequence=None)
     start["usage"] = dict(message["usage"], output_tokens=1)
-    events: list[tuple[str, dict[str, Any], bool]] = [("message_start", {"type": "message_start", "message": start}, False)]
+    events: list[tuple[str, dict[str, Any], bool]] = [
+        ("message_start", {"type": "message_start", "message": start}, False)
+    ]
     for index, block in enumerate(message["content"]):
         events += _block_events(index, block, reply)
         if index == 0:
             events.append(("ping", {"type": "ping"}, False))
     delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
-    events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": message["usage"]}, False))
+    events.append(
+        ("message_delta", {"type": "message_delta", "delta": delta, "usage": message["usage"]}, False)
+    )
     events.append(("message_stop", {"type": "message_stop"}, False))
     return events
 
 
-def _block_events(index: int, block: dict[str, Any], reply: FakeReply) -> list[tuple[str, dict[str, Any], bool]]:
+def _block_events(
+    index: int, block: dict[str, Any], reply: FakeReply
+) -> list[tuple[str, dict[str, Any], bool]]:
     if block["type"] == "text":
         first = {"type": "text", "text": ""}
         pieces = [{"type": "text_delta", "text": t} for t in reply.text_chunks()]
@@ -233,9 +246,21 @@ def _block_events(index: int, block: dict[str, Any], reply: FakeReply) -> list[t
         arguments = json.dumps(block["input"])
         n = max(1, reply.chunk_size)
         pieces = [{"type": "input_json_delta", "partial_json": ""}]  # the API opens with an empty piece
-        pieces += [{"type": "input_json_delta", "partial_json": arguments[i : i + n]} for i in range(0, len(arguments), n)]
-    events = [("content_block_start", {"type": "content_block_start", "index": index, "content_block": first}, False)]
-    events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": p}, True) for p in pieces]
+        pieces += [
+            {"type": "input_json_delta", "partial_json": arguments[i : i + n]}
+            for i in range(0, len(arguments), n)
+        ]
+    events = [
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": first},
+            False,
+        )
+    ]
+    events += [
+        ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": p}, True)
+        for p in pieces
+    ]
     events.append(("content_block_stop", {"type": "content_block_stop", "index": index}, False))
     return events
 
