@@ -73,7 +73,10 @@ def on_authentication_error(request: HttpRequest, exc: AuthenticationError):
 
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError):
-    return error_response(request, GatewayError(str(exc), status=exc.status_code, code=f"http_{exc.status_code}"))
+    message = str(exc)
+    # ninja reports a body that is not JSON as a plain 400; give it its own code.
+    code = "invalid_json" if message.startswith("Cannot parse request body") else f"http_{exc.status_code}"
+    return error_response(request, GatewayError(message, status=exc.status_code, code=code))
 
 
 @api.exception_handler(RequestDataTooBig)

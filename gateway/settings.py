@@ -145,9 +145,6 @@ SECURE_REFERRER_POLICY = "same-origin"
 # Request bodies: chat requests with images can be large, but not unbounded.
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("EP_MAX_BODY_BYTES", 8 * 1024 * 1024)
 
-# Django 6 behaviour now: URL form fields assume https.
-FORMS_URLFIELD_ASSUME_HTTPS = True
-
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
@@ -180,5 +177,7 @@ LOGGING = {
         # daphne/uvicorn log each request; the gateway writes a Usage row instead.
         "django.channels.server": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        # Every refusal is already a Usage row; a log line per 4xx is noise.
+        "django.request": {"level": "ERROR"},
     },
 }

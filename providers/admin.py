@@ -6,6 +6,7 @@ from providers.models import Model, Provider
 
 class ProviderForm(forms.ModelForm):
     # Write-only: the stored credential is never rendered back into the page.
+    base_url = forms.URLField(required=False, assume_scheme="https")
     credential = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextvars
 import json
 import mimetypes
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -113,8 +113,15 @@ def _tool_response(content: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"output": value}
 
 
-def to_gemini_contents(messages: list[Message]) -> list[gt.Content]:
-    """The conversation (no system messages) as Gemini turns of role user / model."""
+def to_gemini_contents(
+    messages: list[Message], signatures: Mapping[str, bytes] | None = None
+) -> list[gt.Content]:
+    """The conversation (no system messages) as Gemini turns of role user / model.
+
+    `signatures` maps tool call ids to the thought signatures Gemini attached to
+    them; thinking models (Gemini 3) reject a function call sent back without its own.
+    """
+    signatures = signatures or {}
     contents: list[gt.Content] = []
     call_names: dict[str, str] = {}  # tool_call_id -> function name, for functionResponse
     for m in messages:
@@ -123,7 +130,7 @@ def to_gemini_contents(messages: list[Message]) -> list[gt.Content]:
             for call in m.tool_calls:
                 call_names[call.id] = call.name
                 fc = gt.FunctionCall(id=call.id or None, name=call.name, args=_call_args(call.arguments))
-                parts.append(gt.Part(function_call=fc))
+                parts.append(gt.Part(function_call=fc, thought_signature=signatures.get(call.id)))
             if parts:
                 contents.append(gt.Content(role="model", parts=parts))
         elif m.role == "tool":
@@ -148,7 +155,9 @@ def _tools_config(req: ChatRequest) -> dict[str, Any]:
         return {}
     declarations = [
         # parameters_json_schema takes plain JSON Schema, unlike `parameters` (OpenAPI subset).
-        gt.FunctionDeclaration(name=t.name, description=t.description or None, parameters_json_schema=t.parameters)
+        gt.FunctionDeclaration(
+            name=t.name, description=t.description or None, parameters_json_schema=t.parameters
+        )
         for t in req.tools
     ]
     out: dict[str, Any] = {"tools": [gt.Tool(function_declarations=declarations)]}
@@ -175,7 +184,9 @@ def _format_config(response_format: dict[str, Any] | None) -> dict[str, Any]:
     return {}
 
 
-def to_gemini_request(req: ChatRequest) -> tuple[list[gt.Content], gt.GenerateContentConfig]:
+def to_gemini_request(
+    req: ChatRequest, signatures: Mapping[str, bytes] | None = None
+) -> tuple[list[gt.Content], gt.GenerateContentConfig]:
     """(contents, config) for models.generate_content / generate_content_stream."""
     fields: dict[str, Any] = {
         "system_instruction": req.system_prompt(),
@@ -194,7 +205,7 @@ def to_gemini_request(req: ChatRequest) -> tuple[list[gt.Content], gt.GenerateCo
     if req.extra.get("thinking_budget") is not None:
         fields["thinking_config"] = gt.ThinkingConfig(thinking_budget=int(req.extra["thinking_budget"]))
     config = gt.GenerateContentConfig(**{k: v for k, v in fields.items() if v is not None})
-    return to_gemini_contents(req.conversation()), config
+    return to_gemini_contents(req.conversation(), signatures), config
 
 
 # -- response --------------------------------------------------------------------
@@ -249,7 +260,9 @@ def _blocked(response: gt.GenerateContentResponse) -> bool:
 
 def from_gemini_response(obj: gt.GenerateContentResponse | dict[str, Any]) -> ChatResult:
     """Our ChatResult from a GenerateContentResponse (or its wire-shaped dict)."""
-    response = obj if isinstance(obj, gt.GenerateContentResponse) else gt.GenerateContentResponse.model_validate(obj)
+    response = obj
+    if not isinstance(response, gt.GenerateContentResponse):
+        response = gt.GenerateContentResponse.model_validate(obj)
     texts, calls = [], []
     for part in _parts(response):
         if part.text and not part.thought:  # thought parts are summaries, not the answer
@@ -267,12 +280,42 @@ def from_gemini_response(obj: gt.GenerateContentResponse | dict[str, Any]) -> Ch
     )
 
 
+def call_signatures(response: gt.GenerateContentResponse, calls: list[ToolCall]) -> dict[str, bytes]:
+    """Thought signatures by tool call id; `calls` are the response's calls, in part order."""
+    parts = [p for p in _parts(response) if p.function_call is not None]
+    return {c.id: p.thought_signature for p, c in zip(parts, calls) if p.thought_signature}
+
+
+class SignatureCache:
+    """Recent tool call id -> thought signature, bounded.
+
+    Our tool-call format has no field for Gemini's opaque signature, so the
+    adapter keeps it to send back with the call on the next turn. Per process:
+    a turn that lands on another gateway process goes without it.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+
+    def update(self, items: Mapping[str, bytes]) -> None:
+        for key, value in items.items():
+            self._items[key] = value
+            self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def lookup(self, messages: list[Message]) -> dict[str, bytes]:
+        ids = {c.id for m in messages for c in m.tool_calls}
+        return {i: self._items[i] for i in ids if i in self._items}
+
+
 # -- errors ----------------------------------------------------------------------
 
 _KEY_PARAM = re.compile(r"([?&]key=)[^&\s'\"]+", re.IGNORECASE)
 _TOKEN_LIMIT = ("exceeds the maximum number of tokens", "input token count", "context window")
 _AUTH_STATUSES = {"UNAUTHENTICATED", "PERMISSION_DENIED"}
-_AUTH_REASONS = ("API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED", "SERVICE_DISABLED")
+_AUTH_REASONS = {"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED", "SERVICE_DISABLED"}
 
 
 def scrub(text: str, credential: str = "") -> str:
@@ -312,7 +355,10 @@ def _api_error_kind(exc: genai_errors.APIError) -> str:
     code, status = exc.code or 0, (exc.status or "").upper()
     message = (exc.message or "").lower()
     reasons = {str(d.get("reason", "")) for d in _error_details(exc)}
-    if code in (401, 403) or status in _AUTH_STATUSES or reasons & set(_AUTH_REASONS) or "api key not valid" in message:
+    # A bad key is a 400 INVALID_ARGUMENT whose ErrorInfo reason is API_KEY_INVALID.
+    if code in (401, 403) or status in _AUTH_STATUSES or reasons & _AUTH_REASONS:
+        return "auth"
+    if "api key not valid" in message:
         return "auth"
     if code == 429 or status == "RESOURCE_EXHAUSTED":
         return "rate_limited"
@@ -328,6 +374,7 @@ def _api_error_kind(exc: genai_errors.APIError) -> str:
 def map_error(exc: BaseException, credential: str = "", provider: str = "gemini") -> ProviderError:
     """Any failure of a Gemini call as a ProviderError; messages never carry the key."""
     if isinstance(exc, ProviderError):
+        exc.provider = exc.provider or provider
         return exc
     if isinstance(exc, genai_errors.APIError):
         kind = _api_error_kind(exc)
@@ -336,13 +383,17 @@ def map_error(exc: BaseException, credential: str = "", provider: str = "gemini"
         return ProviderError(kind, scrub(text, credential), retry_after=retry_after,  # type: ignore[arg-type]
                              status=exc.code, provider=provider)
     if isinstance(exc, _TIMEOUTS):
-        return ProviderError("timeout", f"Gemini did not answer in time ({type(exc).__name__})", provider=provider)
-    if isinstance(exc, (*_DECODING, ValueError, pydantic.ValidationError)) and not isinstance(
-        exc, genai_errors.UnknownFunctionCallArgumentError
-    ):
-        # JSONDecodeError / UnknownApiResponseError are ValueErrors: a broken reply, worth a retry.
+        return ProviderError("timeout", f"Gemini did not answer in time ({type(exc).__name__})",
+                             provider=provider)
+    if isinstance(exc, (*_DECODING, json.JSONDecodeError, genai_errors.UnknownApiResponseError,
+                        pydantic.ValidationError)):
+        # A body that is not JSON, or JSON that is not a GenerateContentResponse: worth a retry.
         return ProviderError("unavailable", f"Gemini sent a malformed reply ({type(exc).__name__})",
                              provider=provider)
+    if isinstance(exc, (ValueError, TypeError)):
+        # The SDK refused to build the call (e.g. a field this API does not take).
+        detail = scrub(str(exc), credential)[:200]
+        return ProviderError("bad_request", f"Gemini request rejected by the SDK: {detail}", provider=provider)
     if isinstance(exc, _TRANSPORT):
         detail = scrub(str(exc), credential)[:200]
         return ProviderError("unavailable", f"Gemini connection failed ({type(exc).__name__}: {detail})",
@@ -377,6 +428,7 @@ class GeminiAdapter(Adapter):
     def __init__(self, config: AdapterConfig) -> None:
         super().__init__(config)
         self._client: genai.Client | None = None
+        self._signatures = SignatureCache()
         if not config.credential:
             return  # no key: every call fails as `auth`, and the SDK never reads GOOGLE_API_KEY from env
         options = gt.HttpOptions(
@@ -402,26 +454,34 @@ class GeminiAdapter(Adapter):
                                 provider=self.config.name or self.kind)
         return self._client.aio
 
+    def _build(self, request: ChatRequest) -> tuple[list[gt.Content], gt.GenerateContentConfig]:
+        try:
+            return to_gemini_request(request, self._signatures.lookup(request.messages))
+        except (ValueError, TypeError, pydantic.ValidationError) as exc:  # e.g. a broken data: URL
+            message = f"cannot express this request for Gemini ({type(exc).__name__})"
+            raise ProviderError("bad_request", message, provider=self.config.name or self.kind) from None
+
     async def chat(self, request: ChatRequest) -> ChatResult:
-        contents, config = to_gemini_request(request)
+        contents, config = self._build(request)
         try:
             response = await self._aio().models.generate_content(
                 model=request.model, contents=contents, config=config
             )
             result = from_gemini_response(response)
+            self._signatures.update(call_signatures(response, result.tool_calls))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a ProviderError
             raise self._fail(exc) from None  # `from None`: SDK errors hold request details
         result.model = result.model or request.model
         return result
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        contents, config = to_gemini_request(request)
         opened: list[Any] = []  # the HTTP responses behind this stream, to close on exit
         upstream = None
         state = _StreamState()
         error: ProviderError | None = None
         try:
             try:
+                contents, config = self._build(request)
                 upstream = await self._aio().models.generate_content_stream(
                     model=request.model, contents=contents, config=config
                 )
@@ -433,6 +493,7 @@ class GeminiAdapter(Adapter):
                 state.check_complete()
             except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
                 error = self._fail(exc)
+            self._signatures.update(state.signatures)
             if state.usage is not None:  # also after an error: tokens produced so far are billed
                 yield StreamEvent(type="usage", usage=state.usage)
             if error is not None:
@@ -455,6 +516,7 @@ class _StreamState:
         self.finish: Any = None
         self.blocked = False
         self.usage: Usage | None = None
+        self.signatures: dict[str, bytes] = {}
 
     def events(self, chunk: gt.GenerateContentResponse) -> list[StreamEvent]:
         out: list[StreamEvent] = []
@@ -467,6 +529,8 @@ class _StreamState:
                 out.append(StreamEvent(type="tool_call", index=self.calls, tool_call_id=call.id,
                                        name=call.name, arguments=call.arguments))
                 self.calls += 1
+                if part.thought_signature:
+                    self.signatures[call.id] = part.thought_signature
         if chunk.candidates and chunk.candidates[0].finish_reason:
             self.finish = chunk.candidates[0].finish_reason
         self.blocked = self.blocked or _blocked(chunk)
@@ -477,7 +541,7 @@ class _StreamState:
     def check_complete(self) -> None:
         # Gemini always ends with a finishReason; without one the answer was cut short.
         if self.finish is None and not self.blocked:
-            raise ProviderError("unavailable", "Gemini stream ended before a finish reason", provider="gemini")
+            raise ProviderError("unavailable", "Gemini stream ended before a finish reason")
 
     def finish_reason(self) -> FinishReason:
         return map_finish(self.finish, self.calls > 0, self.blocked)

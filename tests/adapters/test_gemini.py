@@ -73,7 +73,10 @@ async def collect(stream):
 
 @pytest.mark.asyncio
 async def test_the_wire_request_carries_system_roles_tools_and_results(fake):
-    calls = [ToolCall("call_a", "get_weather", '{"city": "Oslo"}'), ToolCall("call_b", "get_time", '{"tz": "CET"}')]
+    calls = [
+        ToolCall("call_a", "get_weather", '{"city": "Oslo"}'),
+        ToolCall("call_b", "get_time", '{"tz": "CET"}'),
+    ]
     req = request(
         fake,
         Message(role="system", content="You are terse."),
@@ -118,7 +121,8 @@ async def test_images_go_inline_or_by_uri(fake):
     inline, by_uri = parts[1]["inlineData"], parts[2]["fileData"]
     assert (wire(inline, "mimeType"), inline["data"]) == ("image/png", PIXEL)
     assert base64.b64decode(inline["data"]) == base64.b64decode(PIXEL)
-    assert (wire(by_uri, "fileUri"), wire(by_uri, "mimeType")) == ("https://example.com/cat.webp", "image/webp")
+    assert wire(by_uri, "fileUri") == "https://example.com/cat.webp"
+    assert wire(by_uri, "mimeType") == "image/webp"
 
 
 @pytest.mark.asyncio
@@ -137,12 +141,14 @@ async def test_generation_config_fields_reach_gemini(fake):
         "temperature": 0.3, "topP": 0.9, "maxOutputTokens": 256, "stopSequences": ["END"], "seed": 42,
         "responseMimeType": "application/json", "responseJsonSchema": schema,
     }
-    assert body["toolConfig"]["functionCallingConfig"] == {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
+    forced = {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
+    assert body["toolConfig"]["functionCallingConfig"] == forced
 
 
 @pytest.mark.asyncio
 async def test_the_key_travels_in_a_header_not_the_url(fake):
-    await adapter(fake, credential="AIza-header-only-key").chat(request(fake, Message(role="user", content="hi")))
+    gemini = adapter(fake, credential="AIza-header-only-key")
+    await gemini.chat(request(fake, Message(role="user", content="hi")))
     sent = fake.requests[-1]
     assert sent["headers"]["x-goog-api-key"] == "AIza-header-only-key"
     assert "AIza-header-only-key" not in sent["path"]
@@ -152,10 +158,32 @@ async def test_the_key_travels_in_a_header_not_the_url(fake):
 async def test_gemini_ids_are_kept_and_missing_ones_generated(fake):
     fake.script(FakeReply(text="", tool_calls=[FakeToolCall("get_weather", {"city": "Rome"}, id="gem-id-1"),
                                                FakeToolCall("get_time", {"tz": "CET"})]))
-    result = await adapter(fake).chat(request(fake, Message(role="user", content="Both"), tools=[WEATHER, TIME]))
+    ask = request(fake, Message(role="user", content="Both"), tools=[WEATHER, TIME])
+    result = await adapter(fake).chat(ask)
     ids = [c.id for c in result.tool_calls]
     assert ids[0] == "gem-id-1"
     assert ids[1].startswith("call_") and len(ids[1]) > 10
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_thought_signatures_go_back_with_their_calls(fake, streamed):
+    gemini = adapter(fake)
+    fake.script(FakeReply(text="", tool_calls=[FakeToolCall("get_weather", {"city": "Oslo"}),
+                                               FakeToolCall("get_time", {"tz": "CET"})]))
+    ask = request(fake, Message(role="user", content="Both"), tools=[WEATHER, TIME])
+    if streamed:
+        events = await collect(gemini.stream(ask))
+        calls = [ToolCall(e.tool_call_id, e.name, e.arguments) for e in events if e.type == "tool_call"]
+    else:
+        calls = (await gemini.chat(ask)).tool_calls
+    ask.messages += [Message(role="assistant", tool_calls=calls)] + [
+        Message(role="tool", tool_call_id=c.id, content="{}") for c in calls]
+    await gemini.chat(ask)
+    model_turn = fake.requests[-1]["body"]["contents"][1]["parts"]
+    signature = wire(model_turn[0], "thoughtSignature")
+    assert base64.b64decode(signature) == base64.b64decode(fake.thought_signature("get_weather"))
+    assert "thoughtSignature" not in model_turn[1] and "thought_signature" not in model_turn[1]
 
 
 # -- finish reasons, streams ---------------------------------------------------------
@@ -163,10 +191,12 @@ async def test_gemini_ids_are_kept_and_missing_ones_generated(fake):
 
 @pytest.mark.asyncio
 async def test_safety_blocks_are_content_filter(fake):
-    fake.script(FakeReply(text="Partial", finish="content_filter"), FakeReply(text="Partial", finish="content_filter"))
+    blocked = FakeReply(text="Partial", finish="content_filter")
+    fake.script(blocked, blocked)
     result = await adapter(fake).chat(request(fake, Message(role="user", content="something risky")))
     assert result.finish_reason == "content_filter"
-    events = await collect(adapter(fake).stream(request(fake, Message(role="user", content="something risky"))))
+    ask = request(fake, Message(role="user", content="something risky"))
+    events = await collect(adapter(fake).stream(ask))
     assert events[-1].type == "done" and events[-1].finish_reason == "content_filter"
 
 
@@ -216,7 +246,8 @@ async def test_a_malformed_stream_is_an_unavailable_error_event(fake):
 @pytest.mark.asyncio
 async def test_a_stalled_stream_times_out(fake):
     fake.script(Fault("stall_stream", after_chunks=1, seconds=3, reply=FakeReply(text="slow and steady")))
-    events = await collect(adapter(fake, read_timeout=0.4).stream(request(fake, Message(role="user", content="hi"))))
+    ask = request(fake, Message(role="user", content="hi"))
+    events = await collect(adapter(fake, read_timeout=0.4).stream(ask))
     assert events[0].type == "delta"
     assert events[-1].type == "error" and events[-1].error.kind == "timeout" and events[-1].error.retryable
 
@@ -254,6 +285,17 @@ async def test_no_configured_key_fails_as_auth_without_calling(fake):
     assert fake.call_count == 0
 
 
+@pytest.mark.asyncio
+async def test_a_request_gemini_cannot_take_is_bad_request_not_a_crash(fake):
+    broken = Message(role="user", content=[ImagePart(url="data:image/png;base64,abc")])  # bad padding
+    with pytest.raises(ProviderError) as caught:
+        await adapter(fake).chat(request(fake, broken))
+    assert caught.value.kind == "bad_request"
+    events = await collect(adapter(fake).stream(request(fake, broken)))
+    assert [e.type for e in events] == ["error"] and events[0].error.kind == "bad_request"
+    assert fake.call_count == 0
+
+
 def _api_error(code: int, message: str, status: str, **kw) -> genai_errors.APIError:
     # What the SDK raises for a response it could not keep (no headers to read).
     cls = genai_errors.ClientError if code < 500 else genai_errors.ServerError
@@ -268,8 +310,9 @@ def test_retry_after_falls_back_to_retry_info():
 @pytest.mark.parametrize(
     "code,status,message,kind",
     [
-        (400, "INVALID_ARGUMENT", "The input token count (2000000) exceeds the maximum number of tokens allowed "
-                                  "(1048576).", "context_length"),
+        (400, "INVALID_ARGUMENT",
+         "The input token count (2000000) exceeds the maximum number of tokens allowed (1048576).",
+         "context_length"),
         (400, "INVALID_ARGUMENT", "Invalid JSON payload received.", "bad_request"),
         (400, "API_KEY_INVALID", "API key not valid. Please pass a valid API key.", "auth"),
         (403, "PERMISSION_DENIED", "Permission denied", "auth"),
@@ -299,7 +342,8 @@ def test_tool_choice_modes():
     base = [Message(role="user", content="hi")]
 
     def mode(choice):
-        _, config = to_gemini_request(ChatRequest(model="m", messages=base, tools=[WEATHER], tool_choice=choice))
+        req = ChatRequest(model="m", messages=base, tools=[WEATHER], tool_choice=choice)
+        _, config = to_gemini_request(req)
         return config.tool_config.function_calling_config.mode.value if config.tool_config else None
 
     assert [mode(c) for c in (None, "auto", "none", "required")] == [None, "AUTO", "NONE", "ANY"]
@@ -348,14 +392,16 @@ def test_from_response_skips_thoughts_and_counts_usage():
 
 def test_from_response_maps_calls_and_finish_reasons():
     calls = from_gemini_response({"candidates": [{
-        "content": {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}]},
+        "content": {"role": "model",
+                    "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}]},
         "finishReason": "STOP"}]})
     assert calls.finish_reason == "tool_calls" and calls.content is None
     assert json.loads(calls.tool_calls[0].arguments) == {"city": "Oslo"}
     for reason, expected in [("MAX_TOKENS", "length"), ("RECITATION", "content_filter"),
                              ("PROHIBITED_CONTENT", "content_filter"), ("SPII", "content_filter"),
                              ("BLOCKLIST", "content_filter"), ("MALFORMED_FUNCTION_CALL", "error")]:
-        result = from_gemini_response({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": reason}]})
+        candidate = {"content": {"parts": [{"text": "x"}]}, "finishReason": reason}
+        result = from_gemini_response({"candidates": [candidate]})
         assert result.finish_reason == expected, reason
 
 
@@ -368,7 +414,8 @@ def test_a_blocked_prompt_is_content_filter():
 
 def test_a_stream_without_a_finish_reason_is_incomplete():
     state = _StreamState()
-    state.events(gt.GenerateContentResponse.model_validate({"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]}))
+    chunk = {"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]}
+    state.events(gt.GenerateContentResponse.model_validate(chunk))
     with pytest.raises(ProviderError) as caught:
         state.check_complete()
     assert caught.value.kind == "unavailable"

@@ -17,6 +17,7 @@ leaves ids out for most models, so the adapter must make its own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from typing import Any
@@ -101,7 +102,9 @@ class FakeGeminiServer(FakeProviderServer):
 
     # -- app -------------------------------------------------------------------
     def build_app(self) -> Starlette:
-        return Starlette(routes=[Route("/{version}/models/{model_action}", self._models_call, methods=["POST"])])
+        # {model_action} is "gemini-2.5-flash:generateContent": Starlette params stop at "/" only.
+        route = Route("/{version}/models/{model_action}", self._models_call, methods=["POST"])
+        return Starlette(routes=[route])
 
     async def _models_call(self, request: Request) -> Response:
         raw = await request.body()
@@ -119,8 +122,8 @@ class FakeGeminiServer(FakeProviderServer):
         if action not in ("generateContent", "streamGenerateContent"):
             return JSONResponse(error_body(404, f"Method {action!r} not found."), 404)
         if not isinstance(body, dict) or not body.get("contents"):
-            return JSONResponse(error_body(400, "* GenerateContentRequest.contents: contents is not specified"),
-                                400)
+            message = "* GenerateContentRequest.contents: contents is not specified"
+            return JSONResponse(error_body(400, message), 400)
         stream = action == "streamGenerateContent"
         if stream and request.query_params.get("alt") != "sse":
             return JSONResponse(error_body(400, "this fake only streams with alt=sse"), 400)
@@ -148,9 +151,10 @@ class FakeGeminiServer(FakeProviderServer):
             return self._answer(reply, model, stream)
         if fault.kind == "malformed":
             if stream:
-                return self._sse([sse(self._chunks(reply, model)[0]), b'data: {"candidates": [{"content": \n\n'],
-                                 reply, encoded=True)
-            return Response(b'{"candidates": [{"content": {"parts": [{"text": "br', media_type="application/json")
+                broken = [sse(self._chunks(reply, model)[0]), b'data: {"candidates": [{"content": \n\n']
+                return self._sse(broken, reply, encoded=True)
+            broken = b'{"candidates": [{"content": {"parts": [{"text": "br'
+            return Response(broken, media_type="application/json")
         # cut / stall_stream: `after_chunks` pieces of the reply, then trouble
         if stream:
             chunks = [sse(c) for c in self._chunks(reply, model)]
@@ -181,13 +185,20 @@ class FakeGeminiServer(FakeProviderServer):
         return usage
 
     @staticmethod
-    def _call_parts(reply: FakeReply) -> list[dict]:
+    def thought_signature(name: str) -> str:
+        """The opaque signature the fake puts on a turn's first call (base64, as on the wire)."""
+        return base64.b64encode(f"fake-thought-signature:{name}".encode()).decode()
+
+    def _call_parts(self, reply: FakeReply) -> list[dict]:
         parts = []
-        for call in reply.tool_calls:
+        for i, call in enumerate(reply.tool_calls):
             fc: dict[str, Any] = {"name": call.name, "args": call.arguments}
             if call.id:
                 fc["id"] = call.id
-            parts.append({"functionCall": fc})
+            part: dict[str, Any] = {"functionCall": fc}
+            if i == 0:  # thinking models sign the first function call of a turn only
+                part["thoughtSignature"] = self.thought_signature(call.name)
+            parts.append(part)
         return parts
 
     def _response(self, reply: FakeReply, model: str) -> dict:

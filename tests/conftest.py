@@ -1,0 +1,157 @@
+"""The shared fixture world and a live gateway.
+
+- Two teams, red and blue, each with a chat key; an admin key; a key with the
+  `direct` scope.
+- `gateway_server`: a real daphne process serving gateway.asgi against the
+  test database, started once per session. Tests that talk to it use
+  `transactional_db` so what they create is committed and visible to it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def _database_url_for(settings_dict: dict) -> str:
+    engine = settings_dict["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or "postgres"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveGateway:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def server_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "gateway.settings",
+        "DATABASE_URL": database_url,
+        "DEBUG": "0",
+        "SECRET_KEY": settings.SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "PYTHONUNBUFFERED": "1",
+        "LOG_LEVEL": "DEBUG",  # the canary tests read every line at every level
+    }
+    if settings.REDIS_URL:
+        env["EP_CONFIG_CHECK_SECONDS"] = "0"  # see Redis move on every request
+    else:
+        env["EP_CONFIG_CACHE_SECONDS"] = "0"  # nothing shared: read the database
+    env.update(extra)
+    return env
+
+
+def start_daphne(database_url: str, name: str = "gateway", **extra_env: str) -> LiveGateway:
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    log_path = ARTIFACTS / f"{name}-{port}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "1", "gateway.asgi:application"],
+        cwd=ROOT,
+        env=server_env(database_url, **extra_env),
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daphne exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code in (200, 503):
+                return LiveGateway(url, process, log_path)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"daphne did not serve /health in 30 s:\n{log_path.read_text()}")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def test_database_url(django_db_setup, django_db_blocker) -> str:
+    from django.db import connection
+
+    return _database_url_for(connection.settings_dict)
+
+
+@pytest.fixture(scope="session")
+def gateway_server(test_database_url):
+    server = start_daphne(test_database_url)
+    yield server
+    stop_process(server.process)
+
+
+@pytest.fixture
+def live(gateway_server, transactional_db) -> LiveGateway:
+    """The live gateway, with this test's data committed for it to see."""
+    return gateway_server
+
+
+# -- the fixture world ---------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    red: object
+    blue: object
+    red_key: str
+    blue_key: str
+    admin_key: str
+    direct_key: str
+    demo: object
+
+
+@pytest.fixture
+def world(db) -> World:
+    from gateway.models import ApiKey, Team
+    from personas.services import demo_personas_ensure
+    from providers.services import demo_provider_ensure
+
+    demo = demo_provider_ensure()
+    demo.options = {"latency_ms": 0, "chunk_delay_ms": 0}
+    demo.save()
+    demo_personas_ensure(demo)
+    red, blue = Team.objects.create(name="red"), Team.objects.create(name="blue")
+    _, red_key = ApiKey.issue(team=red, name="red agents")
+    _, blue_key = ApiKey.issue(team=blue, name="blue agents")
+    _, admin_key = ApiKey.issue(team=red, name="red admin", scopes=["admin"])
+    _, direct_key = ApiKey.issue(team=red, name="red direct", scopes=["chat", "direct"])
+    return World(red, blue, red_key, blue_key, admin_key, direct_key, demo)
