@@ -393,7 +393,8 @@ def map_error(exc: BaseException, credential: str = "", provider: str = "gemini"
     if isinstance(exc, (ValueError, TypeError)):
         # The SDK refused to build the call (e.g. a field this API does not take).
         detail = scrub(str(exc), credential)[:200]
-        return ProviderError("bad_request", f"Gemini request rejected by the SDK: {detail}", provider=provider)
+        return ProviderError("bad_request", f"Gemini request rejected by the SDK: {detail}",
+                             provider=provider)
     if isinstance(exc, _TRANSPORT):
         detail = scrub(str(exc), credential)[:200]
         return ProviderError("unavailable", f"Gemini connection failed ({type(exc).__name__}: {detail})",
