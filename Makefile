@@ -1,0 +1,40 @@
+# The two quick-start commands are `make run` and `make test` (see README).
+# Everything installs into .venv; nothing is installed system-wide except what
+# the browser tests need from Debian (scripts/install-system-deps.sh).
+
+SYSTEM_PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run install install-dev serve test bench
+
+run: install serve
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/bin/python:
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.installed $@
+
+# Development server: SQLite, demo provider, first admin login and API key printed.
+serve:
+	DEBUG=$${DEBUG:-1} $(PYTHON) manage.py bootstrap
+	DEBUG=$${DEBUG:-1} $(PYTHON) -m daphne -b $(HOST) -p $(PORT) -v 1 gateway.asgi:application
+
+test: install-dev
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+bench: install-dev
+	$(PYTHON) bench/run.py
