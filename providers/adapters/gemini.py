@@ -507,6 +507,7 @@ class GeminiAdapter(Adapter):
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aio.aclose()
+            self._client.close()  # the sync pool the SDK builds alongside; never used, still held
 
 
 class _StreamState:

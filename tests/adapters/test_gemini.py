@@ -419,3 +419,12 @@ def test_a_stream_without_a_finish_reason_is_incomplete():
     with pytest.raises(ProviderError) as caught:
         state.check_complete()
     assert caught.value.kind == "unavailable"
+
+
+@pytest.mark.asyncio
+async def test_aclose_releases_the_client(fake):
+    gemini = GeminiAdapter(fake.adapter_config(provider_id=7399))
+    assert (await gemini.chat(request(fake, Message(role="user", content="hi")))).content
+    await gemini.aclose()
+    with pytest.raises(ProviderError):  # a closed client fails as a ProviderError, not a crash
+        await gemini.chat(request(fake, Message(role="user", content="hi")))
