@@ -14,9 +14,9 @@ from providers.models import Model, Provider
 ENV_KINDS = ("openai", "anthropic", "gemini")
 DEFAULT_MODELS = {
     "openai": "gpt-4o-mini",
-    "anthropic": "claude-sonnet-4-5",
+    "anthropic": "claude-sonnet-4-6",
     "gemini": "gemini-2.5-flash",
-    "claude_agent": "claude-sonnet-4-5",
+    "claude_agent": "claude-sonnet-4-6",
     "demo": "demo",
 }
 # The demo bills simulated prices so dashboards and budgets show something real.

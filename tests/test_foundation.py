@@ -155,7 +155,7 @@ def test_the_seed_persona_map_imports_as_written(db, tmp_path):
     assert "Imported 3 persona(s)" in out.getvalue()
     assert "Provider 'openai' was not configured: created disabled" in err.getvalue()
     reviewer = Persona.objects.get(slug="reviewer").steps.get()
-    assert (reviewer.provider.kind, reviewer.model) == ("claude_agent", "claude-sonnet-4-5")
+    assert (reviewer.provider.kind, reviewer.model) == ("claude_agent", "claude-sonnet-4-6")
     assert Persona.objects.get(slug="architect").steps.get().model == "gpt-4"
 
 

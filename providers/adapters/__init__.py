@@ -6,6 +6,7 @@ registry never imports an SDK that a deployment does not use.
 
 from __future__ import annotations
 
+import asyncio
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -50,7 +51,21 @@ def get_adapter(config: AdapterConfig) -> Adapter:
     if adapter is None:
         stale = [k for k in _instances if k[0] == config.provider_id]
         for k in stale:
-            _instances.pop(k, None)
+            _close_later(_instances.pop(k))
         adapter = adapter_class(config.kind)(config)
         _instances[key] = adapter
     return adapter
+
+
+def _close_later(adapter: Adapter) -> None:
+    """Release a replaced adapter's connections without blocking the caller."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return  # no loop: nothing async is open; the pool goes with the object
+    task = loop.create_task(adapter.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task] = set()

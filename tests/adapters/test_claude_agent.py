@@ -35,7 +35,7 @@ def cli(_cli):
 
 def ask(text="Say hello.", system="You are terse.", **kwargs) -> ChatRequest:
     return ChatRequest(
-        model="claude-sonnet-4-5",
+        model="claude-sonnet-4-6",
         messages=[Message(role="system", content=system), Message(role="user", content=text)],
         **kwargs,
     )
@@ -87,7 +87,7 @@ async def test_system_prompt_model_and_prompt_reach_the_cli(cli):
     await get_adapter(cli.adapter_config()).chat(ask("What is 2+2?", system="Answer in French.", max_tokens=77))
     run = cli.requests[-1]
     assert flag(run["argv"], "--system-prompt") == "Answer in French."
-    assert flag(run["argv"], "--model") == "claude-sonnet-4-5"
+    assert flag(run["argv"], "--model") == "claude-sonnet-4-6"
     assert user_prompt(run) == "What is 2+2?"
     assert "CLAUDE_CODE_MAX_OUTPUT_TOKENS" in run["env_names"]
 

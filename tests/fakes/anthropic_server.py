@@ -74,7 +74,7 @@ class _EventStream(StreamingResponse):
 
 class FakeAnthropicServer(FakeProviderServer):
     kind = "anthropic"
-    model = "claude-sonnet-4-5"
+    model = "claude-sonnet-4-6"
     scriptable = True
     parallel_tools = True
     reports_reasoning_tokens = False

@@ -29,7 +29,7 @@ SCRIPT = Path(__file__).with_name("claude_cli") / "fake_claude.py"
 
 class FakeClaudeCLI:
     kind = "claude_agent"
-    model = "claude-sonnet-4-5"
+    model = "claude-sonnet-4-6"
     scriptable = True
     # Every tool_use block of the turn is read from the assistant messages, so
     # several calls in one turn come back together.
