@@ -113,8 +113,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    # Tests run the server in a subprocess, so the test database must be a file.
-    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("EP_TEST_SQLITE", str(BASE_DIR / ".test-db.sqlite3"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # -- cache and channel layer ------------------------------------------------------

@@ -1,7 +1,18 @@
-"""Settings for the test run: production settings, with a test-only secret."""
+"""Settings for the test run: production settings, with a test-only secret.
+
+EP_TEST_DB_NAME names the test database (PostgreSQL) or file (SQLite), so
+several test runs on one machine do not share one.
+"""
 
 import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-never-used-in-production-3f9a")
 
 from gateway.settings import *  # noqa: E402,F401,F403
+from gateway.settings import BASE_DIR, DATABASES  # noqa: E402
+
+_name = os.environ.get("EP_TEST_DB_NAME", "")
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".test-db{'-' + _name if _name else ''}.sqlite3")}
+elif _name:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{_name}"}
