@@ -21,6 +21,7 @@ from gateway.errors import (
     envelope,
 )
 from gateway.responses import json_response
+from providers import api as providers_api
 
 log = logging.getLogger("gateway.api")
 
@@ -34,6 +35,7 @@ api = NinjaAPI(
 )
 api.add_router("/v1", openai_compat.router)
 api.add_router("", health.router)
+api.add_router("", providers_api.router)
 
 
 def error_response(request: HttpRequest, error: GatewayError):
