@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from gateway import health, openai_compat
+from gateway import anthropic_compat, health, openai_compat
 from gateway.auth import request_id_of
 from gateway.errors import (
     AuthenticationFailed,
@@ -34,6 +34,7 @@ api = NinjaAPI(
     urls_namespace="api",
 )
 api.add_router("/v1", openai_compat.router)
+api.add_router("/v1", anthropic_compat.router)
 api.add_router("", health.router)
 api.add_router("", providers_api.router)
 
@@ -43,6 +44,8 @@ def error_response(request: HttpRequest, error: GatewayError):
     if call is not None:
         call.fail(error)
     request_id = request_id_of(request)
+    if anthropic_compat.owns(request.path):  # Claude clients parse Anthropic's error shape
+        return anthropic_compat.error_response(error, request_id)
     return json_response(envelope(error, request_id), request_id, status=error.status, headers=error.headers)
 
 
