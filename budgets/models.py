@@ -8,6 +8,10 @@ from django.utils import timezone
 from gateway.models import ApiKey, Team
 
 
+def default_thresholds() -> list[int]:
+    return [50, 80, 100]
+
+
 class Budget(models.Model):
     SCOPES = [("global", "Everything"), ("team", "A team"), ("key", "An API key"), ("persona", "A persona")]
     PERIODS = [("day", "Per day"), ("week", "Per week"), ("month", "Per month"), ("lifetime", "Lifetime")]
@@ -22,12 +26,71 @@ class Budget(models.Model):
     period = models.CharField(max_length=10, choices=PERIODS, default="month")
     limit_usd = models.DecimalField(max_digits=14, decimal_places=6)
     hard = models.BooleanField(default=True, help_text="Refuse requests over the limit; otherwise only alert.")
-    thresholds = models.JSONField(default=list, blank=True, help_text="Alert at these percentages, e.g. [50, 80, 100].")
+    thresholds = models.JSONField(
+        default=default_thresholds, blank=True, help_text="Alert at these percentages, e.g. [50, 80, 100]."
+    )
+    notify_emails = models.TextField(blank=True, help_text="Comma-separated addresses alerted by email.")
+    webhook_url = models.URLField(blank=True, help_text="Alerts are POSTed here, HMAC-signed.")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
         return self.name
+
+    def describe_limit(self) -> str:
+        period = "in total" if self.period == "lifetime" else f"per {self.period}"
+        return f"${self.limit_usd:.2f} {period}"
+
+
+class BudgetCounter(models.Model):
+    """Spend and in-flight reservations of one budget in one period.
+
+    `spent` always equals the sum of the ledger rows the budget covers in the
+    period: it is only changed in the transaction that writes such a row.
+    """
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="counters")
+    period_start = models.DateTimeField()
+    spent = models.DecimalField(max_digits=18, decimal_places=8, default=0)
+    reserved = models.DecimalField(max_digits=18, decimal_places=8, default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["budget", "period_start"], name="one_counter_per_period")]
+
+
+class Reservation(models.Model):
+    """Worst-case cost held against a counter while a request runs; expires if
+    its process dies before settling it."""
+
+    request_id = models.CharField(max_length=64, db_index=True)
+    counter = models.ForeignKey(BudgetCounter, on_delete=models.CASCADE, related_name="reservations")
+    amount = models.DecimalField(max_digits=18, decimal_places=8)
+    expires_at = models.DateTimeField(db_index=True)
+
+
+class RateLimit(models.Model):
+    """Requests and tokens per minute for a team or one API key."""
+
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="rate_limits")
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.CASCADE, related_name="rate_limits")
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        who = f"key {self.api_key_id}" if self.api_key_id else f"team {self.team_id}"
+        return f"{who}: {self.requests_per_minute or '-'} rpm, {self.tokens_per_minute or '-'} tpm"
+
+
+class WebhookDelivery(models.Model):
+    """The stored queue of alert webhooks: retried until delivered, never lost."""
+
+    alert = models.ForeignKey("Alert", on_delete=models.CASCADE, related_name="deliveries")
+    url = models.URLField()
+    payload = models.TextField()
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now, db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
 
 
 class Usage(models.Model):

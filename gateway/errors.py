@@ -71,6 +71,12 @@ class RateLimited(GatewayError):
     code = "rate_limited"
 
 
+class BudgetExceeded(GatewayError):
+    status = 429
+    type = "budget_exceeded_error"
+    code = "budget_exceeded"
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     type = "service_unavailable_error"

@@ -85,12 +85,52 @@ class PersonaInfo:
     steps: tuple[StepInfo, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetInfo:
+    id: int
+    name: str
+    scope: str
+    team_id: int | None
+    key_id: int | None
+    persona: str | None
+    period: str
+    limit: Decimal
+    hard: bool
+    thresholds: tuple[int, ...]
+
+    def applies_to(self, key: KeyInfo, persona: str) -> bool:
+        if self.scope == "team":
+            return self.team_id == key.team_id
+        if self.scope == "key":
+            return self.key_id == key.id
+        if self.scope == "persona":
+            return self.persona == persona
+        return True  # global
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitInfo:
+    scope: str  # "team" or "key"
+    owner_id: int
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+
+
 @dataclass(slots=True)
 class Snapshot:
     personas: dict[str, PersonaInfo]
     providers: dict[str, ProviderInfo]
     loaded_at: float
     generation: int
+    budgets: tuple[BudgetInfo, ...] = ()
+    rate_limits: dict[tuple[str, int], RateLimitInfo] = field(default_factory=dict)
+
+    def budgets_for(self, key: KeyInfo, persona: str) -> list[BudgetInfo]:
+        return [b for b in self.budgets if b.applies_to(key, persona)]
+
+    def rate_limits_for(self, key: KeyInfo) -> list[RateLimitInfo]:
+        found = (self.rate_limits.get(("key", key.id)), self.rate_limits.get(("team", key.team_id)))
+        return [r for r in found if r is not None]
 
 
 # -- loading (sync, runs in a worker thread) --------------------------------------------
@@ -138,7 +178,27 @@ def load_snapshot(generation: int) -> Snapshot:
             persona.slug, persona.name, persona.system_prompt, dict(persona.default_params or {}),
             persona.max_output_tokens, steps,
         )
-    return Snapshot(personas, providers, time.monotonic(), generation)
+    return Snapshot(personas, providers, time.monotonic(), generation, _load_budgets(), _load_rate_limits())
+
+
+def _load_budgets() -> tuple[BudgetInfo, ...]:
+    from budgets.models import Budget
+
+    return tuple(
+        BudgetInfo(b.id, b.name, b.scope, b.team_id, b.api_key_id, b.persona.slug if b.persona_id else None,
+                   b.period, b.limit_usd, b.hard, tuple(sorted(int(t) for t in (b.thresholds or ()))))
+        for b in Budget.objects.filter(enabled=True).select_related("persona")
+    )
+
+
+def _load_rate_limits() -> dict[tuple[str, int], RateLimitInfo]:
+    from budgets.models import RateLimit
+
+    limits = {}
+    for r in RateLimit.objects.all():
+        scope, owner = ("key", r.api_key_id) if r.api_key_id else ("team", r.team_id)
+        limits[(scope, owner)] = RateLimitInfo(scope, owner, r.requests_per_minute, r.tokens_per_minute)
+    return limits
 
 
 def load_key(key_hash: str) -> KeyInfo | None:
@@ -221,11 +281,11 @@ def bump_generation(**_: Any) -> None:
 
 
 def connect_invalidation_signals() -> None:
-    from budgets.models import Budget
+    from budgets.models import Budget, RateLimit
     from gateway.models import ApiKey, Team
     from personas.models import Persona, RouteStep
     from providers.models import Model, Provider
 
-    for model in (ApiKey, Team, Persona, RouteStep, Provider, Model, Budget):
+    for model in (ApiKey, Team, Persona, RouteStep, Provider, Model, Budget, RateLimit):
         post_save.connect(bump_generation, sender=model, dispatch_uid=f"ep-config-{model.__name__}-save")
         post_delete.connect(bump_generation, sender=model, dispatch_uid=f"ep-config-{model.__name__}-delete")

@@ -28,6 +28,8 @@ class LedgerMiddleware:
         if not response.has_header("X-Request-ID"):
             response["X-Request-ID"] = request_id
         call: pipeline.Call | None = getattr(request, "ep_call", None)
+        for name, value in (call.response_headers.items() if call is not None else ()):
+            response[name] = value
         # A stream records its own row when it ends (it may outlive this call).
         if call is not None and not call.recorded and not getattr(response, "streaming", False):
             _file_outcome(call, response.status_code)

@@ -17,9 +17,21 @@ from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 
+from django.conf import settings
+
 from budgets import pricing
-from gateway.errors import AuthenticationFailed, GatewayError, NotFound, PermissionDenied, UpstreamFailed
-from gateway.hotcache import KeyInfo, PersonaInfo, Snapshot, StepInfo, config_cache
+from budgets.ratelimit import Admission, rate_limit_add_tokens, rate_limit_admit
+from gateway import background, events
+from gateway.errors import (
+    AuthenticationFailed,
+    BudgetExceeded,
+    GatewayError,
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+    UpstreamFailed,
+)
+from gateway.hotcache import BudgetInfo, KeyInfo, PersonaInfo, Snapshot, StepInfo, config_cache
 from gateway.models import hash_key
 from providers.adapters import get_adapter
 from providers.types import ChatRequest, ChatResult, Message, ProviderError, StreamEvent, Usage
@@ -59,6 +71,12 @@ class Call:
     run_id: str = ""
     step: str = ""
     recorded: bool = False
+    admitted: bool = False
+    budgets: list[BudgetInfo] = field(default_factory=list)
+    held: list = field(default_factory=list)  # budgets.ledger.Held
+    admission: Admission | None = None
+    # Headers every response to this request carries (rate limits).
+    response_headers: dict[str, str] = field(default_factory=dict)
 
     def fail(self, error: GatewayError) -> None:
         self.status = error.usage_status
@@ -165,7 +183,72 @@ def _usable_steps(route: Route) -> list[StepInfo]:
     return steps
 
 
+# -- admit: rate limits, then budget reservation ---------------------------------------
+
+
+def _input_estimate(request: ChatRequest) -> int:
+    # ~3 characters a token: generous on purpose, the reservation is a ceiling.
+    text = "".join(m.text() for m in request.messages) + "".join(str(t.parameters) for t in request.tools)
+    return len(text) // 3 + 8 * len(request.messages)
+
+
+def _max_output(step: StepInfo, request: ChatRequest) -> int:
+    info = step.provider.models.get(step.model)
+    return request.max_tokens or (info and info.max_output_tokens) or settings.EP_DEFAULT_MAX_OUTPUT_TOKENS
+
+
+def worst_case(route: Route, base: ChatRequest) -> Decimal:
+    """The most this call can cost on any step of its route."""
+    costs = []
+    for step in _usable_steps(route):
+        request = request_for_step(base, route, step)
+        info = step.provider.models.get(step.model)
+        costs.append(pricing.worst_case_cost(kind=step.provider.kind, model=step.model, info=info,
+                                              input_tokens=_input_estimate(request),
+                                              max_output=_max_output(step, request)))
+    return max(costs)
+
+
+async def admit(call: Call, route: Route, base: ChatRequest) -> None:
+    """Rate limits, then reserve the worst case against every hard budget.
+    Refuses (raises) before any provider is called."""
+    if call.admitted:
+        return
+    call.admitted = True
+    call.persona = call.persona or (route.persona.slug if route.persona else "")
+    snapshot = await config_cache.snapshot()
+    call.admission = await rate_limit_admit(call.key, snapshot.rate_limits_for(call.key))
+    call.response_headers.update(call.admission.headers)
+    call.budgets = snapshot.budgets_for(call.key, call.persona)
+    if not any(b.hard for b in call.budgets):
+        return
+    if base.max_tokens is None:
+        # The reservation assumes this many output tokens: make it a real bound.
+        base.max_tokens = min(_max_output(s, request_for_step(base, route, s)) for s in _usable_steps(route))
+    await _reserve(call, worst_case(route, base))
+
+
+async def _reserve(call: Call, amount: Decimal) -> None:
+    from budgets.ledger import BudgetRefusal, BudgetStoreDown, budget_reserve
+
+    try:
+        call.held = await sync_to_async(budget_reserve, thread_sensitive=False)(
+            request_id=call.request_id, budgets=call.budgets, amount=amount)
+    except BudgetRefusal as refusal:
+        b = refusal.budget
+        raise BudgetExceeded(
+            f"Budget '{b.name}' (${b.limit:.2f} per {b.period}) has ${refusal.remaining:.4f} left; "
+            f"this request may cost up to ${refusal.amount:.4f}.", param=None) from None
+    except BudgetStoreDown:
+        raise ServiceUnavailable("The budget store is unreachable, so spending cannot be checked; try again shortly.",
+                                 code="budget_store_unavailable") from None
+
+
+# -- call with fallback ------------------------------------------------------------------
+
+
 async def chat_complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
+    await admit(call, route, base)
     last_error: ProviderError | None = None
     for step in _usable_steps(route):
         call.provider, call.model = step.provider.name, step.model
@@ -188,6 +271,7 @@ async def chat_stream(call: Call, route: Route, base: ChatRequest) -> AsyncItera
     """Stream from the first step that produces content; fall back only before
     anything reached the client. Ends with `done`, or raises UpstreamFailed if
     no step could start, or yields an `error` event after content was sent."""
+    await admit(call, route, base)
     last_error: ProviderError | None = None
     for step in _usable_steps(route):
         call.provider, call.model = step.provider.name, step.model
@@ -254,10 +338,10 @@ def settle(call: Call, step: StepInfo, usage: Usage) -> None:
 # -- record ---------------------------------------------------------------------
 
 
-def _write_usage(call: Call) -> None:
+def _usage_row(call: Call):
     from budgets.models import Usage as UsageRow
 
-    UsageRow.objects.create(
+    return UsageRow(
         request_id=call.request_id,
         team_id=call.key.team_id if call.key else None,
         api_key_id=call.key.id if call.key else None,
@@ -283,13 +367,43 @@ def _write_usage(call: Call) -> None:
     )
 
 
+def _settle_and_alert(call: Call) -> tuple[object, list[dict]]:
+    from budgets.alerts import alerts_dispatch
+    from budgets.ledger import usage_settle
+
+    row = _usage_row(call)
+    crossings = usage_settle(row=row, budgets=call.budgets, held=call.held)
+    return row, alerts_dispatch(crossings) if crossings else []
+
+
+def usage_event(row) -> dict:
+    """What the live feed shows of a request: never a key, a prompt or an answer."""
+    return {
+        "request_id": row.request_id, "created_at": row.created_at.isoformat(), "team_id": row.team_id,
+        "persona": row.persona, "provider": row.provider, "model": row.model, "status": row.status,
+        "http_status": row.http_status, "error_code": row.error_code, "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens, "cost_usd": str(row.cost_usd), "latency_ms": row.latency_ms,
+        "run_id": row.run_id, "step": row.step,
+    }
+
+
 async def usage_record(call: Call) -> None:
-    """Write the call's one Usage row; safe to call twice, survives cancellation."""
+    """Write the call's one Usage row and settle its budgets; safe to call twice,
+    survives cancellation, then tells the live feed (and fires alerts)."""
     if call.recorded or call.key is None:
         return
     call.recorded = True
     # shield: a client that disconnects while we write must not lose the row.
-    await asyncio.shield(sync_to_async(_write_usage, thread_sensitive=False)(call))
+    row, alerts = await asyncio.shield(sync_to_async(_settle_and_alert, thread_sensitive=False)(call))
+    if call.admission is not None:
+        await rate_limit_add_tokens(call.admission, call.usage.total_tokens)
+    await events.publish("usage", usage_event(row))
+    for alert in alerts:
+        await events.publish("alert", alert)
+    if alerts:
+        background.kick()
+    else:
+        background.ensure_started()
 
 
 async def current_snapshot() -> Snapshot:

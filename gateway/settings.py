@@ -164,6 +164,21 @@ EP_CONFIG_CHECK_SECONDS = envfloat("EP_CONFIG_CHECK_SECONDS", 1.0)
 EP_CONFIG_CACHE_SECONDS = envfloat("EP_CONFIG_CACHE_SECONDS", 30.0)
 EP_DEFAULT_DEADLINE_SECONDS = envfloat("EP_DEFAULT_DEADLINE_SECONDS", 120.0)
 EP_MAX_MESSAGES = envint("EP_MAX_MESSAGES", 1000)
+# A reservation not settled after this long belongs to a dead process: release it.
+EP_RESERVATION_TTL_SECONDS = envint("EP_RESERVATION_TTL_SECONDS", 900)
+# Output tokens assumed for a call that sets no max_tokens and whose model has no known maximum.
+EP_DEFAULT_MAX_OUTPUT_TOKENS = envint("EP_DEFAULT_MAX_OUTPUT_TOKENS", 4096)
+# Alert webhooks: HMAC key (defaults to SECRET_KEY) and first retry delay, doubling after.
+EP_WEBHOOK_SECRET = os.environ.get("EP_WEBHOOK_SECRET", "")
+EP_WEBHOOK_RETRY_SECONDS = envfloat("EP_WEBHOOK_RETRY_SECONDS", 5.0)
+# How often each process sweeps the webhook queue and expired reservations.
+EP_SWEEP_SECONDS = envfloat("EP_SWEEP_SECONDS", 5.0)
+
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(BASE_DIR / "test-artifacts" / "mail"))
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "execution-platform@localhost")
 
 LOGGING = {
     "version": 1,
