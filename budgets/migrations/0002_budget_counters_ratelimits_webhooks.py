@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('budgets', '0001_initial'),
-        ('gateway', '0002_dashboard_roles_audit'),
+        ('gateway', '0001_initial'),
     ]
 
     operations = [
