@@ -36,6 +36,7 @@ api = NinjaAPI(
 api.add_router("/v1", openai_compat.router)
 api.add_router("/v1", anthropic_compat.router)
 api.add_router("", health.router)
+api.add_router("/api/v1/runs", "gateway.runs.router")  # workflow runs (issue 9)
 api.add_router("/api/v1", "gateway.native_api.router")  # native chat, JSON or SSE (issue 6)
 api.add_router("", providers_api.router)
 
