@@ -1,0 +1,110 @@
+"""The dashboard's fixture world and a real headless Chromium.
+
+People (all with password PASSWORD):
+- olive, an operator; ada, an admin (superuser);
+- rita, lead of team red; bruno, lead of team blue;
+- max, a plain member of team red (no lead role).
+Browser tests drive Debian's chromium through Playwright (never `playwright
+install`: nothing is downloaded) against the `live` daphne server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ARTIFACTS
+
+PASSWORD = "correct horse battery staple 7"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class People:
+    olive: object
+    ada: object
+    rita: object
+    bruno: object
+    max: object
+
+
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    # Hashed once: the real hasher takes most of a second per user, and the
+    # live server must verify it with the same (production) hashers.
+    from django.contrib.auth.hashers import make_password
+
+    return make_password(PASSWORD)
+
+
+@pytest.fixture
+def people(world, password_hash) -> People:
+    from django.contrib.auth.models import Group, User
+
+    from gateway.models import Membership
+    from gateway.roles import OPERATORS
+
+    def user(name: str, **extra):
+        return User.objects.create(username=name, password=password_hash, **extra)
+
+    olive = user("olive")
+    olive.groups.add(Group.objects.get(name=OPERATORS))  # made by migration 0002
+    ada = user("ada", is_superuser=True, is_staff=True)
+    rita, bruno, max_ = user("rita"), user("bruno"), user("max")
+    Membership.objects.create(user=rita, team=world.red, role="lead")
+    Membership.objects.create(user=bruno, team=world.blue, role="lead")
+    Membership.objects.create(user=max_, team=world.red, role="member")
+    return People(olive, ada, rita, bruno, max_)
+
+
+def client_for(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+# -- the browser -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, live):
+    context = browser.new_context(base_url=live.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def log_in(page, username: str) -> None:
+    page.goto("/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/dashboard/")
+
+
+def screenshot(page, name: str) -> Path:
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
