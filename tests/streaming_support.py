@@ -30,7 +30,10 @@ def chat_frame(request_id, persona: str, prompt: str, **extra) -> str:
 
 
 async def frames_until_terminal(ws: ClientConnection, ids: set, timeout: float = 10) -> list[dict]:
-    """Every frame until each id in `ids` has had its `done` or `error`."""
+    """Every frame until each id in `ids` has had its `done` or `error`.
+
+    A `duplicate_id` error refuses the new frame only: the request already in
+    flight under that id goes on, so it does not end the id (docs/STREAMING.md)."""
     import asyncio
 
     frames, open_ids = [], set(ids)
@@ -38,7 +41,7 @@ async def frames_until_terminal(ws: ClientConnection, ids: set, timeout: float =
         while open_ids:
             frame = json.loads(await ws.recv())
             frames.append(frame)
-            if frame["type"] in ("done", "error"):
+            if frame["type"] == "done" or (frame["type"] == "error" and frame["error"]["code"] != "duplicate_id"):
                 open_ids.discard(frame["id"])
     return frames
 

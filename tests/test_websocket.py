@@ -167,3 +167,146 @@ def test_a_logged_in_staff_user_may_use_the_socket_and_is_billed_to_the_dashboar
     assert Usage.objects.get().team.name == "dashboard"
     User.objects.filter(pk=staff.pk).update(is_staff=False)
     assert handshake_status(live, origin=live.url, additional_headers={"Cookie": cookie}) == 403
+
+
+# -- bad frames: an error event with a precise code, and the socket stays usable ---------------
+
+BAD_FRAMES = {
+    "not json": ("{'type': 'chat'", None, "invalid_json"),
+    "a json array": ("[1, 2]", None, "invalid_json"),
+    "binary": (b"\x00\x01", None, "invalid_json"),
+    "unknown type": ('{"type": "complete", "id": "x"}', "x", "unknown_type"),
+    "no id": ('{"type": "chat", "persona": "architect", "messages": [{"role": "user", "content": "hi"}]}', None,
+              "invalid_id"),
+    "missing messages": ('{"type": "chat", "id": "m", "persona": "architect"}', "m", "invalid_request"),
+    "bad role": ('{"type": "chat", "id": "r", "persona": "architect", "messages": [{"role": "wizard"}]}', "r",
+                 "invalid_request"),
+    "unknown persona": (chat_frame("p", "astronaut", "hi"), "p", "model_not_found"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FRAMES))
+def test_a_bad_frame_gets_an_error_event_and_a_refused_row(live, world, case):
+    frame, request_id, code = BAD_FRAMES[case]
+
+    async def scenario():
+        async with open_socket(live, key=world.red_key) as ws:
+            await ws.send(frame)
+            error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            await ws.send(chat_frame("after", "architect", "still there?"))
+            return error, await frames_until_terminal(ws, {"after"})
+
+    error, after = asyncio.run(scenario())
+    assert (error["type"], error["id"], error["error"]["code"]) == ("error", request_id, code)
+    assert error["error"]["message"] and error["error"]["request_id"].startswith("req_")
+    assert after[-1]["type"] == "done"
+    refused = Usage.objects.get(status="refused")
+    assert (refused.endpoint, refused.error_code, refused.request_id) == ("ws.chat", code, error["error"]["request_id"])
+    assert Usage.objects.filter(status="ok").count() == 1
+
+
+def test_a_duplicate_id_in_flight_and_an_unknown_cancel_are_refused(live, world):
+    slow_demo(world, chunk_delay_ms=30)
+
+    async def scenario():
+        async with open_socket(live, key=world.red_key) as ws:
+            await ws.send(chat_frame("d", "architect", "long answer"))
+            await ws.send(chat_frame("d", "architect", "again"))
+            await ws.send(json.dumps({"type": "cancel", "id": "nobody"}))
+            return await frames_until_terminal(ws, {"d", "nobody"})
+
+    frames = asyncio.run(scenario())
+    errors = {f["id"]: f["error"]["code"] for f in frames if f["type"] == "error"}
+    assert errors == {"d": "duplicate_id", "nobody": "unknown_id"}
+    assert text_of(by_id(frames, "d")).startswith("[demo]") and by_id(frames, "d")[-1]["type"] == "done"
+    # the duplicate is a refused request; a cancel frame is not a request
+    assert sorted(Usage.objects.values_list("status", flat=True)) == ["ok", "refused"]
+
+
+# -- cancel and disconnect stop the provider and settle the row ---------------------------------------
+
+
+def long_reply() -> FakeReply:
+    return FakeReply(text="word " * 400, chunk_size=5, chunk_delay=0.05, input_tokens=50, output_tokens=400)
+
+
+def test_cancel_stops_the_provider_stream_within_a_second_and_settles_the_row(live, world, via_fake):
+    via_fake.script(long_reply())
+
+    async def scenario():
+        async with open_socket(live, key=world.red_key) as ws:
+            await ws.send(chat_frame("c", "via-openai", "Tell me everything"))
+            seen = [json.loads(await ws.recv()) for _ in range(3)]
+            await ws.send(json.dumps({"type": "cancel", "id": "c"}))
+            cancelled_at = time.monotonic()
+            closed = await asyncio.to_thread(wait_for, lambda: via_fake.streams and via_fake.streams[0]["closed"], 3)
+            stopped_after = time.monotonic() - cancelled_at
+            rest = await frames_until_terminal(ws, {"c"})
+            return seen, rest, closed, stopped_after
+
+    seen, rest, closed, stopped_after = asyncio.run(scenario())
+    assert [f["type"] for f in seen] == ["delta"] * 3
+    assert closed and stopped_after < 1.0
+    assert not via_fake.streams[0]["completed"]
+    assert via_fake.streams[0]["sent"] < via_fake.streams[0]["total"]
+    final = rest[-1]
+    assert (final["type"], final["error"]["code"]) == ("error", "cancelled")
+    row = Usage.objects.get()  # written before the final event was sent
+    assert (row.status, row.http_status, row.error_code, row.endpoint) == ("cancelled", 499, "client_cancelled", "ws.chat")
+    assert row.output_tokens > 0 and row.input_tokens > 0 and row.cost_usd > 0
+    assert row.request_id == final["error"]["request_id"]
+
+
+def test_closing_the_socket_stops_the_provider_and_settles_the_row(live, world, via_fake):
+    via_fake.script(long_reply())
+
+    async def scenario():
+        async with open_socket(live, key=world.red_key) as ws:
+            await ws.send(chat_frame("c", "via-openai", "Tell me everything"))
+            for _ in range(3):
+                await ws.recv()
+        return time.monotonic()
+
+    closed_at = asyncio.run(scenario())
+    assert wait_for(lambda: via_fake.streams and via_fake.streams[0]["closed"], 3)
+    assert time.monotonic() - closed_at < 1.5
+    assert not via_fake.streams[0]["completed"]
+    row = wait_for(lambda: Usage.objects.first(), 3)
+    assert (row.status, row.error_code) == ("cancelled", "client_disconnected")
+    assert row.output_tokens > 0 and row.cost_usd > 0
+
+
+# -- back-pressure ---------------------------------------------------------------------------------
+
+
+def small_buffer_socket(live) -> socket.socket:
+    """A client socket with a small receive buffer, so the kernel holds little for it."""
+    host, port = live.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    sock.connect((host, int(port)))
+    return sock
+
+
+def test_a_client_that_stops_reading_pauses_the_provider_instead_of_filling_memory(live, world, via_fake):
+    size = 24 * 1024 * 1024
+    via_fake.script(FakeReply(text="x" * size, chunk_size=64 * 1024, output_tokens=size // 4))
+
+    async def scenario():
+        async with open_socket(live, key=world.red_key, sock=small_buffer_socket(live), max_queue=1,
+                               max_size=None) as ws:
+            await ws.send(chat_frame("big", "via-openai", "Everything, please"))
+            first = json.loads(await ws.recv())
+            await asyncio.sleep(1.5)  # not reading: everything backs up to the provider
+            stalled = dict(via_fake.streams[0])
+            await asyncio.sleep(0.5)
+            still = dict(via_fake.streams[0])
+            rest = await frames_until_terminal(ws, {"big"}, timeout=30)
+            return first, stalled, still, rest
+
+    first, stalled, still, rest = asyncio.run(scenario())
+    print("back-pressure plateau:", stalled, "of", still["total"])
+    assert not stalled["completed"] and stalled["sent"] == still["sent"] < stalled["total"] // 2
+    frames = [first, *rest]
+    assert len(text_of(frames)) == size and frames[-1]["type"] == "done"  # paused, then delivered whole
+    assert via_fake.streams[0]["completed"]
