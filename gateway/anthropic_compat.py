@@ -25,14 +25,28 @@ from providers.types import ChatRequest, ChatResult, StreamEvent, ToolCall, Usag
 
 router = Router(tags=["Anthropic compatible"], auth=ApiKeyAuth())
 
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
-                "content_filter": "refusal", "error": "end_turn"}
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+    "error": "end_turn",
+}
 
 # Anthropic's error `type` per HTTP status; its SDKs pick the exception class by status.
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-               403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-               429: "rate_limit_error", 500: "api_error", 503: "overloaded_error", 504: "timeout_error",
-               529: "overloaded_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
 
 
 # -- errors -------------------------------------------------------------------------
@@ -50,8 +64,11 @@ def error_type(status: int) -> str:
 def error_json(status: int, message: str, code: str, request_id: str) -> dict[str, Any]:
     # Our stable code rides in error.details.error_code, where the anthropic SDK
     # reads a machine-readable cause (APIStatusError.error_code).
-    return {"type": "error", "request_id": request_id,
-            "error": {"type": error_type(status), "message": message, "details": {"error_code": code}}}
+    return {
+        "type": "error",
+        "request_id": request_id,
+        "error": {"type": error_type(status), "message": message, "details": {"error_code": code}},
+    }
 
 
 def error_response(error: GatewayError, request_id: str) -> HttpResponse:
@@ -67,9 +84,12 @@ def error_response(error: GatewayError, request_id: str) -> HttpResponse:
 def usage_json(usage: Usage) -> dict[str, int]:
     # Anthropic's input_tokens excludes cache reads and writes; ours includes them.
     fresh = max(0, usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens)
-    return {"input_tokens": fresh, "output_tokens": usage.output_tokens,
-            "cache_read_input_tokens": usage.cached_tokens,
-            "cache_creation_input_tokens": usage.cache_write_tokens}
+    return {
+        "input_tokens": fresh,
+        "output_tokens": usage.output_tokens,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+    }
 
 
 def tool_input(call: ToolCall) -> dict[str, Any]:
@@ -90,10 +110,19 @@ def message_json(call: pipeline.Call, result: ChatResult) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if result.content or not result.tool_calls:
         content.append({"type": "text", "text": result.content or ""})
-    content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": tool_input(c)} for c in result.tool_calls]
-    return {"id": message_id(call), "type": "message", "role": "assistant", "model": call.model,
-            "content": content, "stop_reason": STOP_REASONS.get(result.finish_reason, "end_turn"),
-            "stop_sequence": None, "usage": usage_json(result.usage)}
+    content += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": tool_input(c)} for c in result.tool_calls
+    ]
+    return {
+        "id": message_id(call),
+        "type": "message",
+        "role": "assistant",
+        "model": call.model,
+        "content": content,
+        "stop_reason": STOP_REASONS.get(result.finish_reason, "end_turn"),
+        "stop_sequence": None,
+        "usage": usage_json(result.usage),
+    }
 
 
 def sse(name: str, data: dict[str, Any]) -> bytes:
@@ -112,9 +141,19 @@ class EventWriter:
         self.tool_blocks: dict[int, int] = {}  # tool call index -> block index
 
     def start(self, input_tokens: int) -> bytes:
-        usage = usage_json(self.call.usage) if self.call.usage.input_tokens else usage_json(Usage(input_tokens))
-        message = {"id": message_id(self.call), "type": "message", "role": "assistant", "model": self.call.model,
-                   "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
+        usage = (
+            usage_json(self.call.usage) if self.call.usage.input_tokens else usage_json(Usage(input_tokens))
+        )
+        message = {
+            "id": message_id(self.call),
+            "type": "message",
+            "role": "assistant",
+            "model": self.call.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
         return sse("message_start", {"type": "message_start", "message": message})
 
     def event(self, event: StreamEvent) -> bytes:
@@ -132,8 +171,9 @@ class EventWriter:
         out = self._close()
         self.open, self.open_is_text = self.blocks, is_text
         self.blocks += 1
-        return out + sse("content_block_start", {"type": "content_block_start", "index": self.open,
-                                                 "content_block": block})
+        return out + sse(
+            "content_block_start", {"type": "content_block_start", "index": self.open, "content_block": block}
+        )
 
     def _close(self) -> bytes:
         if self.open is None:
@@ -145,31 +185,49 @@ class EventWriter:
         return sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
 
     def _text(self, text: str) -> bytes:
-        out = b"" if self.open is not None and self.open_is_text else self._begin({"type": "text", "text": ""}, True)
+        out = (
+            b""
+            if self.open is not None and self.open_is_text
+            else self._begin({"type": "text", "text": ""}, True)
+        )
         return out + self._delta(self.open, {"type": "text_delta", "text": text})
 
     def _tool(self, event: StreamEvent) -> bytes:
         out = b""
         if event.index not in self.tool_blocks:
-            block = {"type": "tool_use", "id": event.tool_call_id or "", "name": event.name or "", "input": {}}
+            block = {
+                "type": "tool_use",
+                "id": event.tool_call_id or "",
+                "name": event.name or "",
+                "input": {},
+            }
             out = self._begin(block, False)
             self.tool_blocks[event.index] = self.open
         if event.arguments:
-            out += self._delta(self.tool_blocks[event.index],
-                               {"type": "input_json_delta", "partial_json": event.arguments})
+            out += self._delta(
+                self.tool_blocks[event.index], {"type": "input_json_delta", "partial_json": event.arguments}
+            )
         return out
 
     def _done(self, event: StreamEvent) -> bytes:
-        delta = {"stop_reason": STOP_REASONS.get(event.finish_reason or "stop", "end_turn"), "stop_sequence": None}
-        out = self._close() + sse("message_delta", {"type": "message_delta", "delta": delta,
-                                                    "usage": usage_json(self.call.usage)})
+        delta = {
+            "stop_reason": STOP_REASONS.get(event.finish_reason or "stop", "end_turn"),
+            "stop_sequence": None,
+        }
+        out = self._close() + sse(
+            "message_delta", {"type": "message_delta", "delta": delta, "usage": usage_json(self.call.usage)}
+        )
         return out + sse("message_stop", {"type": "message_stop"})
 
     def error(self) -> bytes:
         # In-band, after content was sent: no message_stop, so clients see the cut.
         status = self.call.http_status if self.call.http_status >= 400 else 502
-        body = error_json(status, self.call.error_message or "provider failed",
-                          self.call.error_code or "provider_error", self.call.request_id)
+        body = error_json(
+            status,
+            self.call.error_message or "provider failed",
+            self.call.error_code or "provider_error",
+            self.call.request_id,
+        )
         return sse("error", body)
 
 
@@ -184,8 +242,12 @@ def _run_metadata(request: HttpRequest, call: pipeline.Call, body: MessagesIn) -
 
 async def _resolve(request: HttpRequest, model: str) -> pipeline.Route:
     call: pipeline.Call = request.ep_call
-    route = pipeline.route_resolve(snapshot=await pipeline.current_snapshot(), model=model, key=call.key,
-                                   persona_header=request.headers.get("X-Persona"))
+    route = pipeline.route_resolve(
+        snapshot=await pipeline.current_snapshot(),
+        model=model,
+        key=call.key,
+        persona_header=request.headers.get("X-Persona"),
+    )
     call.persona = route.persona.slug if route.persona else ""
     return route
 
@@ -204,19 +266,27 @@ async def create_message(request: HttpRequest, body: MessagesIn):
     return json_response(message_json(call, result), call.request_id, headers=headers)
 
 
-@router.post("/messages/count_tokens", summary="Count a message's input tokens (Anthropic format)",
-             response={200: dict})
+@router.post(
+    "/messages/count_tokens",
+    summary="Count a message's input tokens (Anthropic format)",
+    response={200: dict},
+)
 async def count_tokens(request: HttpRequest, body: CountTokensIn):
     call: pipeline.Call = request.ep_call
     route = await _resolve(request, body.model)
     # What the first step would be sent, persona system prompt included; an
     # estimate, since providers other than Anthropic have no such endpoint.
     sent = pipeline.request_for_step(to_chat_request(body), route, route.steps[0])
-    return json_response({"input_tokens": estimate_input_tokens(sent)}, call.request_id,
-                         headers={"request-id": call.request_id})
+    return json_response(
+        {"input_tokens": estimate_input_tokens(sent)},
+        call.request_id,
+        headers={"request-id": call.request_id},
+    )
 
 
-async def _stream_response(call: pipeline.Call, route: pipeline.Route, chat_request: ChatRequest) -> HttpResponse:
+async def _stream_response(
+    call: pipeline.Call, route: pipeline.Route, chat_request: ChatRequest
+) -> HttpResponse:
     events = pipeline.chat_stream(call, route, chat_request)
     # Wait for the first event before answering: if every step fails before
     # any token, the client gets a proper HTTP error instead of a 200 stream.

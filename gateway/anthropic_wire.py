@@ -69,8 +69,10 @@ def _block_tag(value: Any) -> str:
 
 
 ResultPart = Annotated[
-    Annotated[TextBlockIn, Tag("text")] | Annotated[ImageBlockIn, Tag("image")]
-    | Annotated[OtherBlockIn, Tag("other")] | Annotated[OtherBlockIn, Tag("tool_use")]
+    Annotated[TextBlockIn, Tag("text")]
+    | Annotated[ImageBlockIn, Tag("image")]
+    | Annotated[OtherBlockIn, Tag("other")]
+    | Annotated[OtherBlockIn, Tag("tool_use")]
     | Annotated[OtherBlockIn, Tag("tool_result")],
     Discriminator(_block_tag),
 ]
@@ -91,8 +93,10 @@ class ToolResultBlockIn(_Lenient):
 
 
 Block = Annotated[
-    Annotated[TextBlockIn, Tag("text")] | Annotated[ImageBlockIn, Tag("image")]
-    | Annotated[ToolUseBlockIn, Tag("tool_use")] | Annotated[ToolResultBlockIn, Tag("tool_result")]
+    Annotated[TextBlockIn, Tag("text")]
+    | Annotated[ImageBlockIn, Tag("image")]
+    | Annotated[ToolUseBlockIn, Tag("tool_use")]
+    | Annotated[ToolResultBlockIn, Tag("tool_result")]
     | Annotated[OtherBlockIn, Tag("other")],
     Discriminator(_block_tag),
 ]
@@ -151,8 +155,9 @@ class MessagesIn(CountTokensIn):
 
 def _unsupported(block: OtherBlockIn) -> None:
     if block.type not in DROPPED_BLOCKS:
-        raise InvalidRequest(f"Content blocks of type '{block.type}' are not supported by this gateway.",
-                             param="messages")
+        raise InvalidRequest(
+            f"Content blocks of type '{block.type}' are not supported by this gateway.", param="messages"
+        )
 
 
 def _image(block: ImageBlockIn) -> ImagePart:
@@ -177,7 +182,9 @@ def _parts(blocks: list) -> list[ContentPart]:
 
 
 def _tool_result(block: ToolResultBlockIn) -> Message:
-    content: str | list[ContentPart] = block.content if isinstance(block.content, str) else _parts(block.content or [])
+    content: str | list[ContentPart] = (
+        block.content if isinstance(block.content, str) else _parts(block.content or [])
+    )
     if block.is_error:
         content = "Error: " + content if isinstance(content, str) else [TextPart("Error: "), *content]
     return Message(role="tool", content=content, tool_call_id=block.tool_use_id)
@@ -212,8 +219,12 @@ def to_messages(message: MessageIn) -> list[Message]:
     if message.role == "assistant":
         return [_assistant_turn(message.content)]
     if message.role == "system":
-        return [Message(role="system", content="".join(p.text for p in _parts(message.content)
-                                                        if isinstance(p, TextPart)))]
+        return [
+            Message(
+                role="system",
+                content="".join(p.text for p in _parts(message.content) if isinstance(p, TextPart)),
+            )
+        ]
     return _user_turn(message.content)
 
 
@@ -226,8 +237,11 @@ def _tools(tools: list[ToolIn] | None) -> list[Tool]:
     out = []
     for tool in tools or []:
         if tool.input_schema is None or tool.type not in (None, "custom"):
-            raise InvalidRequest(f"Tool '{tool.name}' is a server tool ({tool.type}); only custom tools with "
-                                 "an input_schema are supported by this gateway.", param="tools")
+            raise InvalidRequest(
+                f"Tool '{tool.name}' is a server tool ({tool.type}); only custom tools with "
+                "an input_schema are supported by this gateway.",
+                param="tools",
+            )
         out.append(Tool(tool.name, tool.description, tool.input_schema))
     return out
 
@@ -279,6 +293,8 @@ def estimate_input_tokens(request: ChatRequest) -> int:
         pieces += [call.name + call.arguments for call in message.tool_calls]
         if isinstance(message.content, list):
             images += sum(1 for part in message.content if isinstance(part, ImagePart))
-    pieces += [json.dumps({"name": t.name, "description": t.description, "schema": t.parameters})
-               for t in request.tools]
+    pieces += [
+        json.dumps({"name": t.name, "description": t.description, "schema": t.parameters})
+        for t in request.tools
+    ]
     return max(1, len("".join(pieces)) // 4) + images * IMAGE_TOKENS
