@@ -28,6 +28,7 @@ FEED_ROWS = 15
 class LoginView(auth_views.LoginView):
     template_name = "login.html"
     redirect_authenticated_user = True
+    next_page = "/dashboard/"  # unless ?next= names a page of this site
 
 
 logout = auth_views.LogoutView.as_view(next_page="/login/")

@@ -40,7 +40,7 @@ function setupPlayground() {
 // If the socket cannot open, the feed falls back to polling (hx-trigger).
 function setupLiveFeed() {
   const feed = document.getElementById("live-feed");
-  if (!feed || !window.WebSocket) return;
+  if (!feed || !feed.dataset.ws || !window.WebSocket) return;
   const state = document.getElementById("live-state");
   let delay = 1000;
   function connect() {

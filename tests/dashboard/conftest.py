@@ -10,6 +10,7 @@ install`: nothing is downloaded) against the `live` daphne server.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def people(world, password_hash) -> People:
         return User.objects.create(username=name, password=password_hash, **extra)
 
     olive = user("olive")
-    olive.groups.add(Group.objects.get(name=OPERATORS))  # made by migration 0002
+    # Migration 0002 makes the group; transactional tests flush it away, hence get_or_create.
+    olive.groups.add(Group.objects.get_or_create(name=OPERATORS)[0])
     ada = user("ada", is_superuser=True, is_staff=True)
     rita, bruno, max_ = user("rita"), user("bruno"), user("max")
     Membership.objects.create(user=rita, team=world.red, role="lead")
@@ -73,15 +75,26 @@ def client_for(user):
 # -- the browser -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    # Playwright's sync API keeps an event loop running in this thread, and
+    # Django then refuses ORM calls from the test body. They are plain sync
+    # calls, so allow them, but only while this module's browser is open.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
