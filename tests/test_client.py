@@ -4,6 +4,7 @@ the seed's "After" snippet, run verbatim against a gateway on localhost:8000."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -12,7 +13,6 @@ import time
 
 import httpx
 import pytest
-from asgiref.sync import sync_to_async
 
 from budgets.models import Usage
 from gateway.client import (
@@ -38,6 +38,17 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters":
 
 def client(live, key: str, **options) -> ExecutionPlatformClient:
     return ExecutionPlatformClient(base_url=live.url, api_key=key, **options)
+
+
+def ledger(count: int = 1) -> list[Usage]:
+    """The Usage rows, oldest first, once there are `count`: a stream's row is
+    written just after its last chunk is sent, so it can trail the client."""
+    deadline = time.monotonic() + 5
+    rows = list(Usage.objects.order_by("created_at", "id"))
+    while len(rows) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+        rows = list(Usage.objects.order_by("created_at", "id"))
+    return rows
 
 
 def set_demo(world, **options) -> None:
@@ -135,7 +146,7 @@ def test_a_stream_yields_deltas_usage_and_done(live, world):
     assert kinds.count("delta") > 1 and kinds[-2:] == ["usage", "done"]
     text = "".join(e.text for e in events if e.type == "delta")
     assert text.startswith("[demo]") and "Write code" in text
-    done, row = events[-1], Usage.objects.get()
+    done, [row] = events[-1], ledger()
     assert (done.finish_reason, done.provider, done.request_id) == ("stop", "demo", row.request_id)
     assert done.usage.output_tokens == row.output_tokens > 0
     assert (row.stream, row.status, row.run_id, row.step) == (True, "ok", "run_stream", "build")
@@ -147,20 +158,27 @@ def test_an_error_inside_a_stream_raises_after_the_first_deltas(live, world):
     with client(live, world.red_key, persona="developer") as ep, pytest.raises(UpstreamError) as caught:
         received.extend(ep.stream("Write code"))  # keeps what arrived before the raise
     assert [e.type for e in received] == ["delta", "delta"]
-    assert caught.value.code == "provider_unavailable" and caught.value.request_id == Usage.objects.get().request_id
+    assert caught.value.code == "provider_unavailable" and caught.value.request_id == ledger()[0].request_id
 
 
 # -- async ----------------------------------------------------------------------------------
+# Each test drives the async client in its own event loop (asyncio.run) and
+# reads the ledger afterwards, from the test's thread: no database connection
+# is left open in an executor thread.
 
 
-@pytest.mark.asyncio
-async def test_the_async_client_chats_and_streams(live, world):
+async def _async_chat_and_stream(live, world) -> tuple:
     async with AsyncExecutionPlatformClient(live.url, "reviewer", api_key=world.red_key, run_id="run_async") as ep:
         answer = await ep.chat("Review this", step="1")
         events = [event async for event in ep.stream("Review that", step="2")]
         with pytest.raises(NotFoundError):
             await ep.chat("hi", persona="astronaut")
-    rows = await sync_to_async(lambda: list(Usage.objects.order_by("created_at", "id")))()
+    return answer, events
+
+
+def test_the_async_client_chats_and_streams(live, world):
+    answer, events = asyncio.run(_async_chat_and_stream(live, world))
+    rows = ledger(3)
     assert answer.text.startswith("[demo]") and answer.cost_usd == rows[0].cost_usd
     assert "".join(e.text for e in events if e.type == "delta").startswith("[demo]")
     assert events[-1].type == "done" and events[-1].request_id == rows[1].request_id
@@ -168,10 +186,13 @@ async def test_the_async_client_chats_and_streams(live, world):
                                                           ("", "refused", "run_async")]
 
 
-@pytest.mark.asyncio
-async def test_the_async_client_streams_tool_calls(live, world):
+async def _async_stream_tools(live, world) -> list:
     async with AsyncExecutionPlatformClient(live.url, "architect", api_key=world.red_key) as ep:
-        events = [event async for event in ep.stream("Weather?", tools=[WEATHER])]
+        return [event async for event in ep.stream("Weather?", tools=[WEATHER])]
+
+
+def test_the_async_client_streams_tool_calls(live, world):
+    events = asyncio.run(_async_stream_tools(live, world))
     assert [e.name for e in events if e.type == "tool_call" and e.name] == ["get_weather"]
     assert events[-1].finish_reason == "tool_calls"
 
