@@ -73,19 +73,20 @@ def test_it_streams_the_websocket_events_over_sse(live, world):
         type(row.cost_usd)(done["usage"]["cost_usd"]).normalize())
 
 
-@pytest.mark.parametrize("case", ["no key", "unknown persona", "missing messages", "not json"])
-def test_refusals_are_json_envelopes(live, world, case):
-    headers, payload, status, code = {
-        "no key": ({}, body(), 401, "invalid_api_key"),
-        "unknown persona": (bearer(world.red_key), body(persona="astronaut", stream=True), 404, "model_not_found"),
-        "missing messages": (bearer(world.red_key), {"persona": "architect"}, 400, "invalid_request"),
-        "not json": (bearer(world.red_key), None, 400, "invalid_json"),
-    }[case]
-    kwargs = {"content": b'{"persona": '} if payload is None else {"json": payload}
-    response = httpx.post(live.url + "/api/v1/chat", headers=headers, **kwargs)
-    assert response.status_code == status
-    assert response.json()["error"]["code"] == code
-    assert Usage.objects.filter(status="refused").count() == (0 if case == "no key" else 1)
+def test_refusals_are_json_envelopes_with_one_refused_row_each(live, world):
+    cases = {
+        "no key": ({}, {"json": body()}, 401, "invalid_api_key"),
+        "unknown persona": (bearer(world.red_key), {"json": body(persona="astronaut", stream=True)}, 404,
+                            "model_not_found"),
+        "missing messages": (bearer(world.red_key), {"json": {"persona": "architect"}}, 400, "invalid_request"),
+        "not json": (bearer(world.red_key), {"content": b'{"persona": '}, 400, "invalid_json"),
+    }
+    for case, (headers, kwargs, status, code) in cases.items():
+        response = httpx.post(live.url + "/api/v1/chat", headers=headers, **kwargs)
+        assert (case, response.status_code, response.json()["error"]["code"]) == (case, status, code)
+    # nobody to bill for the missing key; one refused row for each of the others
+    assert sorted(Usage.objects.values_list("error_code", flat=True)) == sorted(
+        ["model_not_found", "invalid_request", "invalid_json"])
 
 
 def test_a_client_that_goes_away_stops_the_provider_and_settles_the_row(live, world, via_fake):
