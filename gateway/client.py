@@ -387,6 +387,8 @@ class _ClientBase:
         return headers
 
     def _request(self, model: str, prompt_or_messages, tools, params: dict, stream: bool) -> httpx.Request:
+        if params.pop("stream", False) and not stream:
+            raise ValueError("chat() returns one answer; use stream() for events.")
         ours = {name: params.pop(name, None) for name in CALL_OPTIONS}
         body = {"model": model, "messages": _messages(prompt_or_messages, ours["system"]), **params}
         if tools:

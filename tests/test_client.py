@@ -89,6 +89,11 @@ def test_a_call_can_name_another_persona_and_openai_parameters(live, world):
     assert Usage.objects.get().persona == "reviewer"
 
 
+def test_chat_refuses_stream_true_and_points_to_stream(live, world):
+    with client(live, world.red_key, persona="architect") as ep, pytest.raises(ValueError, match="stream()"):
+        ep.chat("hi", stream=True)
+
+
 def test_run_id_and_step_tag_each_request(live, world):
     run_id = new_run_id()
     with client(live, world.red_key, persona="architect", run_id=run_id) as ep:

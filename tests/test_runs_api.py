@@ -119,3 +119,8 @@ def test_the_list_refuses_bad_keys_and_parameters(live, world, key, params, stat
 ])
 def test_run_status_is_the_outcome_of_its_last_request(statuses, expected):
     assert run_status(statuses) == expected
+
+
+def test_the_runs_endpoints_are_in_the_openapi_schema(live, world):
+    paths = httpx.get(live.url + "/api/openapi.json").json()["paths"]
+    assert {"/api/v1/runs", "/api/v1/runs/{run_id}"} <= set(paths)
