@@ -52,6 +52,7 @@ def spend_chart(series: list[tuple[date, Decimal]], *, what: str) -> BarChart:
         label = day.strftime("%d %b") if i % max(1, len(series) // 7) == 0 else ""
         bars.append(Bar(LEFT + i * slot + slot * 0.15, HEIGHT - BOTTOM - h, slot * 0.7, h, label, value,
                         f"{day:%a %d %b}: ${value:.4f}"))
-    ticks = [(HEIGHT - BOTTOM - plot_h * f, f"${top * Decimal(str(f)):.2f}") for f in (0, 0.5, 1)]
+    places = 2 if top >= 1 else 4  # small demo amounts would all read "$0.00"
+    ticks = [(HEIGHT - BOTTOM - plot_h * f, f"${top * Decimal(str(f)):.{places}f}") for f in (0, 0.5, 1)]
     total = sum((v for _, v in series), Decimal(0))
-    return BarChart(bars, ticks, description=f"{what}: ${total:.2f} over {len(series)} days.")
+    return BarChart(bars, ticks, description=f"{what}: ${total:.4f} over {len(series)} days.")
