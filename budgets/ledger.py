@@ -19,12 +19,14 @@ difference summed over the requests in flight when the limit is reached.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum, Value
 from django.utils import timezone
 
@@ -32,7 +34,15 @@ from budgets.models import Alert, BudgetCounter, Reservation, Usage
 from gateway.hotcache import BudgetInfo
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_sqlite_writer = threading.Lock()
+
+
+def _writing():
+    """SQLite has one writer: queue this process's writers on a lock instead of
+    letting them spin in SQLite's busy handler, whose sleeps grow to 100 ms."""
+    return _sqlite_writer if connection.vendor == "sqlite" else contextlib.nullcontext()
 ZERO = Decimal(0)
+CENT_MILLIONTH = Decimal("0.00000001")
 
 
 class BudgetRefusal(Exception):
@@ -86,7 +96,7 @@ def _counter_id(budget: BudgetInfo, start: datetime) -> int:
     if counter_id is None:
         spent = Usage.objects.filter(ledger_filter(budget), created_at__gte=start).aggregate(s=Sum("cost_usd"))["s"]
         BudgetCounter.objects.bulk_create(
-            [BudgetCounter(budget_id=budget.id, period_start=start, spent=spent or ZERO)], ignore_conflicts=True
+            [BudgetCounter(budget_id=budget.id, period_start=start, spent=_money(spent))], ignore_conflicts=True
         )
         counter_id = existing.first()
     _counter_ids[(budget.id, start)] = counter_id
@@ -104,6 +114,11 @@ def _counters(budgets: list[BudgetInfo], now: datetime) -> dict[int, int]:
             _counter_ids.pop((bid, start), None)
             ids[bid] = _counter_id(budget, start)
     return ids
+
+
+def _money(value) -> Decimal:
+    # SQLite sums decimals as floats: round back to the ledger's 8 places.
+    return Decimal(value or 0).quantize(CENT_MILLIONTH)
 
 
 def forget_counters() -> None:
@@ -131,7 +146,7 @@ def budget_reserve(*, request_id: str, budgets: list[BudgetInfo], amount: Decima
     now = timezone.now()
     expires = now + timedelta(seconds=settings.EP_RESERVATION_TTL_SECONDS)
     try:
-        with transaction.atomic():
+        with _writing(), transaction.atomic():
             hard = [b for b in budgets if b.hard]
             counters = _counters(hard, now)
             held = [_reserve_one(b, counters[b.id], amount) for b in hard]
@@ -157,8 +172,10 @@ def usage_settle(*, row: Usage, budgets: list[BudgetInfo], held: list[Held]) -> 
     """Write the ledger row, move spend from reserved to spent, return the
     alert thresholds this request crossed (each crossed by exactly one request)."""
     now = row.created_at
-    with transaction.atomic():
-        counters = _counters(budgets, now) if budgets else {}
+    with _writing(), transaction.atomic():
+        # A refusal costs nothing and held nothing: it must not need the
+        # counters (the store may be the very thing that is down).
+        counters = _counters(budgets, now) if budgets and (row.cost_usd or held) else {}
         row.save(force_insert=True)
         crossings = _add_spend(budgets, counters, row.cost_usd, now) if row.cost_usd else []
         for h in held:
@@ -199,7 +216,7 @@ def reservations_expire(now: datetime | None = None) -> int:
     """Release reservations whose request never settled (its process died)."""
     now = now or timezone.now()
     released = 0
-    with transaction.atomic():
+    with _writing(), transaction.atomic():
         for reservation in Reservation.objects.select_for_update().filter(expires_at__lt=now):
             BudgetCounter.objects.filter(id=reservation.counter_id).update(reserved=F("reserved") - reservation.amount)
             reservation.delete()

@@ -4,10 +4,10 @@ The request path must not query the database for what rarely changes. Each
 process keeps an immutable snapshot of the routing configuration and a map of
 API-key hashes it has looked up. Both are dropped when:
 - a config model is saved or deleted in this process (signals, immediately);
-- the shared generation counter in Redis moved (another process saved;
-  polled at most every EP_CONFIG_CHECK_SECONDS);
-- the snapshot is older than EP_CONFIG_CACHE_SECONDS (a backstop, and the only
-  mechanism between processes when there is no Redis; 0 disables caching).
+- the shared generation moved (another process saved): a counter in Redis,
+  or without Redis a row in the database (providers.ConfigGeneration),
+  polled at most every EP_CONFIG_CHECK_SECONDS;
+- the snapshot is older than EP_CONFIG_CACHE_SECONDS (a backstop).
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError, models
 from django.db.models.signals import post_delete, post_save
+from redis.exceptions import RedisError
 
 from gateway import shared
+from gateway.errors import ServiceUnavailable
 from providers.adapters.base import AdapterConfig
 
 GENERATION_KEY = "ep:config-generation"
@@ -216,26 +219,49 @@ def load_key(key_hash: str) -> KeyInfo | None:
 # -- the per-process cache -----------------------------------------------------------
 
 
+def _db_generation() -> int:
+    from providers.models import ConfigGeneration
+
+    return ConfigGeneration.objects.filter(id=1).values_list("value", flat=True).first() or 0
+
+
+def _db_bump() -> None:
+    from providers.models import ConfigGeneration
+
+    if not ConfigGeneration.objects.filter(id=1).update(value=models.F("value") + 1):
+        # A fresh row starts from the clock, so it never equals a value a
+        # process cached before the row was (re)created.
+        ConfigGeneration.objects.get_or_create(id=1, defaults={"value": time.time_ns()})
+
+
 class ConfigCache:
     def __init__(self) -> None:
         self._snapshot: Snapshot | None = None
         self._keys: dict[str, KeyInfo | None] = {}
         self._local_generation = 0
         self._shared_generation = 0
-        self._checked_at = 0.0
+        self._checked_at = -1e9
         self._lock: asyncio.Lock | None = None
 
     def invalidate(self) -> None:
         self._local_generation += 1
         self._keys = {}
 
+    async def _read_shared_generation(self) -> int:
+        if shared.redis_enabled():
+            return int(await shared.async_redis().get(GENERATION_KEY) or 0)
+        return await sync_to_async(_db_generation, thread_sensitive=False)()
+
     async def _current_generation(self) -> int:
-        """Local + shared generation; the shared one is polled at most every N seconds."""
+        """Local + shared generation; the shared one is polled at most every
+        EP_CONFIG_CHECK_SECONDS (Redis when configured, else the database)."""
         now = time.monotonic()
-        if shared.redis_enabled() and now - self._checked_at >= settings.EP_CONFIG_CHECK_SECONDS:
+        if now - self._checked_at >= settings.EP_CONFIG_CHECK_SECONDS:
             self._checked_at = now
-            value = await shared.async_redis().get(GENERATION_KEY)
-            shared_generation = int(value or 0)
+            try:
+                shared_generation = await self._read_shared_generation()
+            except (RedisError, DatabaseError):
+                shared_generation = self._shared_generation  # serve what we have; TTL still applies
             if shared_generation != self._shared_generation:
                 self._shared_generation = shared_generation
                 self._keys = {}
@@ -254,16 +280,22 @@ class ConfigCache:
             self._lock = asyncio.Lock()
         async with self._lock:  # one reload for a burst of requests
             if not self._is_fresh(self._snapshot, generation):
-                self._snapshot = await sync_to_async(load_snapshot, thread_sensitive=False)(generation)
-                if settings.EP_CONFIG_CACHE_SECONDS <= 0:
-                    self._keys = {}
+                try:
+                    self._snapshot = await sync_to_async(load_snapshot, thread_sensitive=False)(generation)
+                except DatabaseError:
+                    raise ServiceUnavailable("The configuration database is unreachable; try again shortly.",
+                                             code="database_unavailable") from None
         return self._snapshot
 
     async def key(self, key_hash: str) -> KeyInfo | None:
         await self.snapshot()  # refreshes generation and drops stale keys
-        if key_hash in self._keys and settings.EP_CONFIG_CACHE_SECONDS > 0:
+        if key_hash in self._keys:
             return self._keys[key_hash]
-        info = await sync_to_async(load_key, thread_sensitive=False)(key_hash)
+        try:
+            info = await sync_to_async(load_key, thread_sensitive=False)(key_hash)
+        except DatabaseError:
+            raise ServiceUnavailable("The key database is unreachable; try again shortly.",
+                                     code="database_unavailable") from None
         if len(self._keys) >= MAX_CACHED_KEYS:
             self._keys = {}  # bounded: a flood of random keys cannot grow memory
         self._keys[key_hash] = info
@@ -274,10 +306,13 @@ config_cache = ConfigCache()
 
 
 def bump_generation(**_: Any) -> None:
-    """Signal receiver: this process drops its caches; others see Redis move."""
+    """Signal receiver: this process drops its caches at once; other processes
+    see the shared generation (Redis, else the database) move."""
     config_cache.invalidate()
     if shared.redis_enabled():
         shared.sync_redis().incr(GENERATION_KEY)
+    else:
+        _db_bump()
 
 
 def connect_invalidation_signals() -> None:

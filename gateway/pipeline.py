@@ -18,6 +18,7 @@ from decimal import Decimal
 from asgiref.sync import sync_to_async
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from budgets import pricing
 from budgets.ratelimit import Admission, rate_limit_add_tokens, rate_limit_admit
@@ -393,8 +394,13 @@ async def usage_record(call: Call) -> None:
     if call.recorded or call.key is None:
         return
     call.recorded = True
-    # shield: a client that disconnects while we write must not lose the row.
-    row, alerts = await asyncio.shield(sync_to_async(_settle_and_alert, thread_sensitive=False)(call))
+    try:
+        # shield: a client that disconnects while we write must not lose the row.
+        row, alerts = await asyncio.shield(sync_to_async(_settle_and_alert, thread_sensitive=False)(call))
+    except DatabaseError:
+        # The answer is already decided; the ledger is down with the database.
+        log.error("ledger write failed for %s (%s)", call.request_id, call.status, exc_info=True)
+        return
     if call.admission is not None:
         await rate_limit_add_tokens(call.admission, call.usage.total_tokens)
     await events.publish("usage", usage_event(row))

@@ -60,3 +60,14 @@ class Model(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider.name}/{self.name}"
+
+
+class ConfigGeneration(models.Model):
+    """One row whose value changes whenever routing configuration changes
+    (keys, personas, routes, providers, models, budgets, limits).
+
+    Gateway processes without Redis poll it to drop their in-memory config
+    (gateway/hotcache.py); with Redis a counter there plays the same role.
+    """
+
+    value = models.BigIntegerField(default=0)

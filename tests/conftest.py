@@ -63,11 +63,15 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "PYTHONUNBUFFERED": "1",
         "LOG_LEVEL": "DEBUG",  # the canary tests read every line at every level
+        # Alerts: mail to files the tests read; webhooks retried quickly.
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(ARTIFACTS / "mail"),
+        "EP_WEBHOOK_RETRY_SECONDS": "0.5",
+        "EP_SWEEP_SECONDS": "0.25",
     }
-    if settings.REDIS_URL:
-        env["EP_CONFIG_CHECK_SECONDS"] = "0"  # see Redis move on every request
-    else:
-        env["EP_CONFIG_CACHE_SECONDS"] = "0"  # nothing shared: read the database
+    # Tests change config from another process: check the shared generation
+    # (Redis, or the database) on every request.
+    env["EP_CONFIG_CHECK_SECONDS"] = "0"
     env.update(extra)
     return env
 

@@ -95,7 +95,10 @@ class DemoAdapter(Adapter):
     def _usage(self, request: ChatRequest, text: str, calls: list[ToolCall]) -> Usage:
         prompt = "".join(m.text() for m in request.messages)
         produced = text + "".join(c.name + c.arguments for c in calls)
-        return Usage(input_tokens=estimate_tokens(prompt), output_tokens=estimate_tokens(produced))
+        output = estimate_tokens(produced)
+        if request.max_tokens:
+            output = min(output, request.max_tokens)
+        return Usage(input_tokens=estimate_tokens(prompt), output_tokens=output)
 
     def _maybe_fail(self, request: ChatRequest) -> None:
         window = self._option("context_window", None)
@@ -114,14 +117,21 @@ class DemoAdapter(Adapter):
         await asyncio.sleep(seconds)
 
     # -- the adapter interface --------------------------------------------------------
+    def _bounded_answer(self, request: ChatRequest) -> tuple[str, list[ToolCall], str]:
+        """The answer cut to max_tokens (~4 characters a token), as a real model stops."""
+        text, calls = self._answer(request)
+        if request.max_tokens and not calls and estimate_tokens(text) > request.max_tokens:
+            return text[: request.max_tokens * 4], calls, "length"
+        return text, calls, _finish(request, calls)
+
     async def chat(self, request: ChatRequest) -> ChatResult:
         await self._wait(float(self._option("latency_ms", 20)) / 1000)
         self._maybe_fail(request)
-        text, calls = self._answer(request)
+        text, calls, finish = self._bounded_answer(request)
         return ChatResult(
             content=text or None,
             tool_calls=calls,
-            finish_reason=_finish(request, calls),
+            finish_reason=finish,
             usage=self._usage(request, text, calls),
             model=request.model,
         )
@@ -133,7 +143,7 @@ class DemoAdapter(Adapter):
         except ProviderError as error:
             yield StreamEvent("error", error=error)
             return
-        text, calls = self._answer(request)
+        text, calls, finish = self._bounded_answer(request)
         cut_after = self._option("cut_after_chunks", None)
         delay = float(self._option("chunk_delay_ms", 5)) / 1000
         for n, start in enumerate(range(0, len(text), CHUNK_CHARS)):
@@ -145,7 +155,7 @@ class DemoAdapter(Adapter):
         for index, call in enumerate(calls):
             yield StreamEvent("tool_call", index=index, tool_call_id=call.id, name=call.name, arguments=call.arguments)
         yield StreamEvent("usage", usage=self._usage(request, text, calls))
-        yield StreamEvent("done", finish_reason=_finish(request, calls))
+        yield StreamEvent("done", finish_reason=finish)
 
 
 def _finish(request: ChatRequest, calls: list[ToolCall]) -> str:
