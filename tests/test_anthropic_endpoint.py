@@ -292,6 +292,44 @@ def test_request_fields_reach_an_openai_provider(live, world, fakes, routed):
     assert sent["tools"][0]["function"]["parameters"] == WEATHER["input_schema"]
 
 
+def test_claude_style_history_converts_for_an_openai_provider(live, world, fakes, routed):
+    # What Claude clients send back: thinking blocks, a system turn, a failed tool's result.
+    history = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Weather?", "cache_control": {"type": "ephemeral"}}],
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Call the tool.", "signature": "sig"},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "is_error": True,
+                    "content": [{"type": "text", "text": "timeout"}],
+                }
+            ],
+        },
+        {"role": "system", "content": [{"type": "text", "text": "Answer anyway."}]},
+    ]
+    sdk(live, world.red_key).messages.create(
+        model="via-openai", max_tokens=50, tools=[WEATHER], messages=history
+    )
+    sent = fakes["openai"].requests[-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "system"]
+    assert sent[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    assert "Call the tool." not in json.dumps(sent)
+    assert sent[2]["tool_call_id"] == "toolu_1" and "Error: " in json.dumps(sent[2]["content"])
+    assert "timeout" in json.dumps(sent[2]["content"])
+
+
 def test_count_tokens_estimates_the_prompt_the_persona_would_send(live, world, fakes, routed):
     client = sdk(live, world.red_key)
     short = client.messages.count_tokens(model="via-openai", messages=[{"role": "user", "content": "Hi"}])
