@@ -21,6 +21,7 @@ from gateway.errors import (
     envelope,
 )
 from gateway.responses import json_response
+from budgets import api as budgets_api
 from providers import api as providers_api
 
 log = logging.getLogger("gateway.api")
@@ -39,6 +40,7 @@ api.add_router("", health.router)
 api.add_router("/api/v1/runs", "gateway.runs.router")  # workflow runs (issue 9)
 api.add_router("/api/v1", "gateway.native_api.router")  # native chat, JSON or SSE (issue 6)
 api.add_router("", providers_api.router)
+api.add_router("", budgets_api.router)
 
 
 def error_response(request: HttpRequest, error: GatewayError):

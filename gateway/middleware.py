@@ -8,7 +8,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from gateway import pipeline
 from gateway.auth import request_id_of
 
-API_PREFIXES = ("/v1/", "/api/")
+API_PREFIXES = ("/v1/", "/api/", "/costs", "/health", "/capabilities")
 
 
 class LedgerMiddleware:
