@@ -12,7 +12,6 @@ from datetime import UTC, datetime, time, timedelta
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from budgets import charts, selectors

@@ -60,8 +60,8 @@ def test_a_team_lead_cannot_open_another_teams_request(people, world):
 
 
 def test_a_team_lead_sees_their_teams_budgets_only(people, world):
-    Budget.objects.create(name="red monthly", scope="team", team=world.red, limit_usd=Decimal("10"))
-    Budget.objects.create(name="blue monthly", scope="team", team=world.blue, limit_usd=Decimal("10"))
+    Budget.objects.create(name="red monthly", scope="team", team=world.red, limit_usd=Decimal(10))
+    Budget.objects.create(name="blue monthly", scope="team", team=world.blue, limit_usd=Decimal(10))
     usage(world.red, "8.20")
     page = client_for(people.rita).get(reverse("budgets:list")).content.decode()
     assert "Budget &#x27;red monthly&#x27; is 82% used ($8.20 of $10.00)." in page

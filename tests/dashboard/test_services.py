@@ -78,17 +78,17 @@ def test_spend_by_groups_and_orders_by_cost(world):
 
 def test_spend_per_day_is_zero_filled_and_counts_only_its_window(world):
     now = timezone.now()
-    Usage.objects.create(request_id="a", team=world.red, cost_usd=Decimal("2"), created_at=now - timedelta(days=1))
-    Usage.objects.create(request_id="b", team=world.red, cost_usd=Decimal("9"), created_at=now - timedelta(days=9))
+    Usage.objects.create(request_id="a", team=world.red, cost_usd=Decimal(2), created_at=now - timedelta(days=1))
+    Usage.objects.create(request_id="b", team=world.red, cost_usd=Decimal(9), created_at=now - timedelta(days=9))
     series = selectors.spend_per_day(team_ids=None, days=7, now=now)
     assert len(series) == 7 and series[-1] == (now.date(), Decimal(0))
-    assert series[-2] == ((now - timedelta(days=1)).date(), Decimal("2"))
-    assert sum(v for _, v in series) == Decimal("2")
+    assert series[-2] == ((now - timedelta(days=1)).date(), Decimal(2))
+    assert sum(v for _, v in series) == Decimal(2)
 
 
 def test_a_team_lead_acknowledges_their_alert_but_not_another_teams(people, world):
-    red = Budget.objects.create(name="red", scope="team", team=world.red, limit_usd=Decimal("1"))
-    blue = Budget.objects.create(name="blue", scope="team", team=world.blue, limit_usd=Decimal("1"))
+    red = Budget.objects.create(name="red", scope="team", team=world.red, limit_usd=Decimal(1))
+    blue = Budget.objects.create(name="blue", scope="team", team=world.blue, limit_usd=Decimal(1))
     start = timezone.now()
     red_alert = Alert.objects.create(budget=red, threshold=80, period_start=start, message="Budget 'red' is 80% used")
     blue_alert = Alert.objects.create(budget=blue, threshold=80, period_start=start, message="blue 80%")
