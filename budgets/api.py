@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 
 from asgiref.sync import sync_to_async
@@ -37,7 +37,7 @@ def _moment(value: str | None, *, param: str, end: bool = False) -> datetime | N
         moment = datetime.combine(day + timedelta(days=1) if end else day, time.min)
     if moment is None:
         raise InvalidRequest(f"{param} must be an ISO date or datetime, e.g. 2026-11-01.", param=param)
-    return timezone.make_aware(moment, timezone.UTC) if timezone.is_naive(moment) else moment
+    return moment.replace(tzinfo=UTC) if timezone.is_naive(moment) else moment
 
 
 def _series(rows, field: str) -> list[dict]:
