@@ -124,7 +124,8 @@ def test_every_authenticated_route_is_async():
     for _prefix, router in api._routers:
         for path_view in router.path_operations.values():
             for operation in path_view.operations:
-                if any(isinstance(a, ApiKeyAuth) for a in operation.auth_callbacks):
+                callbacks = list(operation.auth_callbacks) or [router.auth]
+                if any(isinstance(a, ApiKeyAuth) for a in callbacks):
                     assert path_view.is_async, f"{operation.view_func.__name__} must be async"
                     checked += 1
     assert checked >= 6
