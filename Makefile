@@ -34,6 +34,7 @@ serve:
 	DEBUG=$${DEBUG:-1} $(PYTHON) -m daphne -b $(HOST) -p $(PORT) -v 1 gateway.asgi:application
 
 test: install-dev
+	sh scripts/install-browser.sh
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 bench: install-dev
