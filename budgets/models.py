@@ -124,6 +124,8 @@ class Usage(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # One entry per provider attempt: provider, model, outcome (ok or error kind), ms.
+    attempt_log = models.JSONField(default=list, blank=True)
     run_id = models.CharField(max_length=100, blank=True, db_index=True)
     step = models.CharField(max_length=100, blank=True)
 

@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from ninja.security import HttpBearer
 
 from gateway import pipeline
+from gateway.errors import InvalidRequest
 
 
 def request_id_of(request: HttpRequest) -> str:
@@ -25,8 +26,8 @@ class ApiKeyAuth(HttpBearer):
     is_async = True  # tells ninja to await __call__
 
     async def __call__(self, request: HttpRequest):
-        raw = _bearer(request.headers.get("Authorization", "")) or request.headers.get("x-api-key", "")
-        key = await pipeline.authenticate(raw or None)
+        refuse_key_in_query(request)
+        key = await pipeline.authenticate(bearer_token(request) or None)
         request.ep_call = pipeline.Call(
             request_id=request_id_of(request), endpoint=_endpoint_name(request.path), key=key
         )
@@ -34,6 +35,27 @@ class ApiKeyAuth(HttpBearer):
 
     def authenticate(self, request, token):  # pragma: no cover - __call__ does the work
         raise NotImplementedError
+
+
+# Query parameters that would put a key in URLs, and so in every proxy's access
+# log and browser history; the websocket handshake refuses the same names.
+SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token", "authorization", "auth"})
+
+
+def refuse_key_in_query(request: HttpRequest) -> None:
+    """A key in the URL is refused even beside a valid header: the client is
+    leaking it, and it should hear so at once rather than keep doing it."""
+    if SECRET_PARAMS & {name.lower() for name in request.GET}:
+        raise InvalidRequest(
+            "API keys in the URL are refused: send 'Authorization: Bearer <key>' (or 'x-api-key') instead, "
+            "and treat the key that was in the URL as leaked.",
+            code="key_in_query_string",
+        )
+
+
+def bearer_token(request: HttpRequest) -> str:
+    """The key a request presents: `Authorization: Bearer <key>` or `x-api-key`."""
+    return _bearer(request.headers.get("Authorization", "")) or request.headers.get("x-api-key", "")
 
 
 def _bearer(header: str) -> str:

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Router, Schema
 from pydantic import ConfigDict
 
-from gateway import pipeline
+from gateway import idempotency, pipeline
 from gateway.auth import ApiKeyAuth
 from gateway.errors import GatewayError, InvalidRequest, envelope
 from gateway.responses import json_response
@@ -248,6 +248,21 @@ def _run_metadata(request: HttpRequest, call: pipeline.Call, metadata: dict[str,
     metadata = metadata or {}
     call.run_id = request.headers.get("X-EP-Run-Id") or metadata.get("run_id", "")
     call.step = request.headers.get("X-EP-Step") or metadata.get("step", "")
+    call.timeout = _timeout_header(request)
+
+
+def _timeout_header(request: HttpRequest) -> float | None:
+    """X-EP-Timeout: the caller's own deadline in seconds (capped by the gateway's)."""
+    value = request.headers.get("X-EP-Timeout")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 86400:
+        raise InvalidRequest("X-EP-Timeout must be a positive number of seconds.", param="X-EP-Timeout")
+    return seconds
 
 
 def served_by_headers(call: pipeline.Call) -> dict[str, str]:
@@ -266,11 +281,24 @@ async def chat_completions(request: HttpRequest, body: ChatCompletionIn):
     call.persona = route.persona.slug if route.persona else ""
     chat_request = to_chat_request(body)
     if body.stream:
+        if request.headers.get(idempotency.HEADER):
+            raise InvalidRequest("Idempotency-Key is supported for non-streaming requests only.",
+                                 code="idempotency_not_supported_for_streams", param=idempotency.HEADER)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _stream_response(call, route, chat_request, include_usage)
-    result = await pipeline.chat_complete(call, route, chat_request)
-    headers = served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}"}
-    return json_response(completion_json(call, result), call.request_id, headers=headers)
+
+    async def complete() -> HttpResponse:
+        result = await pipeline.chat_complete(call, route, chat_request)
+        headers = served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}"}
+        return json_response(completion_json(call, result), call.request_id, headers=headers)
+
+    return await idempotency.idempotent(request, complete, on_error=lambda e: _error_response(request, e))
+
+
+def _error_response(request: HttpRequest, error: GatewayError) -> HttpResponse:
+    from gateway.api import error_response  # api imports this module
+
+    return error_response(request, error)
 
 
 async def _stream_response(call, route, chat_request, include_usage: bool) -> HttpResponse:

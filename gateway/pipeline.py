@@ -33,6 +33,15 @@ from gateway.errors import (
     UpstreamFailed,
 )
 from gateway.hotcache import BudgetInfo, KeyInfo, PersonaInfo, Snapshot, StepInfo, config_cache
+from gateway.resilience import (
+    Breaker,
+    Deadline,
+    backoff_delay,
+    counts_against_breaker,
+    max_attempts,
+    plan_steps,
+    timed_events,
+)
 from gateway.models import hash_key
 from providers.adapters import get_adapter
 from providers.types import ChatRequest, ChatResult, Message, ProviderError, StreamEvent, Usage
@@ -78,6 +87,19 @@ class Call:
     admission: Admission | None = None
     # Headers every response to this request carries (rate limits).
     response_headers: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None  # the caller's own deadline (X-EP-Timeout), seconds
+    deadline: Deadline | None = None
+    attempt_log: list[dict] = field(default_factory=list)
+
+    def deadline_seconds(self) -> float:
+        limit = settings.EP_DEFAULT_DEADLINE_SECONDS
+        return min(self.timeout, limit) if self.timeout else limit
+
+    def log_attempt(self, step: StepInfo, outcome: str, started: float) -> None:
+        self.attempt_log.append({
+            "provider": step.provider.name, "model": step.model, "outcome": outcome,
+            "ms": int((time.monotonic() - started) * 1000),
+        })
 
     def fail(self, error: GatewayError) -> None:
         self.status = error.usage_status
@@ -95,6 +117,7 @@ class Route:
     label: str  # the persona slug, or provider/model for a direct call
     persona: PersonaInfo | None
     steps: tuple[StepInfo, ...]
+    max_output_tokens: int | None = None  # the tighter of the persona's and the key's caps
 
 
 # -- authenticate ------------------------------------------------------------------
@@ -120,7 +143,8 @@ def route_resolve(*, snapshot: Snapshot, model: str, key: KeyInfo, persona_heade
     if persona is not None:
         if not persona.steps:
             raise NotFound(f"Persona '{slug}' has no route: add a provider and model to it.", code="route_empty")
-        return Route(slug, persona, persona.steps)
+        caps = [c for c in (persona.max_output_tokens, key.max_output_tokens) if c]
+        return Route(slug, persona, persona.steps, min(caps) if caps else None)
     if "/" in name and not name.startswith(PERSONA_PREFIX):
         return _direct_route(snapshot, name, key)
     known = ", ".join(sorted(snapshot.personas)) or "none"
@@ -140,7 +164,7 @@ def _direct_route(snapshot: Snapshot, name: str, key: KeyInfo) -> Route:
             code="direct_model_not_allowed",
         )
     step = StepInfo(0, provider, model, {}, 1, False)
-    return Route(name, None, (step,))
+    return Route(name, None, (step,), key.max_output_tokens)
 
 
 def request_for_step(base: ChatRequest, route: Route, step: StepInfo) -> ChatRequest:
@@ -158,7 +182,9 @@ def request_for_step(base: ChatRequest, route: Route, step: StepInfo) -> ChatReq
             setattr(request, name, value)
         else:
             request.extra[name] = value
-    cap = persona.max_output_tokens if persona else None
+    # A caller asking above the cap was refused already (gateway/limits.py); this
+    # clamps what the operator's defaults and step params ask for.
+    cap = route.max_output_tokens
     if cap:
         request.max_tokens = min(request.max_tokens or cap, cap)
     return request
@@ -174,6 +200,7 @@ def _should_fall_back(error: ProviderError, step: StepInfo) -> bool:
 
 
 def _usable_steps(route: Route) -> list[StepInfo]:
+    """Enabled steps; raises when the route has none."""
     steps = [s for s in route.steps if s.provider.enabled]
     if not steps:
         raise UpstreamFailed(
@@ -216,6 +243,7 @@ async def admit(call: Call, route: Route, base: ChatRequest) -> None:
     if call.admitted:
         return
     call.admitted = True
+    call.deadline = Deadline.after(call.deadline_seconds())
     call.persona = call.persona or (route.persona.slug if route.persona else "")
     snapshot = await config_cache.snapshot()
     call.admission = await rate_limit_admit(call.key, snapshot.rate_limits_for(call.key))
@@ -249,17 +277,16 @@ async def _reserve(call: Call, amount: Decimal) -> None:
 
 
 async def chat_complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
+    """The first step (in route order) that answers, each with its retries."""
     await admit(call, route, base)
     last_error: ProviderError | None = None
-    for step in _usable_steps(route):
+    for step in plan_steps(_usable_steps(route)):
         call.provider, call.model = step.provider.name, step.model
-        call.attempts += 1
         try:
-            result = await get_adapter(step.provider.adapter_config).chat(request_for_step(base, route, step))
+            result = await _complete_step(call, route, step, base)
         except ProviderError as error:
             last_error = error
-            log.warning("provider %s failed: %s", step.provider.name, error.kind)
-            if not _should_fall_back(error, step):
+            if not _should_fall_back(error, step) or call.deadline.remaining() <= 0:
                 break
             continue
         call.mark_first_token()
@@ -268,34 +295,116 @@ async def chat_complete(call: Call, route: Route, base: ChatRequest) -> ChatResu
     raise UpstreamFailed(last_error, provider=call.provider, attempts=call.attempts)
 
 
+async def _complete_step(call: Call, route: Route, step: StepInfo, base: ChatRequest) -> ChatResult:
+    """One step with its retries; raises the last ProviderError when it gives up."""
+    breaker = Breaker(step)
+    if not await breaker.allow():
+        raise _circuit_open(call, step, breaker)
+    adapter = get_adapter(step.provider.adapter_config)
+    request = request_for_step(base, route, step)
+    for attempt in range(1, max_attempts(step) + 1):
+        call.attempts += 1
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(max(0.0, call.deadline.remaining())):
+                result = await adapter.chat(request)
+        except TimeoutError:
+            error = ProviderError("timeout", "the request's deadline passed", provider=step.provider.name)
+        except ProviderError as provider_error:
+            error = provider_error
+        else:
+            call.log_attempt(step, "ok", started)
+            await breaker.succeeded()
+            return result
+        await _after_failure(call, step, breaker, error, started, attempt)
+    raise error  # pragma: no cover - _after_failure raises on the last attempt
+
+
+async def _after_failure(call: Call, step: StepInfo, breaker: Breaker, error: ProviderError,
+                         started: float, attempt: int) -> None:
+    """Record a failed attempt; return after the backoff if it should be retried, else raise."""
+    call.log_attempt(step, error.kind, started)
+    log.warning("provider %s/%s failed (%s), attempt %d", step.provider.name, step.model, error.kind, attempt)
+    state = await breaker.failed() if counts_against_breaker(error) else await breaker.succeeded()
+    if not error.retryable or attempt >= max_attempts(step) or state == "open":
+        raise error
+    delay = backoff_delay(attempt, error, step)
+    if delay is None or delay >= call.deadline.remaining():
+        raise error
+    await asyncio.sleep(delay)
+
+
+def _circuit_open(call: Call, step: StepInfo, breaker: Breaker) -> ProviderError:
+    call.log_attempt(step, "circuit_open", time.monotonic())
+    return ProviderError("unavailable", f"circuit breaker open for {breaker.name}", provider=step.provider.name)
+
+
 async def chat_stream(call: Call, route: Route, base: ChatRequest) -> AsyncIterator[StreamEvent]:
-    """Stream from the first step that produces content; fall back only before
-    anything reached the client. Ends with `done`, or raises UpstreamFailed if
-    no step could start, or yields an `error` event after content was sent."""
+    """Stream from the first step that produces content; retry and fall back only
+    before anything reached the client. Ends with `done`, or raises UpstreamFailed
+    if no step could start, or yields an `error` event after content was sent."""
     await admit(call, route, base)
     last_error: ProviderError | None = None
-    for step in _usable_steps(route):
+    for step in plan_steps(_usable_steps(route)):
         call.provider, call.model = step.provider.name, step.model
-        call.attempts += 1
         request = request_for_step(base, route, step)
-        started = False
-        async with _closing(get_adapter(step.provider.adapter_config).stream(request)) as events:
-            async for event in events:
-                if event.type == "error" and not started and _should_fall_back(event.error, step):
-                    last_error = event.error
-                    break
-                if event.type == "error" and not started:
-                    raise UpstreamFailed(event.error, provider=step.provider.name, attempts=call.attempts)
-                started = started or event.type in ("delta", "tool_call", "done")
-                _account(call, step, request, event)
-                yield event
-                if event.type in ("done", "error"):
-                    return
-            else:
-                if started:
-                    return
-    raise UpstreamFailed(last_error or ProviderError("unavailable", "stream ended early"),
+        try:
+            async with _closing(_stream_step(call, step, request)) as events:
+                async for event in events:
+                    _account(call, step, request, event)
+                    yield event
+            return
+        except ProviderError as error:  # raised only before any content
+            last_error = error
+            if not _should_fall_back(error, step):
+                break
+    raise UpstreamFailed(last_error or ProviderError("unavailable", "no provider answered"),
                          provider=call.provider, attempts=call.attempts)
+
+
+async def _stream_step(call: Call, step: StepInfo, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    """One step's stream with its retries before the first content event.
+    Raises ProviderError if it gives up before content; after content, a
+    failure is the final `error` event."""
+    breaker = Breaker(step)
+    if not await breaker.allow():
+        raise _circuit_open(call, step, breaker)
+    adapter = get_adapter(step.provider.adapter_config)
+    for attempt in range(1, max_attempts(step) + 1):
+        call.attempts += 1
+        started = time.monotonic()
+        held: list[StreamEvent] = []  # usage before content: released with the content
+        error: ProviderError | None = None
+        async with _closing(adapter.stream(request)) as raw:
+            async for event in timed_events(raw, step, call.deadline):
+                if event.type == "error" and not held_content(held):
+                    error = event.error
+                    break
+                held.append(event)
+                if held_content(held):
+                    for item in held:
+                        yield item
+                    held.clear()
+                    if event.type in ("done", "error"):
+                        await _stream_outcome(call, step, breaker, event, started)
+                        return
+        if error is None:
+            error = ProviderError("unavailable", "the stream ended before any content", provider=step.provider.name)
+        await _after_failure(call, step, breaker, error, started, attempt)
+
+
+def held_content(held: list[StreamEvent]) -> bool:
+    return any(e.type in ("delta", "tool_call", "done", "error") for e in held) if held else False
+
+
+async def _stream_outcome(call: Call, step: StepInfo, breaker: Breaker, last: StreamEvent, started: float) -> None:
+    if last.type == "done":
+        call.log_attempt(step, "ok", started)
+        await breaker.succeeded()
+        return
+    call.log_attempt(step, last.error.kind, started)
+    if counts_against_breaker(last.error):
+        await breaker.failed()
 
 
 class _closing:
@@ -363,6 +472,7 @@ def _usage_row(call: Call):
         latency_ms=int((time.perf_counter() - call.started) * 1000),
         ttft_ms=call.ttft_ms,
         attempts=call.attempts,
+        attempt_log=call.attempt_log,
         run_id=call.run_id[:100],
         step=call.step[:100],
     )

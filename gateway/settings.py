@@ -163,6 +163,17 @@ EP_CONFIG_CHECK_SECONDS = envfloat("EP_CONFIG_CHECK_SECONDS", 1.0)
 # the only invalidation, so a change takes up to this long there.
 EP_CONFIG_CACHE_SECONDS = envfloat("EP_CONFIG_CACHE_SECONDS", 30.0)
 EP_DEFAULT_DEADLINE_SECONDS = envfloat("EP_DEFAULT_DEADLINE_SECONDS", 120.0)
+# Resilience defaults; each can be overridden per provider (options) or per
+# route step (params) under the lower-case name in parentheses.
+EP_RETRY_ATTEMPTS = envint("EP_RETRY_ATTEMPTS", 2)  # (max_attempts) per step, first try included
+EP_RETRY_BASE_SECONDS = envfloat("EP_RETRY_BASE_SECONDS", 0.25)
+EP_RETRY_MAX_BACKOFF_SECONDS = envfloat("EP_RETRY_MAX_BACKOFF_SECONDS", 4.0)
+EP_RETRY_AFTER_CAP_SECONDS = envfloat("EP_RETRY_AFTER_CAP_SECONDS", 10.0)  # (retry_after_cap)
+EP_BREAKER_FAILURES = envint("EP_BREAKER_FAILURES", 5)  # (breaker_failures) in a row
+EP_BREAKER_COOLDOWN_SECONDS = envfloat("EP_BREAKER_COOLDOWN_SECONDS", 30.0)  # (breaker_cooldown_seconds)
+EP_FIRST_TOKEN_TIMEOUT_SECONDS = envfloat("EP_FIRST_TOKEN_TIMEOUT_SECONDS", 60.0)  # (first_token_timeout)
+EP_STREAM_IDLE_TIMEOUT_SECONDS = envfloat("EP_STREAM_IDLE_TIMEOUT_SECONDS", 30.0)  # (idle_timeout)
+EP_IDEMPOTENCY_TTL_SECONDS = envint("EP_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
 EP_MAX_MESSAGES = envint("EP_MAX_MESSAGES", 1000)
 # A reservation not settled after this long belongs to a dead process: release it.
 EP_RESERVATION_TTL_SECONDS = envint("EP_RESERVATION_TTL_SECONDS", 900)
