@@ -19,6 +19,7 @@ from gateway import pipeline
 from gateway.anthropic_wire import CountTokensIn, MessagesIn, estimate_input_tokens, to_chat_request
 from gateway.auth import ApiKeyAuth
 from gateway.errors import GatewayError
+from gateway.limits import request_limits_check
 from gateway.openai_compat import served_by_headers
 from gateway.responses import json_response
 from providers.types import ChatRequest, ChatResult, StreamEvent, ToolCall, Usage
@@ -258,6 +259,7 @@ async def create_message(request: HttpRequest, body: MessagesIn):
     call.stream = body.stream
     _run_metadata(request, call, body)
     route = await _resolve(request, body.model)
+    request_limits_check(messages=len(body.messages), max_tokens=body.max_tokens, route=route)
     chat_request = to_chat_request(body)
     if body.stream:
         return await _stream_response(call, route, chat_request)

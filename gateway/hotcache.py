@@ -13,6 +13,7 @@ API-key hashes it has looked up. Both are dropped when:
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,8 @@ class KeyInfo:
     scopes: frozenset[str]
     expires_at: datetime | None
     revoked: bool
+    key_hash: str = field(default="", repr=False)
+    max_output_tokens: int | None = None  # the key's cap on max_tokens (ApiKey.max_output_tokens)
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -212,7 +215,7 @@ def load_key(key_hash: str) -> KeyInfo | None:
         return None
     return KeyInfo(
         key.id, key.team_id, key.team.name, key.name, key.prefix, frozenset(key.scopes or ()),
-        key.expires_at, key.revoked_at is not None,
+        key.expires_at, key.revoked_at is not None, key.key_hash, key.max_output_tokens,
     )
 
 
@@ -290,15 +293,20 @@ class ConfigCache:
     async def key(self, key_hash: str) -> KeyInfo | None:
         await self.snapshot()  # refreshes generation and drops stale keys
         if key_hash in self._keys:
-            return self._keys[key_hash]
-        try:
-            info = await sync_to_async(load_key, thread_sensitive=False)(key_hash)
-        except DatabaseError:
-            raise ServiceUnavailable("The key database is unreachable; try again shortly.",
-                                     code="database_unavailable") from None
-        if len(self._keys) >= MAX_CACHED_KEYS:
-            self._keys = {}  # bounded: a flood of random keys cannot grow memory
-        self._keys[key_hash] = info
+            info = self._keys[key_hash]
+        else:
+            try:
+                info = await sync_to_async(load_key, thread_sensitive=False)(key_hash)
+            except DatabaseError:
+                raise ServiceUnavailable("The key database is unreachable; try again shortly.",
+                                         code="database_unavailable") from None
+            if len(self._keys) >= MAX_CACHED_KEYS:
+                self._keys = {}  # bounded: a flood of random keys cannot grow memory
+            self._keys[key_hash] = info
+        # The lookup was by an index on the hash, so it already matched; this
+        # constant-time check is belt and braces (docs/SECURITY.md, "Keys").
+        if info is not None and not hmac.compare_digest(info.key_hash, key_hash):
+            return None
         return info
 
 

@@ -42,6 +42,10 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Cap on max_tokens for this key's requests; a request asking for more is refused.",
+    )
 
     class Meta:
         verbose_name = "API key"

@@ -18,6 +18,7 @@ from pydantic import ConfigDict
 from gateway import openai_compat, pipeline
 from gateway.auth import ApiKeyAuth
 from gateway.errors import GatewayError, envelope
+from gateway.limits import request_limits_check
 from gateway.openai_compat import MessageIn, ToolIn
 from gateway.responses import json_response
 from providers.types import ChatRequest, ChatResult, StreamEvent
@@ -67,6 +68,7 @@ def call_begin(call: pipeline.Call, body: NativeChatIn, snapshot) -> pipeline.Ro
         call.run_id, call.step = body.metadata.run_id, body.metadata.step
     route = pipeline.route_resolve(snapshot=snapshot, model=body.persona, key=call.key)
     call.persona = route.persona.slug if route.persona else ""
+    request_limits_check(messages=len(body.messages), max_tokens=body.max_tokens, route=route)
     return route
 
 

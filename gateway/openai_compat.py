@@ -18,6 +18,7 @@ from pydantic import ConfigDict
 from gateway import idempotency, pipeline
 from gateway.auth import ApiKeyAuth
 from gateway.errors import GatewayError, InvalidRequest, envelope
+from gateway.limits import request_limits_check
 from gateway.responses import json_response
 from providers.types import (
     ChatRequest,
@@ -279,6 +280,8 @@ async def chat_completions(request: HttpRequest, body: ChatCompletionIn):
         snapshot=snapshot, model=body.model, key=call.key, persona_header=request.headers.get("X-Persona")
     )
     call.persona = route.persona.slug if route.persona else ""
+    request_limits_check(messages=len(body.messages), max_tokens=body.max_completion_tokens or body.max_tokens,
+                         route=route)
     chat_request = to_chat_request(body)
     if body.stream:
         if request.headers.get(idempotency.HEADER):
