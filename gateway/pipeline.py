@@ -374,27 +374,34 @@ async def _stream_step(call: Call, step: StepInfo, request: ChatRequest) -> Asyn
         call.attempts += 1
         started = time.monotonic()
         held: list[StreamEvent] = []  # usage before content: released with the content
-        error: ProviderError | None = None
+        sent_content, error = False, None
         async with _closing(adapter.stream(request)) as raw:
             async for event in timed_events(raw, step, call.deadline):
-                if event.type == "error" and not held_content(held):
+                if event.type == "error" and not sent_content:
                     error = event.error
                     break
                 held.append(event)
-                if held_content(held):
+                if sent_content or event.type in CONTENT:
+                    sent_content = True
                     for item in held:
                         yield item
                     held.clear()
                     if event.type in ("done", "error"):
                         await _stream_outcome(call, step, breaker, event, started)
                         return
+            else:
+                if sent_content:  # ended after content without done: a cut the adapter missed
+                    cut = StreamEvent("error", error=ProviderError(
+                        "unavailable", "the stream ended before it finished", provider=step.provider.name))
+                    await _stream_outcome(call, step, breaker, cut, started)
+                    yield cut
+                    return
         if error is None:
             error = ProviderError("unavailable", "the stream ended before any content", provider=step.provider.name)
         await _after_failure(call, step, breaker, error, started, attempt)
 
 
-def held_content(held: list[StreamEvent]) -> bool:
-    return any(e.type in ("delta", "tool_call", "done", "error") for e in held) if held else False
+CONTENT = ("delta", "tool_call", "done")
 
 
 async def _stream_outcome(call: Call, step: StepInfo, breaker: Breaker, last: StreamEvent, started: float) -> None:
