@@ -158,6 +158,18 @@ class Breaker:
         return {"state": state, "failures": local.failures}
 
 
+def breaker_states(provider: str, models: list[str]) -> dict[str, str]:
+    """model -> breaker state, for pages rendered by sync views (the dashboard)."""
+    states = {}
+    for model in models:
+        name = f"{provider}/{model}"
+        if shared.redis_enabled():
+            states[model] = _text(shared.sync_redis().hget(f"ep:breaker:{name}", "state") or CLOSED)
+        else:
+            states[model] = Breaker._local.get(name, _LocalState()).state
+    return states
+
+
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from budgets import selectors
 from gateway.audit import snapshot
 from gateway.dashboard import render_page, wants_fragment
+from gateway.resilience import breaker_states
 from gateway.roles import async_operator_required, operator_required
 from providers import editing
 from providers.connection import connection_test
@@ -27,8 +28,16 @@ from providers.models import Model, Provider
 @require_GET
 def provider_list(request: HttpRequest) -> HttpResponse:
     stats = selectors.provider_stats(since=timezone.now() - timedelta(hours=1))
-    rows = [(p, stats.get(p.name)) for p in Provider.objects.prefetch_related("models").order_by("name")]
+    providers = Provider.objects.prefetch_related("models", "route_steps").order_by("name")
+    rows = [(p, stats.get(p.name), _open_breakers(p)) for p in providers]
     return render_page(request, "providers/list.html", {"rows": rows})
+
+
+def _open_breakers(provider: Provider) -> list[str]:
+    """Models of this provider whose circuit breaker is open or probing."""
+    models = sorted({m.name for m in provider.models.all()} | {s.model for s in provider.route_steps.all()})
+    return [f"{model} ({state.replace('_', '-')})"
+            for model, state in breaker_states(provider.name, models).items() if state != "closed"]
 
 
 def _save(request: HttpRequest, form: ProviderForm, before: dict | None) -> Provider:

@@ -226,3 +226,26 @@ def _wait_row(timeout: float = 5.0) -> Usage:
             return row
         time.sleep(0.05)
     raise AssertionError("no usage row")
+
+
+def test_the_providers_page_shows_an_open_breaker(db, world, client):
+    import asyncio
+
+    from django.contrib.auth import get_user_model
+
+    from gateway import shared
+    from gateway.hotcache import StepInfo, _provider_info
+    from gateway.resilience import Breaker
+
+    client.force_login(get_user_model().objects.create_superuser("root", "root@localhost", "a-long-password-1"))
+    step = StepInfo(0, _provider_info(world.demo, []), "demo", {"breaker_failures": 1}, 1, False)
+    breaker = Breaker(step)
+    try:
+        assert "closed" in client.get("/dashboard/providers/").content.decode()
+        assert asyncio.run(breaker.failed()) == "open"
+        page = client.get("/dashboard/providers/").content.decode()
+        assert "open: demo (open)" in page
+    finally:
+        Breaker._local.clear()
+        if shared.redis_enabled():
+            shared.sync_redis().delete(breaker.key)
