@@ -21,7 +21,7 @@ from ninja import Router
 
 from budgets.selectors import DIMENSIONS, spend_by, usage_visible
 from gateway.auth import ApiKeyAuth
-from gateway.errors import InvalidRequest
+from gateway.errors import KEYED, InvalidRequest, error_responses
 from gateway.responses import json_response
 
 router = Router(tags=["Costs"], auth=ApiKeyAuth())
@@ -58,7 +58,10 @@ def _csv(groups: list[dict], group_by: str) -> HttpResponse:
     return response
 
 
-@router.get("/costs", summary="Spend grouped by team, persona, provider, model, key or run", response={200: dict})
+@router.get("/costs", summary="Spend grouped by team, persona, provider, model, key or run",
+            response={200: dict, **error_responses(*KEYED)},
+            openapi_extra={"responses": {200: {"description": "JSON, or CSV with format=csv.",
+                                               "content": {"text/csv": {"schema": {"type": "string"}}}}}})
 async def costs(request: HttpRequest, group_by: GroupBy = "team", start: str | None = None, end: str | None = None,
                 format: Literal["json", "csv"] = "json"):
     # ApiKeyAuth is async, so the operation must be too; the queries run in a thread.

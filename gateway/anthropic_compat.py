@@ -10,15 +10,15 @@ renders answers, SSE events and errors in Anthropic's shapes.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import Router
+from ninja import Router, Schema
 
 from gateway import pipeline
 from gateway.anthropic_wire import CountTokensIn, MessagesIn, estimate_input_tokens, to_chat_request
 from gateway.auth import ApiKeyAuth
-from gateway.errors import GatewayError
+from gateway.errors import CHAT, GatewayError, error_responses, sse_doc
 from gateway.limits import request_limits_check
 from gateway.openai_compat import served_by_headers
 from gateway.responses import json_response
@@ -253,7 +253,27 @@ async def _resolve(request: HttpRequest, model: str) -> pipeline.Route:
     return route
 
 
-@router.post("/messages", summary="Create a message (Anthropic format)", response={200: dict})
+class AnthropicErrorDetails(Schema):
+    error_code: str
+
+
+class AnthropicErrorBody(Schema):
+    type: str
+    message: str
+    details: AnthropicErrorDetails
+
+
+class AnthropicErrorEnvelope(Schema):
+    """Errors on the Anthropic routes, in Anthropic's shape (see error_json)."""
+
+    type: Literal["error"]
+    request_id: str
+    error: AnthropicErrorBody
+
+
+@router.post("/messages", summary="Create a message (Anthropic format)",
+             response={200: dict, **error_responses(*CHAT, schema=AnthropicErrorEnvelope)},
+             openapi_extra=sse_doc("A message; or with `stream: true`, Anthropic's message stream events."))
 async def create_message(request: HttpRequest, body: MessagesIn):
     call: pipeline.Call = request.ep_call
     call.stream = body.stream
@@ -271,7 +291,7 @@ async def create_message(request: HttpRequest, body: MessagesIn):
 @router.post(
     "/messages/count_tokens",
     summary="Count a message's input tokens (Anthropic format)",
-    response={200: dict},
+    response={200: dict, **error_responses(*CHAT, schema=AnthropicErrorEnvelope)},
 )
 async def count_tokens(request: HttpRequest, body: CountTokensIn):
     call: pipeline.Call = request.ep_call

@@ -142,6 +142,15 @@ class ErrorEnvelope(Schema):
 # a bad or missing key (401), a key in the query string (400), a rate limit
 # or budget (429), the key or config store down (503), a bug (500).
 KEYED = (400, 401, 429, 500, 503)
+# A chat route can also refuse the model (403 direct scope, 404 unknown), the
+# body (413), and report the provider's failure after every fallback (502, 504).
+CHAT = (*KEYED, 403, 404, 413, 502, 504)
+
+
+def sse_doc(description: str) -> dict:
+    """openapi_extra for a route that answers JSON, or SSE when asked to stream."""
+    return {"responses": {200: {"description": description,
+                                "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}
 
 
 def error_responses(*statuses: int, schema: type = ErrorEnvelope) -> dict[int, type]:

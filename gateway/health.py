@@ -20,8 +20,8 @@ from django.utils import timezone
 from ninja import Router
 
 from gateway import pipeline, shared
-from gateway.auth import bearer_token, request_id_of
-from gateway.errors import PermissionDenied
+from gateway.auth import bearer_token, refuse_key_in_query, request_id_of
+from gateway.errors import PermissionDenied, error_responses
 from gateway.hotcache import ProviderInfo, Snapshot, StepInfo
 from gateway.resilience import Breaker
 from gateway.responses import json_response
@@ -112,8 +112,9 @@ async def _require_admin(request: HttpRequest) -> None:
 
 
 @router.get("/health", summary="Liveness, dependencies, provider breakers and health",
-            response={200: dict, 503: dict})
+            response={200: dict, 503: dict, **error_responses(400, 401, 403, 500)})
 async def health(request: HttpRequest, deep: bool = False):
+    refuse_key_in_query(request)
     started = time.perf_counter()
     if deep:
         await _require_admin(request)

@@ -17,7 +17,7 @@ from pydantic import ConfigDict
 
 from gateway import openai_compat, pipeline
 from gateway.auth import ApiKeyAuth
-from gateway.errors import GatewayError, envelope
+from gateway.errors import CHAT, GatewayError, envelope, error_responses
 from gateway.limits import request_limits_check
 from gateway.openai_compat import MessageIn, ToolIn
 from gateway.responses import json_response
@@ -135,7 +135,8 @@ SSE_DOC = {"responses": {200: {"description": "JSON; or with `stream: true`, ser
                                "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}
 
 
-@router.post("/chat", summary="Chat with a persona (native format; JSON or SSE)", response={200: dict},
+@router.post("/chat", summary="Chat with a persona (native format; JSON or SSE)",
+             response={200: dict, **error_responses(*CHAT)},
              openapi_extra=SSE_DOC)
 async def chat(request: HttpRequest, body: NativeChatIn):
     call: pipeline.Call = request.ep_call

@@ -17,7 +17,7 @@ from pydantic import ConfigDict
 
 from gateway import idempotency, pipeline
 from gateway.auth import ApiKeyAuth
-from gateway.errors import GatewayError, InvalidRequest, envelope
+from gateway.errors import CHAT, KEYED, GatewayError, InvalidRequest, envelope, error_responses, sse_doc
 from gateway.limits import request_limits_check
 from gateway.responses import json_response
 from providers.types import (
@@ -270,7 +270,9 @@ def served_by_headers(call: pipeline.Call) -> dict[str, str]:
     return {"X-EP-Persona": call.persona, "X-EP-Provider": call.provider, "X-EP-Model": call.model}
 
 
-@router.post("/chat/completions", summary="Create a chat completion (OpenAI format)", response={200: dict})
+@router.post("/chat/completions", summary="Create a chat completion (OpenAI format)",
+             response={200: dict, **error_responses(*CHAT)},
+             openapi_extra=sse_doc("A chat.completion; or with `stream: true`, chat.completion.chunk events."))
 async def chat_completions(request: HttpRequest, body: ChatCompletionIn):
     call: pipeline.Call = request.ep_call
     call.stream = body.stream
@@ -337,7 +339,8 @@ async def _stream_response(call, route, chat_request, include_usage: bool) -> Ht
     return response
 
 
-@router.get("/models", summary="List the personas (and models) this key can call", response={200: dict})
+@router.get("/models", summary="List the personas (and models) this key can call",
+            response={200: dict, **error_responses(*KEYED)})
 async def list_models(request: HttpRequest):
     call: pipeline.Call = request.ep_call
     call.endpoint = "models"

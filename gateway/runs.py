@@ -19,7 +19,7 @@ from django.http import HttpRequest
 from ninja import Query, Router
 
 from gateway.auth import ApiKeyAuth
-from gateway.errors import NotFound
+from gateway.errors import KEYED, NotFound, error_responses
 from gateway.hotcache import KeyInfo
 from gateway.responses import json_response
 
@@ -151,7 +151,7 @@ def _team_scope(key: KeyInfo) -> int | None:
     return None if "admin" in key.scopes else key.team_id
 
 
-@router.get("", summary="Workflow runs, most recently active first", response={200: dict})
+@router.get("", summary="Workflow runs, most recently active first", response={200: dict, **error_responses(*KEYED)})
 async def list_runs(request: HttpRequest, limit: int = Query(50, ge=1, le=500), since: datetime | None = None):
     runs = await sync_to_async(run_summaries, thread_sensitive=False)(
         team_id=_team_scope(request.auth), limit=limit, since=since
@@ -160,7 +160,7 @@ async def list_runs(request: HttpRequest, limit: int = Query(50, ge=1, le=500), 
 
 
 @router.get("/{run_id}", summary="One workflow run: its steps, requests, tokens, cost and status",
-            response={200: dict, 404: dict})
+            response={200: dict, **error_responses(*KEYED, 404)})
 async def get_run(request: HttpRequest, run_id: str):
     detail = await sync_to_async(run_detail, thread_sensitive=False)(run_id=run_id, team_id=_team_scope(request.auth))
     if detail is None:

@@ -9,7 +9,8 @@ from django.http import HttpRequest
 from ninja import Router
 
 from gateway import pipeline
-from gateway.auth import request_id_of
+from gateway.auth import refuse_key_in_query, request_id_of
+from gateway.errors import error_responses
 from gateway.responses import json_response
 from providers.adapters import KIND_LABELS, adapter_class
 
@@ -28,8 +29,9 @@ def _provider_capabilities(provider) -> dict:
     }
 
 
-@router.get("/capabilities", summary="What each provider supports", response={200: dict})
+@router.get("/capabilities", summary="What each provider supports", response={200: dict, **error_responses(400, 500, 503)})
 async def capabilities(request: HttpRequest):
+    refuse_key_in_query(request)
     snapshot = await pipeline.current_snapshot()
     providers = {name: _provider_capabilities(p) for name, p in sorted(snapshot.providers.items())}
     personas = {
