@@ -68,6 +68,7 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
         "EMAIL_FILE_PATH": str(ARTIFACTS / "mail"),
         "EP_WEBHOOK_RETRY_SECONDS": "0.5",
         "EP_SWEEP_SECONDS": "0.25",
+        "EP_ALLOW_PRIVATE_PROVIDER_URLS": "1",  # the fake providers listen on 127.0.0.1
     }
     # Tests change config from another process: check the shared generation
     # (Redis, or the database) on every request.
@@ -159,3 +160,18 @@ def world(db) -> World:
     _, admin_key = ApiKey.issue(team=red, name="red admin", scopes=["admin"])
     _, direct_key = ApiKey.issue(team=red, name="red direct", scopes=["chat", "direct"])
     return World(red, blue, red_key, blue_key, admin_key, direct_key, demo)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_breakers():
+    """Circuit breakers are keyed by provider name, which tests reuse: each
+    test starts with every breaker closed (in Redis and in this process)."""
+    from gateway import shared
+    from gateway.resilience import Breaker
+
+    Breaker._local.clear()
+    if settings.REDIS_URL:
+        client = shared.sync_redis()
+        for key in client.scan_iter("ep:breaker:*"):
+            client.delete(key)
+    yield

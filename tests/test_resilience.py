@@ -249,3 +249,27 @@ def test_the_providers_page_shows_an_open_breaker(db, world, client):
         Breaker._local.clear()
         if shared.redis_enabled():
             shared.sync_redis().delete(breaker.key)
+
+
+def test_breaker_state_is_shared_across_processes_with_redis(live, world, chain, test_database_url):
+    from django.conf import settings
+
+    from tests.conftest import start_daphne, stop_process
+
+    primary, _ = chain
+    primary.default_reply = Fault("status", status=500, message="down")
+    for _ in range(3):
+        assert ask(live, world).status_code == 200  # the backup serves; the breaker opens on this process
+    assert primary.call_count == 3
+    other = start_daphne(test_database_url, name="gateway-breaker")
+    try:
+        for _ in range(2):
+            response = httpx.post(other.url + "/v1/chat/completions", timeout=30,
+                                  headers={"Authorization": f"Bearer {world.red_key}"},
+                                  json={"model": "chain", "messages": [{"role": "user", "content": "hi"}]})
+            assert response.status_code == 200
+    finally:
+        stop_process(other.process)
+    # With Redis the second process sees the open breaker and never calls the
+    # primary; without Redis each process keeps its own breaker.
+    assert primary.call_count == (3 if settings.REDIS_URL else 5)
