@@ -110,6 +110,19 @@ def stop_process(process: subprocess.Popen) -> None:
         process.kill()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_redis_windows():
+    """Redis outlives test databases, whose ids restart each session: drop the
+    rate-limit windows a previous session left for the same key ids."""
+    if settings.REDIS_URL:
+        from gateway import shared
+
+        client = shared.sync_redis()
+        for key in client.scan_iter("ep:rl:*"):
+            client.delete(key)
+    yield
+
+
 @pytest.fixture(scope="session")
 def test_database_url(django_db_setup, django_db_blocker) -> str:
     from django.db import connection

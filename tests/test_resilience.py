@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -180,7 +181,7 @@ def test_two_concurrent_requests_with_one_idempotency_key_make_one_provider_call
     primary, _ = chain
     primary.default_reply = FakeReply(text="exactly once", chunk_delay=0)
     primary.script(FakeReply(text="exactly once"))
-    headers = {"Idempotency-Key": "order-42"}
+    headers = {"Idempotency-Key": f"order-{uuid.uuid4()}"}  # Redis outlives test databases
     with ThreadPoolExecutor(2) as pool:
         first, second = pool.map(lambda _: ask(live, world, headers=headers), range(2))
     assert first.status_code == second.status_code == 200
