@@ -126,6 +126,7 @@ class Usage(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     # One entry per provider attempt: provider, model, outcome (ok or error kind), ms.
     attempt_log = models.JSONField(default=list, blank=True)
+    trace_id = models.CharField(max_length=32, blank=True, db_index=True)  # OpenTelemetry, when tracing is on
     run_id = models.CharField(max_length=100, blank=True, db_index=True)
     step = models.CharField(max_length=100, blank=True)
 

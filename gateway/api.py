@@ -41,6 +41,7 @@ api.add_router("/api/v1/runs", "gateway.runs.router")  # workflow runs (issue 9)
 api.add_router("/api/v1", "gateway.native_api.router")  # native chat, JSON or SSE (issue 6)
 api.add_router("", providers_api.router)
 api.add_router("", budgets_api.router)
+api.add_router("", "gateway.metrics.router")  # GET /metrics for Prometheus (issue 10)
 
 
 def error_response(request: HttpRequest, error: GatewayError):

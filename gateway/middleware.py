@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from gateway import pipeline
+from gateway import logs, metrics, pipeline, tracing
 from gateway.auth import request_id_of
 
 API_PREFIXES = ("/v1/", "/api/", "/costs", "/health", "/capabilities")
@@ -24,16 +24,33 @@ class LedgerMiddleware:
         if not request.path.startswith(API_PREFIXES):
             return await self.get_response(request)
         request_id = request_id_of(request)
-        response = await self.get_response(request)
+        # Observability: the request span, the request id on each log line, in flight.
+        span = tracing.request_start(method=request.method, path=request.path, request_id=request_id,
+                                     headers=request.headers)
+        logs.bind_request(request_id, tracing.trace_id_hex(span))
+        metrics.in_flight_enter()
+        try:
+            response = await self.get_response(request)
+        except BaseException:  # cancelled: the client went away
+            metrics.in_flight_exit()
+            tracing.http_end(span, 499)
+            raise
         if not response.has_header("X-Request-ID"):
             response["X-Request-ID"] = request_id
         call: pipeline.Call | None = getattr(request, "ep_call", None)
         for name, value in (call.response_headers.items() if call is not None else ()):
             response[name] = value
+        for name, value in tracing.response_headers(span).items():
+            response[name] = value
+        if call is not None:
+            tracing.span_of(call)  # the call ends the span when it is recorded
         # A stream records its own row when it ends (it may outlive this call).
         if call is not None and not call.recorded and not getattr(response, "streaming", False):
             _file_outcome(call, response.status_code)
             await pipeline.usage_record(call)
+        if call is None:
+            tracing.http_end(span, response.status_code)
+        metrics.in_flight_exit(response)  # a stream stays in flight until its body closes
         return response
 
 

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Router, Schema
 from pydantic import ConfigDict
 
-from gateway import idempotency, pipeline
+from gateway import idempotency, pipeline, tracing
 from gateway.auth import ApiKeyAuth
 from gateway.errors import CHAT, KEYED, GatewayError, InvalidRequest, envelope, error_responses, sse_doc
 from gateway.limits import request_limits_check
@@ -285,6 +285,7 @@ async def chat_completions(request: HttpRequest, body: ChatCompletionIn):
     request_limits_check(messages=len(body.messages), max_tokens=body.max_completion_tokens or body.max_tokens,
                          route=route)
     chat_request = to_chat_request(body)
+    tracing.annotate_request(call, chat_request, requested_model=body.model)
     if body.stream:
         if request.headers.get(idempotency.HEADER):
             raise InvalidRequest("Idempotency-Key is supported for non-streaming requests only.",

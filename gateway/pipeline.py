@@ -22,7 +22,7 @@ from django.db import DatabaseError
 
 from budgets import pricing
 from budgets.ratelimit import Admission, rate_limit_add_tokens, rate_limit_admit
-from gateway import background, events
+from gateway import background, events, metrics, tracing
 from gateway.errors import (
     AuthenticationFailed,
     BudgetExceeded,
@@ -90,6 +90,9 @@ class Call:
     timeout: float | None = None  # the caller's own deadline (X-EP-Timeout), seconds
     deadline: Deadline | None = None
     attempt_log: list[dict] = field(default_factory=list)
+    # Observability (gateway/tracing.py): the request span, and its trace id for the Usage row.
+    span: object = None
+    trace_id: str = ""
 
     def deadline_seconds(self) -> float:
         limit = settings.EP_DEFAULT_DEADLINE_SECONDS
@@ -100,6 +103,7 @@ class Call:
             "provider": step.provider.name, "model": step.model, "outcome": outcome,
             "ms": int((time.monotonic() - started) * 1000),
         })
+        tracing.attempt_logged(self, step, outcome, started)  # the attempt's span
 
     def fail(self, error: GatewayError) -> None:
         self.status = error.usage_status
@@ -480,6 +484,7 @@ def _usage_row(call: Call):
         ttft_ms=call.ttft_ms,
         attempts=call.attempts,
         attempt_log=call.attempt_log,
+        trace_id=call.trace_id,
         run_id=call.run_id[:100],
         step=call.step[:100],
     )
@@ -511,13 +516,18 @@ async def usage_record(call: Call) -> None:
     if call.recorded or call.key is None:
         return
     call.recorded = True
+    tracing.span_of(call)  # sets call.trace_id for the row
     try:
         # shield: a client that disconnects while we write must not lose the row.
         row, alerts = await asyncio.shield(sync_to_async(_settle_and_alert, thread_sensitive=False)(call))
     except DatabaseError:
         # The answer is already decided; the ledger is down with the database.
         log.error("ledger write failed for %s (%s)", call.request_id, call.status, exc_info=True)
+        metrics.observe_usage(_usage_row(call))  # counted all the same (nothing is saved)
+        await tracing.request_end(call)
         return
+    metrics.observe_usage(row)
+    await tracing.request_end(call)
     if call.admission is not None:
         await rate_limit_add_tokens(call.admission, call.usage.total_tokens)
     await events.publish("usage", usage_event(row))

@@ -191,11 +191,25 @@ EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = envint("EMAIL_PORT", 25)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "execution-platform@localhost")
 
+# -- observability (gateway/metrics.py, tracing.py, logs.py; docs/OBSERVABILITY.md) --------
+# GET /metrics answers an API key with the admin scope; EP_METRICS_PUBLIC=1 opens it
+# to anyone who can reach the process (a private scrape network).
+EP_METRICS_PUBLIC = envbool("EP_METRICS_PUBLIC", False)
+# Several gateway processes on one host share metrics through this directory
+# (prometheus-client's multiprocess mode); unset, each process counts in memory.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+# Traces: off (default), console, or otlp (to OTEL_EXPORTER_OTLP_ENDPOINT, default localhost:4318).
+EP_TRACING = (os.environ.get("EP_TRACING") or os.environ.get("OTEL_TRACES_EXPORTER") or "off").strip().lower()
+# Logs: one JSON object a line (json), or text (plain); json unless DEBUG is on.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain" if DEBUG else "json").strip().lower()
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"()": "gateway.logs.PlainFormatter"}, "json": {"()": "gateway.logs.JsonFormatter"}},
+    "filters": {"request": {"()": "gateway.logs.RequestContextFilter"}, "redact": {"()": "gateway.logs.RedactFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request", "redact"],
+                             "formatter": "json" if LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         # daphne/uvicorn log each request; the gateway writes a Usage row instead.
