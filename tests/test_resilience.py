@@ -258,6 +258,9 @@ def test_breaker_state_is_shared_across_processes_with_redis(live, world, chain,
     from tests.conftest import start_daphne, stop_process
 
     primary, _ = chain
+    provider = Provider.objects.get(name="primary")
+    provider.options = {**provider.options, "breaker_cooldown_seconds": 120}  # outlasts starting a process
+    provider.save()
     primary.default_reply = Fault("status", status=500, message="down")
     for _ in range(3):
         assert ask(live, world).status_code == 200  # the backup serves; the breaker opens on this process
