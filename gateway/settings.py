@@ -175,6 +175,10 @@ EP_FIRST_TOKEN_TIMEOUT_SECONDS = envfloat("EP_FIRST_TOKEN_TIMEOUT_SECONDS", 60.0
 EP_STREAM_IDLE_TIMEOUT_SECONDS = envfloat("EP_STREAM_IDLE_TIMEOUT_SECONDS", 30.0)  # (idle_timeout)
 EP_IDEMPOTENCY_TTL_SECONDS = envint("EP_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
 EP_MAX_MESSAGES = envint("EP_MAX_MESSAGES", 1000)
+# Provider base URLs on loopback or private addresses (a local vLLM/Ollama, the
+# test suite's fakes); off by default so a base URL cannot reach internal
+# services. Link-local and cloud metadata addresses are refused either way.
+EP_ALLOW_PRIVATE_PROVIDER_URLS = envbool("EP_ALLOW_PRIVATE_PROVIDER_URLS", False)
 # A reservation not settled after this long belongs to a dead process: release it.
 EP_RESERVATION_TTL_SECONDS = envint("EP_RESERVATION_TTL_SECONDS", 900)
 # Output tokens assumed for a call that sets no max_tokens and whose model has no known maximum.

@@ -24,6 +24,21 @@ class ProviderForm(forms.ModelForm):
         model = Provider
         fields = ["name", "kind", "base_url", "enabled", "connect_timeout", "read_timeout", "options"]
 
+    # Where a provider points and what it runs (options such as claude_agent's
+    # cli_path) are for admins only: an operator who could aim the stored
+    # credential and every prompt at any URL could exfiltrate both (docs/SECURITY.md).
+    ADMIN_ONLY = ("base_url", "options")
+
+    def __init__(self, *args, user=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if user is None or not user.is_superuser:
+            for name in self.ADMIN_ONLY:
+                field = self.fields[name]
+                field.disabled = True
+                field.help_text = "Only an admin may change this."
+                # A disabled field cleans its initial value: give it in the posted (text) form.
+                self.initial[name] = field.prepare_value(self.initial.get(name, field.initial))
+
 
 class ModelForm(forms.ModelForm):
     class Meta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -22,6 +23,14 @@ class Provider(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from providers.validation import base_url_validate
+
+        try:
+            base_url_validate(self.base_url)
+        except ValidationError as error:
+            raise ValidationError({"base_url": error.messages}) from None
 
     @property
     def is_demo(self) -> bool:

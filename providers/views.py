@@ -50,7 +50,7 @@ def _save(request: HttpRequest, form: ProviderForm, before: dict | None) -> Prov
 @operator_required
 @require_http_methods(["GET", "POST"])
 def provider_create(request: HttpRequest) -> HttpResponse:
-    form = ProviderForm(request.POST or None)
+    form = ProviderForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         provider = _save(request, form, None)
         messages.success(request, f"Provider '{provider.name}' created. Add its models, then test the connection.")
@@ -63,7 +63,7 @@ def provider_create(request: HttpRequest) -> HttpResponse:
 def provider_edit(request: HttpRequest, name: str) -> HttpResponse:
     provider = get_object_or_404(Provider, name=name)
     before = snapshot(provider, editing.PROVIDER_FIELDS)
-    form = ProviderForm(request.POST or None, instance=provider)
+    form = ProviderForm(request.POST or None, instance=provider, user=request.user)
     if request.method == "POST" and form.is_valid():
         provider = _save(request, form, before)
         messages.success(request, f"Provider '{provider.name}' saved.")

@@ -7,6 +7,8 @@ several test runs on one machine do not share one.
 import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-never-used-in-production-3f9a")
+# The fake providers listen on 127.0.0.1 (providers/validation.py).
+os.environ.setdefault("EP_ALLOW_PRIVATE_PROVIDER_URLS", "1")
 
 from gateway.settings import *  # noqa: E402,F401,F403
 from gateway.settings import BASE_DIR, DATABASES  # noqa: E402

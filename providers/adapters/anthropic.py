@@ -481,6 +481,9 @@ class AnthropicAdapter(Adapter):
             base_url=config.base_url or None,  # None: the SDK's default endpoint
             timeout=anthropic.Timeout(config.read_timeout, connect=config.connect_timeout),
             max_retries=0,  # the gateway retries, with its breaker and fallback, itself
+            # The SDK follows redirects by default, and x-api-key survives a redirect
+            # to another host: never follow one (docs/SECURITY.md).
+            http_client=anthropic.DefaultAsyncHttpxClient(follow_redirects=False),
         )
 
     async def chat(self, request: ChatRequest) -> ChatResult:

@@ -442,7 +442,9 @@ class GeminiAdapter(Adapter):
             # The SDK would send X-Server-Timeout = read timeout, a server-side deadline for the
             # whole call that cuts long streams; read_timeout is ours to enforce between bytes.
             headers={"X-Server-Timeout": str(int(config.options.get("server_timeout", 600)))},
-            async_client_args={"event_hooks": {"response": [_track_response]}},
+            # follow_redirects: the SDK follows them by default, and x-goog-api-key
+            # survives a redirect to another host: never follow one (docs/SECURITY.md).
+            async_client_args={"event_hooks": {"response": [_track_response]}, "follow_redirects": False},
         )
         self._client = genai.Client(api_key=config.credential, vertexai=False, http_options=options)
 

@@ -328,6 +328,9 @@ class OpenAIAdapter(Adapter):
             max_retries=0,  # the pipeline retries, with backoff, breaker and fallback
             default_headers=opts.get("default_headers"),  # e.g. Azure's api-key, OpenRouter's X-Title
             default_query=opts.get("default_query"),  # e.g. Azure's api-version
+            # The SDK follows redirects by default, re-sending the prompt (and any
+            # custom key header) wherever the provider points: never (docs/SECURITY.md).
+            http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False),
         )
         # The SDK falls back to OPENAI_ORG_ID / OPENAI_PROJECT_ID from the process
         # env; a gateway must send only what this provider was configured with.
