@@ -73,8 +73,8 @@ def processor_for(exporter: str) -> SpanProcessor | None:
 
     if exporter in ("", "off", "none", "0", "false"):
         return None
-    if exporter == "console":
-        return SimpleSpanProcessor(ConsoleSpanExporter())
+    if exporter == "console":  # one JSON object a line, like the logs beside it
+        return SimpleSpanProcessor(ConsoleSpanExporter(formatter=lambda span: span.to_json(indent=None) + "\n"))
     if exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -19,7 +19,7 @@ from budgets.models import Budget, Usage
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 from tests.conftest import start_daphne, stop_process
-from tests.fakes.common import Fault, FakeReply
+from tests.fakes.common import FakeReply, Fault
 from tests.fakes.openai_server import FakeOpenAIServer
 
 Samples = list[tuple[str, dict[str, str], float]]

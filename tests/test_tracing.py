@@ -18,7 +18,7 @@ from budgets.models import Usage
 from gateway import tracing
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
-from tests.fakes.common import Fault, FakeReply
+from tests.fakes.common import FakeReply, Fault
 from tests.fakes.openai_server import FakeOpenAIServer
 
 
