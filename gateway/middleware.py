@@ -3,6 +3,8 @@ exactly one Usage row, whatever path it took out (answer, refusal, error)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from gateway import logs, metrics, pipeline, tracing
@@ -34,6 +36,7 @@ class LedgerMiddleware:
         except BaseException:  # cancelled: the client went away
             metrics.in_flight_exit()
             tracing.http_end(span, 499)
+            await _record_disconnect(request)
             raise
         if not response.has_header("X-Request-ID"):
             response["X-Request-ID"] = request_id
@@ -52,6 +55,16 @@ class LedgerMiddleware:
             tracing.http_end(span, response.status_code)
         metrics.in_flight_exit(response)  # a stream stays in flight until its body closes
         return response
+
+
+async def _record_disconnect(request) -> None:
+    """The client went away before the answer was ready (Django cancels the
+    view): the request still gets its one row, with what it had used so far."""
+    call: pipeline.Call | None = getattr(request, "ep_call", None)
+    if call is None or call.recorded:
+        return
+    call.status, call.http_status, call.error_code = "cancelled", 499, "client_disconnected"
+    await asyncio.shield(pipeline.usage_record(call))
 
 
 def _file_outcome(call: pipeline.Call, status: int) -> None:

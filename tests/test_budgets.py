@@ -250,3 +250,19 @@ def _wait_until_early_in_a_minute() -> None:
     seconds = time.time() % 60
     if seconds > 45:
         time.sleep(61 - seconds)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_before_the_answer_still_leaves_a_settled_row(live, priced_demo, stream):
+    world = priced_demo
+    world.demo.options = {"latency_ms": 1500}
+    world.demo.save()
+    budget = Budget.objects.create(name="red", scope="team", team=world.red, limit_usd=Decimal(1), hard=True)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(live.url + "/v1/chat/completions", timeout=httpx.Timeout(5, read=0.5),
+                   headers={"Authorization": f"Bearer {world.red_key}"},
+                   json={"model": "architect", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+    row = _wait_for(lambda: Usage.objects.first())
+    assert (row.status, row.http_status, row.error_code) == ("cancelled", 499, "client_disconnected")
+    assert _wait_for(lambda: BudgetCounter.objects.filter(budget=budget, reserved=0).exists())
+    assert Reservation.objects.count() == 0
