@@ -221,3 +221,28 @@ def test_a_process_joining_live_ones_keeps_their_counters_and_drops_dead_live_ga
         live.wait()
     prepare_multiproc_dir(tmp_path)  # now nobody else is alive: a fresh start
     assert {f.name for f in tmp_path.iterdir()} == {".lock", f"process_{os.getpid()}.pid"}
+
+
+# -- the deployment files -----------------------------------------------------------------------
+
+
+def test_the_grafana_dashboard_queries_only_what_the_gateway_exports(db, world):
+    import json
+    import re
+    from pathlib import Path
+
+    from gateway import metrics
+
+    Budget.objects.create(name="any", scope="global", period="day", limit_usd=Decimal("1"))
+    metrics.observe_usage(Usage(request_id="req_x", persona="p", provider="demo", model="demo", status="ok",
+                                input_tokens=1, output_tokens=1, cost_usd=Decimal("0.1"), latency_ms=5, ttft_ms=2))
+    metrics.set_breaker_state("demo", "demo", 0)
+    exported = {s.name for f in text_string_to_metric_families(metrics.exposition()[0].decode()) for s in f.samples}
+    platform = Path(__file__).resolve().parent.parent / "platform"
+    dashboard = json.loads((platform / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    queried = {name for expr in exprs for name in re.findall(r"\bep_[a-z_]+", expr)}
+    assert len(dashboard["panels"]) >= 10 and queried and queried <= exported, queried - exported
+    scrape_config = (platform / "prometheus.yml").read_text()
+    assert "metrics_path: /metrics" in scrape_config and "credentials_file:" in scrape_config
+    assert not list(platform.glob("*.py")) and not (platform / "__init__.py").exists()
