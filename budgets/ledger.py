@@ -1,13 +1,16 @@
 """Budget reservation and settlement, exact under concurrency.
 
 - Reserve: before any provider is called, the worst-case cost is added to the
-  `reserved` of every hard budget that applies, in one transaction, each with
-  one conditional UPDATE (`spent + reserved + amount <= limit`). PostgreSQL's
-  row locks (and SQLite's single writer) serialize those statements, so
+  `reserved` of every hard budget that applies, all or none, only while
+  `spent + reserved + amount <= limit`. The check runs on counters read under
+  the transaction's lock (PostgreSQL row locks, SQLite's single writer), so
   concurrent requests — in one process or many — can never reserve past a limit.
 - Settle: the Usage row is inserted, and in the same transaction each budget's
-  `spent` grows by the actual cost and the reservation is released. `spent` is
-  touched nowhere else, so it always equals the sum of the ledger it covers.
+  `spent` grows by the actual cost and the request's reservations are released.
+  `spent` is touched nowhere else, so it always equals the sum of the ledger it
+  covers.
+- Both run on the process's LedgerWriter thread, which batches whatever is
+  queued into one transaction (see the class); a caller resumes after commit.
 - Reservations of a process that died before settling expire after
   EP_RESERVATION_TTL_SECONDS (`reservations_expire`).
 
@@ -19,15 +22,20 @@ difference summed over the requests in flight when the limit is reached.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
+import os
+import queue
 import threading
-from dataclasses import dataclass
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import F, Q, Sum, Value
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from budgets.models import Alert, BudgetCounter, Reservation, Usage
@@ -68,15 +76,19 @@ def period_start(period: str, now: datetime) -> datetime:
     return EPOCH
 
 
-def ledger_filter(budget: BudgetInfo) -> Q:
-    """The Usage rows a budget covers (its scope; the period is added by callers)."""
-    if budget.scope == "team":
-        return Q(team_id=budget.team_id)
-    if budget.scope == "key":
-        return Q(api_key_id=budget.key_id)
-    if budget.scope == "persona":
-        return Q(persona=budget.persona)
+def scope_filter(*, scope: str, team_id: int | None, key_id: int | None, persona: str | None) -> Q:
+    """The Usage rows a budget of this scope covers (the period is added by callers)."""
+    if scope == "team":
+        return Q(team_id=team_id)
+    if scope == "key":
+        return Q(api_key_id=key_id)
+    if scope == "persona":
+        return Q(persona=persona or "")
     return Q()
+
+
+def ledger_filter(budget: BudgetInfo) -> Q:
+    return scope_filter(scope=budget.scope, team_id=budget.team_id, key_id=budget.key_id, persona=budget.persona)
 
 
 _counter_ids: dict[tuple[int, datetime], int] = {}
@@ -103,19 +115,6 @@ def _counter_id(budget: BudgetInfo, start: datetime) -> int:
     return counter_id
 
 
-def _counters(budgets: list[BudgetInfo], now: datetime) -> dict[int, int]:
-    """Counter ids for these budgets, checked against the database in one query:
-    a cached id whose row was deleted (budget removed and re-created) is renewed."""
-    wanted = {b.id: (b, period_start(b.period, now)) for b in budgets}
-    ids = {bid: _counter_id(b, start) for bid, (b, start) in wanted.items()}
-    found = set(BudgetCounter.objects.filter(id__in=ids.values()).values_list("id", "budget_id", "period_start"))
-    for bid, (budget, start) in wanted.items():
-        if (ids[bid], bid, start) not in found:
-            _counter_ids.pop((bid, start), None)
-            ids[bid] = _counter_id(budget, start)
-    return ids
-
-
 def _money(value) -> Decimal:
     # SQLite sums decimals as floats: round back to the ledger's 8 places.
     return Decimal(value or 0).quantize(CENT_MILLIONTH)
@@ -131,33 +130,12 @@ class Held:
     amount: Decimal
 
 
-def _reserve_one(budget: BudgetInfo, counter_id: int, amount: Decimal) -> Held:
-    admitted = BudgetCounter.objects.filter(
-        id=counter_id, spent__lte=Value(budget.limit - amount) - F("reserved")
-    ).update(reserved=F("reserved") + amount)
-    if not admitted:
-        counter = BudgetCounter.objects.get(id=counter_id)
-        raise BudgetRefusal(budget, max(ZERO, budget.limit - counter.spent - counter.reserved), amount)
-    return Held(counter_id, amount)
-
-
 def budget_reserve(*, request_id: str, budgets: list[BudgetInfo], amount: Decimal) -> list[Held]:
-    """Hold `amount` against every hard budget, all or none."""
-    now = timezone.now()
-    expires = now + timedelta(seconds=settings.EP_RESERVATION_TTL_SECONDS)
-    try:
-        with _writing(), transaction.atomic():
-            hard = [b for b in budgets if b.hard]
-            counters = _counters(hard, now)
-            held = [_reserve_one(b, counters[b.id], amount) for b in hard]
-            Reservation.objects.bulk_create(
-                [Reservation(request_id=request_id, counter_id=h.counter_id, amount=h.amount, expires_at=expires)
-                 for h in held]
-            )
-    except DatabaseError as error:
-        forget_counters()
-        raise BudgetStoreDown(str(error)[:200]) from None
-    return held
+    """Hold `amount` against every hard budget, all or none (runs on the writer)."""
+    hard = [b for b in budgets if b.hard]
+    if not hard:
+        return []
+    return writer.submit(_Reserve(request_id, hard, amount, timezone.now())).result()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,35 +146,261 @@ class Crossing:
     spent: Decimal
 
 
-def usage_settle(*, row: Usage, budgets: list[BudgetInfo], held: list[Held]) -> list[Crossing]:
+def usage_settle(*, row: Usage, budgets: list[BudgetInfo], held: list[Held] | None = None) -> list[Crossing]:
     """Write the ledger row, move spend from reserved to spent, return the
-    alert thresholds this request crossed (each crossed by exactly one request)."""
-    now = row.created_at
-    with _writing(), transaction.atomic():
-        # A refusal costs nothing and held nothing: it must not need the
-        # counters (the store may be the very thing that is down).
-        counters = _counters(budgets, now) if budgets and (row.cost_usd or held) else {}
-        row.save(force_insert=True)
-        crossings = _add_spend(budgets, counters, row.cost_usd, now) if row.cost_usd else []
-        for h in held:
-            BudgetCounter.objects.filter(id=h.counter_id).update(reserved=F("reserved") - h.amount)
-        if held:
-            Reservation.objects.filter(request_id=row.request_id).delete()
-    return crossings
+    alert thresholds this request crossed (each crossed by exactly one request).
+
+    What is released is whatever the database holds for the row's request id,
+    not `held`: a request cancelled while its reservation was being made never
+    learns what it holds, and must still release it."""
+    return writer.submit(_Settle(row, budgets)).result()
 
 
-def _add_spend(budgets: list[BudgetInfo], counters: dict[int, int], cost: Decimal, now: datetime) -> list[Crossing]:
-    crossings = []
-    for budget in budgets:
-        counter = BudgetCounter.objects.filter(id=counters[budget.id])
-        counter.update(spent=F("spent") + cost)
-        spent = counter.values_list("spent", flat=True).get()
-        before = spent - cost
-        for threshold in budget.thresholds:
-            line = budget.limit * threshold / 100
-            if before < line <= spent:
-                crossings.append(Crossing(budget, threshold, period_start(budget.period, now), spent))
-    return [c for c in crossings if _alert_row_created(c)]
+async def usage_settle_async(*, row: Usage, budgets: list[BudgetInfo]) -> list[Crossing]:
+    """usage_settle for async code: waits for the writer without holding a thread."""
+    return await asyncio.wrap_future(writer.submit(_Settle(row, budgets)))
+
+
+# -- the writer: one thread, one connection, batched transactions ----------------------
+
+
+@dataclass(slots=True)
+class _Reserve:
+    request_id: str
+    budgets: list[BudgetInfo]
+    amount: Decimal
+    now: datetime
+    future: Future = field(default_factory=Future)
+
+
+@dataclass(slots=True)
+class _Settle:
+    row: Usage
+    budgets: list[BudgetInfo]
+    future: Future = field(default_factory=Future)
+
+
+class _Fallback(Exception):
+    """An op failed in a way that may have left partial writes: redo the batch one op at a time."""
+
+
+class LedgerWriter:
+    """Every ledger write of this process, on one long-lived thread with one
+    database connection, in batches: whatever requests queued while the last
+    transaction ran go into the next one, so under load a handful of
+    statements and one commit serve many requests.
+
+    Each batch is one transaction. Its settlements apply first (they record
+    what already happened), then its reservations are decided in queue order
+    against the counters read under the transaction's lock (SQLite's single
+    writer; `SELECT ... FOR UPDATE` on PostgreSQL), so no two requests in any
+    process can reserve past a limit. A caller's future resolves only after the
+    commit: a Usage row is durable before its response is sent. If a batch
+    fails, each of its ops is retried alone, so one bad op fails only itself.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def submit(self, op: _Reserve | _Settle) -> Future:
+        if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+            self._start()
+        self._queue.put(op)
+        return op.future
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+                return
+            if self._pid != os.getpid():
+                self._queue = queue.SimpleQueue()  # a forked child starts empty
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="ep-ledger-writer", daemon=True)
+            self._thread.start()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued so far is written (at exit, in tests)."""
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            self.submit(_Settle(None, [])).result(timeout=timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._execute(batch)
+            except BaseException as error:  # noqa: BLE001 - never let the thread die with callers waiting
+                for op in batch:
+                    _resolve(op.future, error=error)
+
+    def _execute(self, batch: list) -> None:
+        ops = [op for op in batch if not (isinstance(op, _Settle) and op.row is None)]
+        try:
+            if ops:
+                with _writing(), transaction.atomic():
+                    results = _apply(ops)
+        except (DatabaseError, _Fallback):
+            _after_error()
+            for op in ops:
+                self._execute_alone(op)
+        else:
+            for op, result in zip(ops, results if ops else ()):
+                _resolve(op.future, **result)
+        for op in batch:
+            if isinstance(op, _Settle) and op.row is None:
+                _resolve(op.future, value=[])  # a flush marker
+
+    def _execute_alone(self, op) -> None:
+        try:
+            with _writing(), transaction.atomic():
+                [result] = _apply([op])
+        except DatabaseError as error:
+            _after_error()
+            _resolve(op.future, error=BudgetStoreDown(str(error)[:200]) if isinstance(op, _Reserve) else error)
+        except _Fallback as error:
+            _resolve(op.future, error=error.__cause__)
+        else:
+            _resolve(op.future, **result)
+
+
+def _resolve(future: Future, *, value=None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    except InvalidStateError:
+        pass
+
+
+def _after_error() -> None:
+    forget_counters()
+    try:
+        connection.close_if_unusable_or_obsolete()
+    except DatabaseError:
+        pass
+
+
+writer = LedgerWriter()
+atexit.register(writer.flush)
+
+
+def _apply(ops: list) -> list[dict]:
+    """One batch inside one transaction; returns, per op, value= or error= for its future."""
+    try:
+        return _apply_unchecked(ops)
+    except DatabaseError:
+        raise
+    except Exception as error:  # a bug: this op may have written half its work
+        raise _Fallback() from error
+
+
+def _apply_unchecked(ops: list) -> list[dict]:
+    settles = [op for op in ops if isinstance(op, _Settle)]
+    reserves = [op for op in ops if isinstance(op, _Reserve)]
+    # Counter ids first: a counter created now sums the ledger without this batch's rows.
+    keys: dict[tuple[int, datetime], BudgetInfo] = {}
+    for op in settles:
+        if op.row.cost_usd:
+            for b in op.budgets:
+                keys[(b.id, period_start(b.period, op.row.created_at))] = b
+    for op in reserves:
+        for b in op.budgets:
+            keys[(b.id, period_start(b.period, op.now))] = b
+    ids = {key: _counter_id(budget, key[1]) for key, budget in keys.items()}
+    state = _locked_counters(ids, keys)
+
+    # Settlements: rows in, reservations out, spend added.
+    results: dict[int, dict] = {}
+    delta_spent: dict[int, Decimal] = {}
+    delta_reserved: dict[int, Decimal] = {}
+    if settles:
+        Usage.objects.bulk_create([op.row for op in settles])
+        released = _release([op.row.request_id for op in settles])
+        for counter_id, amount in released.items():
+            if counter_id in state:
+                state[counter_id][1] -= amount
+            delta_reserved[counter_id] = delta_reserved.get(counter_id, ZERO) - amount
+    for op in settles:
+        crossings = []
+        cost = op.row.cost_usd
+        if cost:
+            for b in op.budgets:
+                start = period_start(b.period, op.row.created_at)
+                counter_id = ids[(b.id, start)]
+                before = state[counter_id][0]
+                state[counter_id][0] = spent = before + cost
+                delta_spent[counter_id] = delta_spent.get(counter_id, ZERO) + cost
+                crossings += [Crossing(b, t, start, spent) for t in b.thresholds
+                              if before < b.limit * t / 100 <= spent]
+        results[id(op)] = {"value": crossings}
+
+    # Reservations, in queue order, against the counters as settled.
+    new_reservations = []
+    for op in reserves:
+        counters = [(b, ids[(b.id, period_start(b.period, op.now))]) for b in op.budgets]
+        refused = next(((b, c) for b, c in counters if state[c][0] + state[c][1] + op.amount > b.limit), None)
+        if refused is not None:
+            b, c = refused
+            remaining = max(ZERO, b.limit - state[c][0] - state[c][1])
+            results[id(op)] = {"error": BudgetRefusal(b, remaining, op.amount)}
+            continue
+        expires = op.now + timedelta(seconds=settings.EP_RESERVATION_TTL_SECONDS)
+        for _, c in counters:
+            state[c][1] += op.amount
+            delta_reserved[c] = delta_reserved.get(c, ZERO) + op.amount
+            new_reservations.append(Reservation(request_id=op.request_id, counter_id=c, amount=op.amount,
+                                                expires_at=expires))
+        results[id(op)] = {"value": [Held(c, op.amount) for _, c in counters]}
+    if new_reservations:
+        Reservation.objects.bulk_create(new_reservations)
+    for counter_id in delta_spent.keys() | delta_reserved.keys():
+        BudgetCounter.objects.filter(id=counter_id).update(
+            spent=F("spent") + delta_spent.get(counter_id, ZERO),
+            reserved=F("reserved") + delta_reserved.get(counter_id, ZERO))
+    for op in settles:  # savepoints, rare: only when a threshold was crossed
+        if results[id(op)]["value"]:
+            results[id(op)]["value"] = [c for c in results[id(op)]["value"] if _alert_row_created(c)]
+    return [results[id(op)] for op in ops]
+
+
+def _locked_counters(ids: dict, keys: dict) -> dict[int, list[Decimal]]:
+    """[spent, reserved] of each counter, locked for this transaction; a cached
+    id whose row was deleted (budget removed and re-created) is renewed."""
+    if not ids:
+        return {}
+    rows = BudgetCounter.objects.select_for_update().filter(id__in=set(ids.values()))
+    state = {cid: [spent, reserved] for cid, spent, reserved in rows.values_list("id", "spent", "reserved")}
+    missing = [key for key, cid in ids.items() if cid not in state]
+    for key in missing:
+        _counter_ids.pop(key, None)
+        ids[key] = _counter_id(keys[key], key[1])
+    if missing:
+        return _locked_counters(ids, keys)
+    return state
+
+
+def _release(request_ids: list[str]) -> dict[int, Decimal]:
+    """Delete these requests' reservations; what each counter gets back."""
+    held = list(Reservation.objects.filter(request_id__in=request_ids).values_list("id", "counter_id", "amount"))
+    if not held:
+        return {}
+    Reservation.objects.filter(id__in=[h[0] for h in held]).delete()
+    released: dict[int, Decimal] = {}
+    for _, counter_id, amount in held:
+        released[counter_id] = released.get(counter_id, ZERO) + amount
+    return released
 
 
 def _alert_row_created(crossing: Crossing) -> bool:

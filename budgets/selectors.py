@@ -15,6 +15,7 @@ from django.db.models import Avg, Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from budgets import ledger
 from budgets.models import Budget, Usage
 
 ZERO = Decimal(0)
@@ -49,14 +50,8 @@ def day_start(now: datetime | None = None) -> datetime:
 
 def period_start(period: str, now: datetime | None = None) -> datetime | None:
     """The start (UTC) of the budget period containing `now`; None for lifetime."""
-    today = day_start(now)
-    if period == "day":
-        return today
-    if period == "week":
-        return today - timedelta(days=today.weekday())
-    if period == "month":
-        return today.replace(day=1)
-    return None
+    start = ledger.period_start(period, now or timezone.now())
+    return None if start == ledger.EPOCH else start
 
 
 def spend_total(*, team_ids: set[int] | None, since: datetime | None, until: datetime | None = None) -> Decimal:
@@ -131,13 +126,9 @@ def provider_stats(*, since: datetime) -> dict[str, RequestStats]:
 
 def budget_spend(budget: Budget, now: datetime | None = None) -> Decimal:
     """What the ledger says this budget's scope has spent in its current period."""
-    rows = Usage.objects.all()
-    if budget.scope == "team":
-        rows = rows.filter(team_id=budget.team_id)
-    elif budget.scope == "key":
-        rows = rows.filter(api_key_id=budget.api_key_id)
-    elif budget.scope == "persona":
-        rows = rows.filter(persona=budget.persona.slug if budget.persona else "")
+    scope = ledger.scope_filter(scope=budget.scope, team_id=budget.team_id, key_id=budget.api_key_id,
+                                persona=budget.persona.slug if budget.persona else "")
+    rows = Usage.objects.filter(scope)
     start = period_start(budget.period, now)
     if start is not None:
         rows = rows.filter(created_at__gte=start)
