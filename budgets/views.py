@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from budgets import editing, selectors
@@ -60,4 +61,9 @@ def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
         raise Http404("No such alert.")  # another team's alert does not exist for this user
     if editing.alert_acknowledge(actor=request.user, alert=alert):
         messages.success(request, f"Acknowledged: {alert.message}")
-    return redirect(request.POST.get("next") or "budgets:list")
+    # `next` comes from the form: follow it only within this site (no open redirect).
+    next_url = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        next_url = "budgets:list"
+    return redirect(next_url)
