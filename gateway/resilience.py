@@ -72,7 +72,7 @@ def max_attempts(step: StepInfo) -> int:
 
 _ALLOW = """
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-if state == 'closed' then return 'closed' end
+if state == 'closed' then return 'closed:' .. (redis.call('HGET', KEYS[1], 'failures') or '0') end
 local now, cooldown = tonumber(ARGV[1]), tonumber(ARGV[2])
 local since = tonumber(redis.call('HGET', KEYS[1], 'since') or '0')
 if now - since >= cooldown then
@@ -115,13 +115,16 @@ class Breaker:
         self.key = f"ep:breaker:{self.name}"
         self.threshold = max(1, int(option(step, "breaker_failures", settings.EP_BREAKER_FAILURES)))
         self.cooldown = option(step, "breaker_cooldown_seconds", settings.EP_BREAKER_COOLDOWN_SECONDS)
+        self._clean = False  # closed with no failures counted, as of allow()
 
     async def allow(self) -> bool:
         """True if a call may go through now (in half-open: only the one probe)."""
         now = time.time()
         if shared.redis_enabled():
-            verdict = await shared.async_redis().eval(_ALLOW, 1, self.key, now, self.cooldown)
-            return _text(verdict) in ("closed", "probe")
+            verdict = _text(await shared.async_redis().eval(_ALLOW, 1, self.key, now, self.cooldown))
+            # "closed:0" (the common case) lets succeeded() skip its write.
+            self._clean = verdict == "closed:0"
+            return verdict.startswith("closed") or verdict == "probe"
         local = self._local.setdefault(self.name, _LocalState())
         if local.state == CLOSED:
             return True
@@ -132,12 +135,14 @@ class Breaker:
 
     async def succeeded(self) -> None:
         if shared.redis_enabled():
-            await shared.async_redis().hset(self.key, mapping={"state": CLOSED, "failures": 0})
+            if not self._clean:
+                await shared.async_redis().hset(self.key, mapping={"state": CLOSED, "failures": 0})
         else:
             self._local[self.name] = _LocalState()
 
     async def failed(self) -> str:
         now = time.time()
+        self._clean = False
         if shared.redis_enabled():
             return _text(await shared.async_redis().eval(_FAILURE, 1, self.key, now, self.threshold))
         local = self._local.setdefault(self.name, _LocalState())
