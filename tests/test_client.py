@@ -236,7 +236,17 @@ def _provider_down_before_a_stream(live, world):
     list(client(live, world.red_key, persona="architect").stream("hi"))
 
 
+def _over_budget(live, world):
+    from decimal import Decimal
+
+    from budgets.models import Budget
+
+    Budget.objects.create(name="red tiny", scope="team", team=world.red, limit_usd=Decimal("0.000001"), hard=True)
+    client(live, world.red_key, persona="architect").chat("hi")
+
+
 ERRORS = {
+    "over budget": (_over_budget, BudgetExceededError, 429, "budget_exceeded"),
     "bad key": (_bad_key, AuthenticationError, 401, "invalid_api_key"),
     "unknown persona": (_unknown_persona, NotFoundError, 404, "model_not_found"),
     "direct without scope": (_direct_without_scope, PermissionDeniedError, 403, "direct_model_not_allowed"),
