@@ -266,3 +266,28 @@ def test_a_client_that_leaves_before_the_answer_still_leaves_a_settled_row(live,
     assert (row.status, row.http_status, row.error_code) == ("cancelled", 499, "client_disconnected")
     assert _wait_for(lambda: BudgetCounter.objects.filter(budget=budget, reserved=0).exists())
     assert Reservation.objects.count() == 0
+
+
+def test_a_stream_without_max_tokens_reserves_the_models_maximum_or_the_persona_cap(live, priced_demo):
+    from personas.models import Persona
+
+    world = priced_demo
+    world.demo.options = {"latency_ms": 0, "chunk_delay_ms": 0}
+    world.demo.save()
+    Model.objects.filter(provider=world.demo, name="demo").update(max_output_tokens=4096)
+    # room for 1,000 output tokens: a stream that may produce 4,096 is refused
+    Budget.objects.create(name="red", scope="team", team=world.red, limit_usd=Decimal("0.001"), hard=True)
+    body = {"model": "architect", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {world.red_key}"}
+    refused = httpx.post(live.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    # with a persona cap of 5 output tokens the worst case fits, and the cap holds on the call
+    Persona.objects.filter(slug="architect").update(max_output_tokens=5)
+    Persona.objects.get(slug="architect").save()  # signals: drop cached config
+    with httpx.stream("POST", live.url + "/v1/chat/completions", json=body, headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line.startswith("data: {")]
+    finish = [json.loads(line[6:])["choices"][0]["finish_reason"] for line in lines if json.loads(line[6:])["choices"]]
+    assert finish[-1] == "length"
+    row = _wait_for(lambda: Usage.objects.filter(status="ok").first())
+    assert row.output_tokens <= 5
