@@ -153,3 +153,16 @@ def test_each_api_route_answers_only_the_keys_its_rule_allows(live, world):
     assert "blue" not in teams["red"] and "red" not in teams["blue"]
     assert {"red", "blue"} <= teams["admin"]
     assert call(live, "GET /costs", None).status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_form_post_needs_a_csrf_token(people, objects):
+    """Even an admin's POST without the token is refused, on every route that takes one."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(people.ada)
+    before = state()
+    takes_post = POST_ONLY | {"dashboard:keys", "personas:create", "personas:edit", "providers:create",
+                              "providers:edit", "budgets:create", "budgets:edit", "login"}
+    statuses = {name: client.post(url_of(name, objects), {"name": "x"}).status_code for name in sorted(takes_post)}
+    assert statuses == dict.fromkeys(statuses, 403)
+    assert state() == before
