@@ -1,0 +1,144 @@
+"""Turns bench/run.py's results into the tables of docs/PERFORMANCE.md.
+
+Only the part between the markers is rewritten; the analysis around it is prose
+kept by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BEGIN = "<!-- bench:begin (written by bench/run.py) -->"
+END = "<!-- bench:end -->"
+
+
+def _rows(results: dict) -> list[tuple[str, dict]]:
+    rows = [("direct to mock", results["direct"])]
+    rows += [(f"**ours** {name} x{run['workers']}", run["phases"]) for name, run in results["gateway"].items()]
+    rows += [(f"LiteLLM {run['version']} x{run['workers']}", run["phases"]) for run in results["litellm"].values()]
+    return rows
+
+
+def _best_litellm(results: dict, workers: int) -> dict | None:
+    run = results["litellm"].get(f"{workers}w")
+    return run["phases"] if run else None
+
+
+def _peak(memory: dict) -> str:
+    per = [m["peak_kib"] for procs in memory.values() for m in procs.values()]
+    if not per:
+        return "-"
+    return f"{max(per) / 1024:.0f} MiB" + (f" ({len(per)} procs, {sum(per) / 1024:.0f} total)" if len(per) > 1 else "")
+
+
+def render(results: dict) -> str:
+    m = results["machine"]
+    direct = results["direct"]
+    lines = [
+        f"Run: {m['date']} on {m['cores']} cores ({m['cpu']}), {m['mem_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}; {results['seconds']:.0f} s per wrk phase"
+        + (" (quick mode)" if results.get("quick") else "") + f"; whole run {results.get('wall_s', 0):.0f} s.",
+        "",
+        "### Non-streaming (`POST /v1/chat/completions`, wrk, closed loop)",
+        "",
+        ("| target | req/s, 16 clients | p50 / p90 / p99 at 16 (ms) | 1 client p50 / p90 / p99 (ms) "
+         "| added at 1 client p50 / p99 (ms) | CPU per request (ms) | vs LiteLLM x1 / x2 |"),
+        "|---|---|---|---|---|---|---|",
+    ]
+    lite1, lite2 = _best_litellm(results, 1), _best_litellm(results, 2)
+    for label, ph in _rows(results):
+        c16, c1 = ph["plain_c16"], ph["plain_c1"]
+        added = "-" if ph is direct else (f"{c1['p50'] - direct['plain_c1']['p50']:+.2f} / "
+                                          f"{c1['p99'] - direct['plain_c1']['p99']:+.2f}")
+        ratio = " / ".join(f"{c16['rps'] / lite['plain_c16']['rps']:.1f}x" if lite else "-" for lite in (lite1, lite2))
+        lines.append(f"| {label} | {c16['rps']:,.0f} | {c16['p50']:.2f} / {c16['p90']:.2f} / {c16['p99']:.2f} "
+                     f"| {c1['p50']:.2f} / {c1['p90']:.2f} / {c1['p99']:.2f} | {added} "
+                     f"| {c16['cpu_ms_per_req']:.2f} | {ratio if ph is not direct else '-'} |")
+    lines += [
+        "",
+        "### Streaming (20 chunks + usage + [DONE] per stream)",
+        "",
+        ("| target | streams/s, 16 clients (wrk) | stream p50 / p99 at 16 (ms) | TTFB 1 client p50 / p99 (ms) "
+         "| added TTFB p50 (ms) | TTFB 16 clients p50 / p99 (ms) | CPU per stream (ms) | vs LiteLLM x1 / x2 |"),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, ph in _rows(results):
+        s, t1, t16 = ph["stream_c16"], ph["ttfb_c1"], ph["ttfb_c16"]
+        added = "-" if ph is direct else f"{t1.get('p50', 0) - direct['ttfb_c1'].get('p50', 0):+.2f}"
+        ratio = " / ".join(f"{s['rps'] / lite['stream_c16']['rps']:.1f}x" if lite else "-" for lite in (lite1, lite2))
+        lines.append(f"| {label} | {s['rps']:,.0f} | {s['p50']:.2f} / {s['p99']:.2f} "
+                     f"| {t1.get('p50', 0):.2f} / {t1.get('p99', 0):.2f} | {added} "
+                     f"| {t16.get('p50', 0):.2f} / {t16.get('p99', 0):.2f} | {s['cpu_ms_per_req']:.2f} "
+                     f"| {ratio if ph is not direct else '-'} |")
+    lines += ["", "### Processes", "", ("| target | peak resident memory (largest process) "
+                                         "| CPU cores used, plain 16 clients | CPU cores used, streams |"),
+              "|---|---|---|---|"]
+    for label, ph in _rows(results):
+        lines.append(f"| {label} | {_peak(ph['memory'])} | {ph['plain_c16']['cpu_cores']:.2f} "
+                     f"| {ph['stream_c16']['cpu_cores']:.2f} |")
+    mock_load = [f"{name}: {run['mock_cpu_cores']:.2f}" for name, run in results["gateway"].items()]
+    if mock_load:
+        lines += ["", "Mock upstream CPU (cores, averaged over each gateway run): " + ", ".join(mock_load) + "."]
+    mixed = [(name, run["mixed"]) for name, run in results["gateway"].items() if run.get("mixed")]
+    if mixed:
+        lines += ["", "### Mixed run (plain 40%, streams 30%, cancelled streams 20%, provider errors 10%; 16 clients)",
+                  "", ("| gateway | requests | wall (s) | resident memory after warm-up -> end (growth) "
+                       "| Usage rows added | reservations left / reserved | open fds warm-up -> end "
+                       "| upstream connections open | outcomes |"), "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in mixed:
+            led = r["ledger"]
+            outcomes = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items()))
+            lines.append(f"| {name} | {r['requests']:,} | {r['wall_s']:.1f} | {r['rss_after_warmup_kib'] / 1024:.0f} -> "
+                         f"{r['rss_end_kib'] / 1024:.0f} MiB ({r['rss_growth_pct']:+.1f}%) | {r['usage_rows_added']:,} "
+                         f"| {led['reservations']} / {led['reserved']} | {r['fds_after_warmup']} -> {r['fds_end']} "
+                         f"| {r['upstream_connections_open']} | {outcomes}; client errors {r['client_failures']} |")
+    lines += ["", "### Targets", ""] + _targets(results)
+    for name, error in results.get("failed", {}).items():
+        lines.append(f"- **{name} did not run**: {error}")
+    return "\n".join(lines)
+
+
+def _targets(results: dict) -> list[str]:
+    direct = results["direct"]
+    lite1 = _best_litellm(results, 1)
+    out = []
+    for name, run in results["gateway"].items():
+        ph = run["phases"]
+        checks = [
+            ("non-streaming >= 1,000 req/s", ph["plain_c16"]["rps"] >= 1000, f"{ph['plain_c16']['rps']:,.0f}"),
+        ]
+        if lite1:
+            ratio = ph["plain_c16"]["rps"] / lite1["plain_c16"]["rps"]
+            checks.append((">= 8x LiteLLM (1 worker, same run)", ratio >= 8, f"{ratio:.1f}x"))
+        a50 = ph["plain_c1"]["p50"] - direct["plain_c1"]["p50"]
+        a99 = ph["plain_c1"]["p99"] - direct["plain_c1"]["p99"]
+        checks += [
+            ("added latency p50 <= 1.5 ms", a50 <= 1.5, f"{a50:.2f} ms"),
+            ("added latency p99 <= 5 ms", a99 <= 5, f"{a99:.2f} ms"),
+            ("streaming >= 400 streams/s", ph["stream_c16"]["rps"] >= 400, f"{ph['stream_c16']['rps']:,.0f}"),
+        ]
+        t = ph["ttfb_c1"].get("p50", 99) - direct["ttfb_c1"].get("p50", 0)
+        checks.append(("added TTFB p50 <= 2 ms", t <= 2, f"{t:.2f} ms"))
+        if run.get("mixed"):
+            r = run["mixed"]
+            checks.append(("memory flat in the mixed run (< 10% growth)", r["rss_growth_pct"] < 10,
+                           f"{r['rss_growth_pct']:+.1f}%"))
+            clean = r["ledger"]["reservations"] == 0 and float(r["ledger"]["reserved"]) == 0
+            checks.append(("no reservations left, reserved = 0", clean,
+                           f"{r['ledger']['reservations']} / {r['ledger']['reserved']}"))
+            checks.append(("one Usage row per request", r["usage_rows_added"] == r["requests"] - r["client_failures"]
+                           or r["usage_rows_added"] == r["requests"], f"{r['usage_rows_added']:,} of {r['requests']:,}"))
+        out.append(f"- **{name}**: " + "; ".join(f"{label}: {value} {'met' if ok else '**not met**'}"
+                                                  for label, ok, value in checks))
+    return out
+
+
+def write(path: Path, text: str) -> None:
+    block = f"{BEGIN}\n{text}\n{END}"
+    if path.exists() and BEGIN in (old := path.read_text()):
+        head, rest = old.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1] if END in rest else ""
+        path.write_text(head + block + tail)
+    else:
+        path.write_text("# Performance\n\nMeasured with `make bench` (bench/run.py).\n\n## Latest run\n\n"
+                        + block + "\n")
+    print(f"wrote {path}")
