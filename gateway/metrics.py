@@ -33,6 +33,8 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 from ninja.security import HttpBearer
 
+from gateway.errors import error_responses
+
 log = logging.getLogger("gateway.metrics")
 
 _PID_FILE = re.compile(r"_(\d+)\.(?:db|pid)$")
@@ -261,8 +263,10 @@ class ScraperAuth(HttpBearer):
 
     async def __call__(self, request: HttpRequest):
         from gateway import pipeline
+        from gateway.auth import refuse_key_in_query
         from gateway.errors import PermissionDenied
 
+        refuse_key_in_query(request)
         if settings.EP_METRICS_PUBLIC:
             return True
         header = request.headers.get("Authorization", "")
@@ -280,7 +284,8 @@ class ScraperAuth(HttpBearer):
 router = Router(tags=["Operations"], auth=ScraperAuth())
 
 
-@router.get("/metrics", summary="Prometheus metrics (admin key)", response={200: None}, include_in_schema=True)
+@router.get("/metrics", summary="Prometheus metrics (admin key)",
+            response={200: None, **error_responses(400, 401, 403, 500, 503)}, include_in_schema=True)
 async def metrics_view(request: HttpRequest):
     body, content_type = await sync_to_async(exposition, thread_sensitive=False)()
     return HttpResponse(body, content_type=content_type)

@@ -133,7 +133,7 @@ class Listener:
         self.redirect_to = redirect_to
         app = Starlette(routes=[Route("/{path:path}", self.answer, methods=["GET", "POST"])])
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off"))
+                                                    lifespan="off", timeout_graceful_shutdown=0))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     async def answer(self, request: Request):
