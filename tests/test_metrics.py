@@ -233,7 +233,7 @@ def test_the_grafana_dashboard_queries_only_what_the_gateway_exports(db, world):
 
     from gateway import metrics
 
-    Budget.objects.create(name="any", scope="global", period="day", limit_usd=Decimal("1"))
+    Budget.objects.create(name="any", scope="global", period="day", limit_usd=Decimal(1))
     metrics.observe_usage(Usage(request_id="req_x", persona="p", provider="demo", model="demo", status="ok",
                                 input_tokens=1, output_tokens=1, cost_usd=Decimal("0.1"), latency_ms=5, ttft_ms=2))
     metrics.set_breaker_state("demo", "demo", 0)
