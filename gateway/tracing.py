@@ -156,6 +156,7 @@ async def request_end(call: Call) -> None:
     """Close the call's request span with its outcome (usage_record calls this)."""
     span = span_of(call)
     _end_answered(call)
+    annotated = _request_params.pop(call.request_id, None) is not None
     if not span.is_recording():
         return
     if call.persona:
@@ -171,6 +172,8 @@ async def request_end(call: Call) -> None:
         "gen_ai.usage.input_tokens": call.usage.input_tokens,
         "gen_ai.usage.output_tokens": call.usage.output_tokens,
     }
+    if not annotated and (call.persona or call.model):  # an endpoint that did not call annotate_request
+        attributes["gen_ai.request.model"] = call.persona or call.model
     if call.provider:
         attributes["gen_ai.system"] = await _system_of(call.provider)
         attributes["gen_ai.response.model"] = call.model
@@ -253,7 +256,6 @@ def attempt_logged(call: Call, step: StepInfo, outcome: str, started: float) -> 
 
 def _end_answered(call: Call) -> None:
     entry = _answered.pop(call.request_id, None)
-    _request_params.pop(call.request_id, None)
     if entry is None:
         return
     span, end_ns = entry

@@ -224,3 +224,17 @@ def test_the_exporter_is_chosen_by_name():
     otlp.shutdown()
     with pytest.raises(ValueError, match="off, console or otlp"):
         tracing.processor_for("zipkin")
+
+
+@pytest.mark.asyncio
+async def test_the_native_endpoint_is_traced_the_same_way(spans, world, transactional_db):
+    response = await AsyncClient().post(
+        "/api/v1/chat", json.dumps({"persona": "architect", "messages": [{"role": "user", "content": "x"}]}),
+        content_type="application/json", headers={"Authorization": f"Bearer {world.red_key}"})
+    assert response.status_code == 200
+    request, attempts = by_kind(spans)
+    assert request.name == "chat architect"
+    assert request.attributes["gen_ai.request.model"] == "architect"
+    assert request.attributes["gen_ai.system"] == "demo"
+    assert [a.attributes["gen_ai.system"] for a in attempts] == ["demo"]
+    assert (await row_of(response)).trace_id == format(request.context.trace_id, "032x")
