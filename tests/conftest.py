@@ -67,6 +67,10 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
         "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
         "EMAIL_FILE_PATH": str(ARTIFACTS / "mail"),
         "EP_WEBHOOK_RETRY_SECONDS": "0.5",
+        # The server outlives tests, and many of them make the demo provider
+        # fail on purpose: by default a breaker must not open on that. Breaker
+        # tests set their own threshold (provider option breaker_failures).
+        "EP_BREAKER_FAILURES": "1000",
         "EP_SWEEP_SECONDS": "0.25",
         "EP_ALLOW_PRIVATE_PROVIDER_URLS": "1",  # the fake providers listen on 127.0.0.1
     }
