@@ -490,13 +490,16 @@ def _usage_row(call: Call):
     )
 
 
-def _settle_and_alert(call: Call) -> tuple[object, list[dict]]:
+async def _settle_and_alert(call: Call) -> tuple[object, list[dict]]:
     from budgets.alerts import alerts_dispatch
-    from budgets.ledger import usage_settle
+    from budgets.ledger import usage_settle_async
 
     row = _usage_row(call)
-    crossings = usage_settle(row=row, budgets=call.budgets, held=call.held)
-    return row, alerts_dispatch(crossings) if crossings else []
+    # The ledger's writer thread batches this with other requests' writes and
+    # resumes us after its commit: the row is durable before we answer.
+    crossings = await usage_settle_async(row=row, budgets=call.budgets)
+    alerts = await sync_to_async(alerts_dispatch, thread_sensitive=False)(crossings) if crossings else []
+    return row, alerts
 
 
 def usage_event(row) -> dict:
@@ -519,7 +522,7 @@ async def usage_record(call: Call) -> None:
     tracing.span_of(call)  # sets call.trace_id for the row
     try:
         # shield: a client that disconnects while we write must not lose the row.
-        row, alerts = await asyncio.shield(sync_to_async(_settle_and_alert, thread_sensitive=False)(call))
+        row, alerts = await asyncio.shield(_settle_and_alert(call))
     except DatabaseError:
         # The answer is already decided; the ledger is down with the database.
         log.error("ledger write failed for %s (%s)", call.request_id, call.status, exc_info=True)
