@@ -257,22 +257,19 @@ def exposition() -> tuple[bytes, str]:
 
 class ScraperAuth(HttpBearer):
     """An API key with the admin scope (Prometheus: `authorization: credentials_file`),
-    or anyone when EP_METRICS_PUBLIC=1. Creates no Call: a scrape is not a ledger request."""
+    or anyone when EP_METRICS_PUBLIC=1. A keyed scrape is an authenticated
+    request like any other, so it leaves its Usage row (cost 0)."""
 
     is_async = True
 
     async def __call__(self, request: HttpRequest):
-        from gateway import pipeline
-        from gateway.auth import refuse_key_in_query
+        from gateway.auth import ApiKeyAuth, refuse_key_in_query
         from gateway.errors import PermissionDenied
 
         refuse_key_in_query(request)
         if settings.EP_METRICS_PUBLIC:
             return True
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        raw = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
-        key = await pipeline.authenticate(raw or None)
+        key = await ApiKeyAuth()(request)
         if not key.has_scope("admin"):
             raise PermissionDenied("Metrics need an API key with the admin scope.", code="admin_scope_required")
         return key

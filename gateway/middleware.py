@@ -10,7 +10,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from gateway import logs, metrics, pipeline, tracing
 from gateway.auth import request_id_of
 
-API_PREFIXES = ("/v1/", "/api/", "/costs", "/health", "/capabilities")
+API_PREFIXES = ("/v1/", "/api/", "/costs", "/health", "/capabilities", "/metrics")
 
 
 class LedgerMiddleware:
@@ -30,11 +30,14 @@ class LedgerMiddleware:
         span = tracing.request_start(method=request.method, path=request.path, request_id=request_id,
                                      headers=request.headers)
         logs.bind_request(request_id, tracing.trace_id_hex(span))
-        metrics.in_flight_enter()
+        in_flight = request.path != "/metrics"  # a scrape does not count itself
+        if in_flight:
+            metrics.in_flight_enter()
         try:
             response = await self.get_response(request)
         except BaseException:  # cancelled: the client went away
-            metrics.in_flight_exit()
+            if in_flight:
+                metrics.in_flight_exit()
             tracing.http_end(span, 499)
             await _record_disconnect(request)
             raise
@@ -53,7 +56,8 @@ class LedgerMiddleware:
             await pipeline.usage_record(call)
         if call is None:
             tracing.http_end(span, response.status_code)
-        metrics.in_flight_exit(response)  # a stream stays in flight until its body closes
+        if in_flight:
+            metrics.in_flight_exit(response)  # a stream stays in flight until its body closes
         return response
 
 

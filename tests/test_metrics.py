@@ -77,13 +77,15 @@ def test_metrics_refuse_anyone_without_an_admin_key(live, world, who, status, co
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
     assert "ep_requests" not in response.text
+    # a known key leaves its refused row; an unknown key has nobody to bill
+    assert Usage.objects.filter(status="refused", error_code=code).count() == (1 if who == "red_key" else 0)
 
 
-def test_metrics_answer_an_admin_key_and_are_not_a_ledger_request(live, world):
-    before = Usage.objects.count()
+def test_metrics_answer_an_admin_key_and_each_scrape_is_one_ledger_row(live, world):
     samples = scrape(live.url, world.admin_key)
     assert any(name == "ep_requests_in_flight" for name, _, _ in samples)
-    assert Usage.objects.count() == before  # a scrape writes no Usage row
+    row = Usage.objects.get()  # an authenticated request like any other: one row, free
+    assert (row.endpoint, row.status, row.cost_usd) == ("metrics", "ok", 0)
 
 
 def test_requests_move_the_counters_histograms_tokens_and_cost(live, world, via_openai):
