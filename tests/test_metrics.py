@@ -54,8 +54,9 @@ def fake():
 @pytest.fixture
 def via_openai(fake, world):
     fake.reset()
-    # One attempt, no retry: a failure reaches the ledger as it is.
-    provider = Provider(name="openai", kind="openai", base_url=fake.base_url + "/v1", read_timeout=5,
+    # One attempt, no retry: a failure reaches the ledger as it is. A name of its own:
+    # the live server's circuit breakers (keyed by provider name) outlive each test.
+    provider = Provider(name="metrics-openai", kind="openai", base_url=fake.base_url + "/v1", read_timeout=5,
                         options={"max_attempts": 1})
     provider.set_credential("sk-test-metrics-0123456789")
     provider.save()
@@ -103,7 +104,7 @@ def test_requests_move_the_counters_histograms_tokens_and_cost(live, world, via_
     def moved(name: str, **labels: str) -> float:
         return total(after, name, **labels) - total(before, name, **labels)
 
-    ours = {"persona": "via-openai", "provider": "openai", "model": via_openai.model}
+    ours = {"persona": "via-openai", "provider": "metrics-openai", "model": via_openai.model}
     assert moved("ep_requests_total", **ours, status="ok", code="200") == 2
     assert moved("ep_requests_total", **ours, status="error", code="502") == 1
     assert moved("ep_requests_total", persona="", status="refused", code="404") == 1
@@ -119,10 +120,11 @@ def test_requests_move_the_counters_histograms_tokens_and_cost(live, world, via_
     assert total(after, "ep_requests_in_flight") == 0
 
 
-def test_budget_utilization_is_read_from_the_budget_counters(live, world):
+def test_budget_utilization_is_read_from_the_budget_counters(live, world, via_openai):
     budget = Budget.objects.create(name="red monthly", scope="team", team=world.red, period="month",
                                    limit_usd=Decimal("0.50"))
-    assert chat(live.url, world.red_key, "architect").status_code == 200
+    via_openai.script(FakeReply(text="counted", input_tokens=1000, output_tokens=500))
+    assert chat(live.url, world.red_key, "via-openai").status_code == 200
     samples = scrape(live.url, world.admin_key)
     labels = {"budget": "red monthly", "budget_id": str(budget.id), "scope": "team", "period": "month"}
     spent = float(sum(r.cost_usd for r in Usage.objects.filter(team=world.red)))
