@@ -15,7 +15,7 @@ from typing import Any, Literal
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Router, Schema
 
-from gateway import pipeline
+from gateway import pipeline, tracing
 from gateway.anthropic_wire import CountTokensIn, MessagesIn, estimate_input_tokens, to_chat_request
 from gateway.auth import ApiKeyAuth
 from gateway.errors import CHAT, GatewayError, error_responses, sse_doc
@@ -281,6 +281,7 @@ async def create_message(request: HttpRequest, body: MessagesIn):
     route = await _resolve(request, body.model)
     request_limits_check(messages=len(body.messages), max_tokens=body.max_tokens, route=route)
     chat_request = to_chat_request(body)
+    tracing.annotate_request(call, chat_request, requested_model=body.model)
     if body.stream:
         return await _stream_response(call, route, chat_request)
     result = await pipeline.chat_complete(call, route, chat_request)

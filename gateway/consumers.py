@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from pydantic import Field, ValidationError
 
-from gateway import events, native_api, pipeline
+from gateway import events, logs, native_api, pipeline, tracing
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied, RateLimited
 from gateway.hotcache import KeyInfo
 
@@ -199,6 +199,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _run(self, client_id: Any, call: pipeline.Call, body: ChatFrame) -> None:
         final = None
         stream = None
+        logs.bind_request(call.request_id, tracing.trace_id_hex(tracing.span_of(call)))  # ids on log lines
         try:
             route = native_api.call_begin(call, body, await pipeline.current_snapshot())
             stream = pipeline.chat_stream(call, route, native_api.to_chat_request(body))

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Router, Schema
 from pydantic import ConfigDict
 
-from gateway import openai_compat, pipeline
+from gateway import openai_compat, pipeline, tracing
 from gateway.auth import ApiKeyAuth
 from gateway.errors import CHAT, GatewayError, envelope, error_responses
 from gateway.limits import request_limits_check
@@ -142,6 +142,7 @@ async def chat(request: HttpRequest, body: NativeChatIn):
     call: pipeline.Call = request.ep_call
     route = call_begin(call, body, await pipeline.current_snapshot())
     chat_request = to_chat_request(body)
+    tracing.annotate_request(call, chat_request, requested_model=body.persona)
     if body.stream:
         return await _sse_response(call, route, chat_request)
     result = await pipeline.chat_complete(call, route, chat_request)

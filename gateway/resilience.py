@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from gateway import shared
+from gateway import metrics, shared
 from gateway.hotcache import StepInfo
 from providers.types import ProviderError, StreamEvent
 
@@ -105,12 +105,16 @@ class _LocalState:
     since: float = 0.0
 
 
+_CLOSED_CLEAN = _LocalState()
+
+
 class Breaker:
     """One provider+model's breaker; state in Redis when configured, else here."""
 
     _local: dict[str, _LocalState] = {}
 
     def __init__(self, step: StepInfo) -> None:
+        self.provider, self.model = step.provider.name, step.model
         self.name = f"{step.provider.name}/{step.model}"
         self.key = f"ep:breaker:{self.name}"
         self.threshold = max(1, int(option(step, "breaker_failures", settings.EP_BREAKER_FAILURES)))
@@ -124,12 +128,15 @@ class Breaker:
             verdict = _text(await shared.async_redis().eval(_ALLOW, 1, self.key, now, self.cooldown))
             # "closed:0" (the common case) lets succeeded() skip its write.
             self._clean = verdict == "closed:0"
+            if not verdict.startswith("closed"):
+                metrics.set_breaker_state(self.provider, self.model, HALF_OPEN if verdict == "probe" else OPEN)
             return verdict.startswith("closed") or verdict == "probe"
         local = self._local.setdefault(self.name, _LocalState())
         if local.state == CLOSED:
             return True
         if now - local.since >= self.cooldown:
             local.state, local.since = HALF_OPEN, now
+            metrics.set_breaker_state(self.provider, self.model, HALF_OPEN)
             return True
         return False
 
@@ -137,19 +144,24 @@ class Breaker:
         if shared.redis_enabled():
             if not self._clean:
                 await shared.async_redis().hset(self.key, mapping={"state": CLOSED, "failures": 0})
-        else:
+                metrics.set_breaker_state(self.provider, self.model, CLOSED)
+        elif self._local.get(self.name, _CLOSED_CLEAN) != _CLOSED_CLEAN:
             self._local[self.name] = _LocalState()
+            metrics.set_breaker_state(self.provider, self.model, CLOSED)
 
     async def failed(self) -> str:
         now = time.time()
         self._clean = False
         if shared.redis_enabled():
-            return _text(await shared.async_redis().eval(_FAILURE, 1, self.key, now, self.threshold))
-        local = self._local.setdefault(self.name, _LocalState())
-        local.failures += 1
-        if local.state == HALF_OPEN or local.failures >= self.threshold:
-            local.state, local.since, local.failures = OPEN, now, 0
-        return local.state
+            state = _text(await shared.async_redis().eval(_FAILURE, 1, self.key, now, self.threshold))
+        else:
+            local = self._local.setdefault(self.name, _LocalState())
+            local.failures += 1
+            if local.state == HALF_OPEN or local.failures >= self.threshold:
+                local.state, local.since, local.failures = OPEN, now, 0
+            state = local.state
+        metrics.set_breaker_state(self.provider, self.model, state)
+        return state
 
     async def state(self) -> dict:
         if shared.redis_enabled():

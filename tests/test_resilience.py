@@ -123,6 +123,8 @@ def test_the_breaker_opens_after_the_threshold_and_spares_the_primary_during_coo
     assert Usage.objects.filter(provider="backup").count() == 7
     health = httpx.get(live.url + "/health").json()
     assert health["providers"]["primary"]["breakers"][MODEL]["state"] in ("open", "half_open")
+    scraped = httpx.get(live.url + "/metrics", headers={"Authorization": f"Bearer {world.admin_key}"}).text
+    assert f'ep_breaker_state{{model="{MODEL}",provider="primary"}} 2.0' in scraped
     assert health["providers"]["primary"]["error_rate_5m"] == 0  # the requests themselves succeeded
     time.sleep(2.1)  # cooldown over: one probe goes through, succeeds, closes the breaker
     primary.default_reply = FakeReply(text="primary is back")
