@@ -31,13 +31,18 @@ GroupBy = Literal["team", "persona", "provider", "model", "key", "run"]
 def _moment(value: str | None, *, param: str, end: bool = False) -> datetime | None:
     if not value:
         return None
-    moment = parse_datetime(value)
-    if moment is None and (day := parse_date(value)) is not None:
-        # A bare end date includes that whole day.
-        moment = datetime.combine(day + timedelta(days=1) if end else day, time.min)
-    if moment is None:
-        raise InvalidRequest(f"{param} must be an ISO date or datetime, e.g. 2026-11-01.", param=param)
-    return moment.replace(tzinfo=UTC) if timezone.is_naive(moment) else moment
+    refusal = InvalidRequest(f"{param} must be an ISO date or datetime, e.g. 2026-11-01.", param=param)
+    try:
+        moment = parse_datetime(value)
+        if moment is None and (day := parse_date(value)) is not None:
+            # A bare end date includes that whole day.
+            moment = datetime.combine(day + timedelta(days=1) if end else day, time.min)
+        if moment is None:
+            raise refusal
+        # In UTC: PostgreSQL refuses offsets past +-15:59 that Python accepts (found by schemathesis).
+        return moment.replace(tzinfo=UTC) if timezone.is_naive(moment) else moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # a well-formed but impossible date, or one past year 9999
+        raise refusal from None
 
 
 def _series(rows, field: str) -> list[dict]:

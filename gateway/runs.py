@@ -10,7 +10,7 @@ runs; a key with the `admin` scope sees every team's.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from asgiref.sync import sync_to_async
@@ -19,7 +19,7 @@ from django.http import HttpRequest
 from ninja import Query, Router
 
 from gateway.auth import ApiKeyAuth
-from gateway.errors import KEYED, NotFound, error_responses
+from gateway.errors import KEYED, InvalidRequest, NotFound, error_responses
 from gateway.hotcache import KeyInfo
 from gateway.responses import json_response
 
@@ -151,8 +151,19 @@ def _team_scope(key: KeyInfo) -> int | None:
     return None if "admin" in key.scopes else key.team_id
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """In UTC: PostgreSQL refuses offsets past +-15:59 that Python accepts (found by schemathesis)."""
+    if moment is None:
+        return None
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest("since is out of range.", param="since") from None
+
+
 @router.get("", summary="Workflow runs, most recently active first", response={200: dict, **error_responses(*KEYED)})
 async def list_runs(request: HttpRequest, limit: int = Query(50, ge=1, le=500), since: datetime | None = None):
+    since = _utc(since)
     runs = await sync_to_async(run_summaries, thread_sensitive=False)(
         team_id=_team_scope(request.auth), limit=limit, since=since
     )
