@@ -116,6 +116,8 @@ def _targets(results: dict) -> list[str]:
             ("added latency p99 <= 5 ms", a99 <= 5, f"{a99:.2f} ms"),
             ("streaming >= 400 streams/s", ph["stream_c16"]["rps"] >= 400, f"{ph['stream_c16']['rps']:,.0f}"),
         ]
+        if "websocket_ok" in run:
+            checks.append(("websocket chat", run["websocket_ok"], "ok" if run["websocket_ok"] else "failed"))
         t = ph["ttfb_c1"].get("p50", 99) - direct["ttfb_c1"].get("p50", 0)
         checks.append(("added TTFB p50 <= 2 ms", t <= 2, f"{t:.2f} ms"))
         if run.get("mixed"):
