@@ -16,10 +16,11 @@ pytestmark = pytest.mark.django_db
 
 
 def _assert_hardened(response, policy: str) -> None:
-    assert response["X-Content-Type-Options"] == "nosniff"
-    assert response["X-Frame-Options"] == "DENY"
-    assert response["Referrer-Policy"] == "same-origin"
-    assert response["Content-Security-Policy"] == policy
+    headers = getattr(response, "headers", response)  # a Django test response or an httpx one
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "same-origin"
+    assert headers["Content-Security-Policy"] == policy
 
 
 @pytest.mark.parametrize("path", ["/login/", "/dashboard/", "/dashboard/personas/", "/dashboard/providers/demo/",
@@ -67,3 +68,13 @@ def test_session_and_csrf_cookies_are_httponly_samesite_and_secure_outside_debug
     assert session["httponly"] and session["samesite"] == "Lax" and session["secure"]
     csrf = client.cookies[settings.CSRF_COOKIE_NAME]
     assert csrf["samesite"] == "Lax" and csrf["secure"]
+
+
+def test_the_live_server_sends_them_on_api_answers_and_pages_too(live, world):
+    import httpx
+
+    api_answer = httpx.get(live.url + "/v1/models", headers={"Authorization": f"Bearer {world.red_key}"})
+    assert api_answer.status_code == 200
+    _assert_hardened(api_answer, DATA_POLICY)
+    _assert_hardened(httpx.get(live.url + "/v1/models"), DATA_POLICY)  # a refusal too
+    _assert_hardened(httpx.get(live.url + "/login/"), PAGE_POLICY)
