@@ -320,26 +320,10 @@ async def _stream_response(
     writer = EventWriter(call)
     estimate = estimate_input_tokens(chat_request)
 
-    async def body():
-        try:
-            yield writer.start(estimate)
-            event = first
-            while event is not None:
-                yield writer.event(event)
-                event = await anext(events, None)
-        except GatewayError as error:
-            # Every step failed after a usage-only start: the 200 is already sent.
-            call.fail(error)
-            yield writer.error()
-        except BaseException:
-            if call.status == "ok":
-                call.status, call.http_status, call.error_code = "cancelled", 499, "client_disconnected"
-            raise
-        finally:
-            await events.aclose()
-            await pipeline.usage_record(call)
-
-    response = StreamingHttpResponse(body(), content_type="text/event-stream")
+    # A route that fails after a usage-only start ends in an in-band error event.
+    body = pipeline.relay(call, events, first, writer.event, opening=writer.start(estimate),
+                          on_failure=lambda error: writer.error())
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Request-ID"] = response["request-id"] = call.request_id
     for name, value in served_by_headers(call).items():

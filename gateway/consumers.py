@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from gateway import events, logs, native_api, pipeline, tracing
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied, RateLimited
@@ -214,7 +214,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             final = native_api.error_json(call.request_id, error)
         except asyncio.CancelledError:
             # Ours: a cancel frame, or the socket closed. Settle and report; do not re-raise.
-            native_api.file_cancelled(call, "client_disconnected" if self.closing else "client_cancelled")
+            call.mark_cancelled("client_disconnected" if self.closing else "client_cancelled")
             final = None if self.closing else native_api.error_json(
                 call.request_id, native_api.cancelled_error("Cancelled by the client."))
         except Exception:

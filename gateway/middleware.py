@@ -67,7 +67,7 @@ async def _record_disconnect(request) -> None:
     call: pipeline.Call | None = getattr(request, "ep_call", None)
     if call is None or call.recorded:
         return
-    call.status, call.http_status, call.error_code = "cancelled", 499, "client_disconnected"
+    call.mark_cancelled()
     await asyncio.shield(pipeline.usage_record(call))
 
 

@@ -115,12 +115,6 @@ def cancelled_error(reason: str) -> GatewayError:
     return error
 
 
-def file_cancelled(call: pipeline.Call, code: str) -> None:
-    """The client stopped the request; the row keeps the tokens counted so far."""
-    if call.status == "ok":
-        call.status, call.http_status, call.error_code = "cancelled", 499, code
-
-
 # -- the endpoint --------------------------------------------------------------------------
 
 
@@ -170,7 +164,7 @@ async def _sse_response(call: pipeline.Call, route: pipeline.Route, chat_request
                 yield sse(event_json(call, event))
                 event = await anext(events, None)
         except BaseException:  # the client went away (cancelled) or the loop is stopping
-            file_cancelled(call, "client_disconnected")
+            call.mark_cancelled()
             raise
         finally:
             await events.aclose()

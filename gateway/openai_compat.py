@@ -317,22 +317,8 @@ async def _stream_response(call, route, chat_request, include_usage: bool) -> Ht
         first = None
     writer = ChunkWriter(call, include_usage)
 
-    async def body():
-        try:
-            yield writer.first()
-            event = first
-            while event is not None:
-                yield writer.event(event)
-                event = await anext(events, None)
-        except BaseException:
-            if call.status == "ok":
-                call.status, call.http_status, call.error_code = "cancelled", 499, "client_disconnected"
-            raise
-        finally:
-            await events.aclose()
-            await pipeline.usage_record(call)
-
-    response = StreamingHttpResponse(body(), content_type="text/event-stream")
+    body = pipeline.relay(call, events, first, writer.event, opening=writer.first())
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Request-ID"] = call.request_id
     for name, value in served_by_headers(call).items():

@@ -11,12 +11,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Any
 
 from asgiref.sync import sync_to_async
-
 from django.conf import settings
 from django.db import DatabaseError
 
@@ -33,6 +33,7 @@ from gateway.errors import (
     UpstreamFailed,
 )
 from gateway.hotcache import BudgetInfo, KeyInfo, PersonaInfo, Snapshot, StepInfo, config_cache
+from gateway.models import hash_key
 from gateway.resilience import (
     Breaker,
     Deadline,
@@ -42,7 +43,6 @@ from gateway.resilience import (
     plan_steps,
     timed_events,
 )
-from gateway.models import hash_key
 from providers.adapters import get_adapter
 from providers.types import ChatRequest, ChatResult, Message, ProviderError, StreamEvent, Usage
 
@@ -111,6 +111,11 @@ class Call:
         self.error_code = error.code
         self.error_message = error.message[:300]
 
+    def mark_cancelled(self, code: str = "client_disconnected") -> None:
+        """The client stopped the request; the row keeps the tokens counted so far."""
+        if self.status == "ok":
+            self.status, self.http_status, self.error_code = "cancelled", 499, code
+
     def mark_first_token(self) -> None:
         if self.ttft_ms is None:
             self.ttft_ms = int((time.perf_counter() - self.started) * 1000)
@@ -142,7 +147,7 @@ async def authenticate(raw_key: str | None) -> KeyInfo:
 
 def route_resolve(*, snapshot: Snapshot, model: str, key: KeyInfo, persona_header: str | None = None) -> Route:
     name = (persona_header or model or "").strip()
-    slug = name[len(PERSONA_PREFIX):] if name.startswith(PERSONA_PREFIX) else name
+    slug = name.removeprefix(PERSONA_PREFIX)
     persona = snapshot.personas.get(slug)
     if persona is not None:
         if not persona.steps:
@@ -456,6 +461,35 @@ def settle(call: Call, step: StepInfo, usage: Usage) -> None:
     call.cost = pricing.cost_of(kind=step.provider.kind, model=step.model, info=info, usage=usage)
 
 
+async def relay(call: Call, events: AsyncIterator[StreamEvent], first: StreamEvent | None,
+                render: Callable[[StreamEvent], Any], *, opening: Any = None,
+                on_failure: Callable[[GatewayError], Any] | None = None) -> AsyncIterator[Any]:
+    """A stream as a client receives it, in any wire format (`render`).
+
+    However it ends (done, a provider error, the client gone, a route that fails
+    after a usage-only start), the upstream call is closed and the request's one
+    Usage row is written with the tokens counted so far.
+    """
+    try:
+        if opening is not None:
+            yield opening
+        event = first
+        while event is not None:
+            yield render(event)
+            event = await anext(events, None)
+    except GatewayError as error:
+        if on_failure is None:
+            raise
+        call.fail(error)  # the 200 is already sent: end in-band
+        yield on_failure(error)
+    except BaseException:  # the client went away (cancelled) or the loop is stopping
+        call.mark_cancelled()
+        raise
+    finally:
+        await events.aclose()
+        await usage_record(call)
+
+
 # -- record ---------------------------------------------------------------------
 
 
@@ -525,7 +559,7 @@ async def usage_record(call: Call) -> None:
         row, alerts = await asyncio.shield(_settle_and_alert(call))
     except DatabaseError:
         # The answer is already decided; the ledger is down with the database.
-        log.error("ledger write failed for %s (%s)", call.request_id, call.status, exc_info=True)
+        log.exception("ledger write failed for %s (%s)", call.request_id, call.status)
         metrics.observe_usage(_usage_row(call))  # counted all the same (nothing is saved)
         await tracing.request_end(call)
         return

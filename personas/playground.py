@@ -7,8 +7,6 @@ costs and budgets see (team "dashboard", endpoint "dashboard.playground").
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -36,22 +34,13 @@ def playground_key_ensure(user) -> KeyInfo:
     return load_key(key.key_hash)
 
 
-async def _text(call: pipeline.Call, first, events) -> AsyncIterator[str]:
-    try:
-        event = first
-        while event is not None:
-            if event.type == "delta":
-                yield event.text
-            elif event.type == "error":
-                yield f"\n\n[The provider failed mid-answer: {event.error.kind}]"
-            event = await anext(events, None)
-    except BaseException:
-        if call.status == "ok":
-            call.status, call.http_status, call.error_code = "cancelled", 499, "client_disconnected"
-        raise
-    finally:
-        await events.aclose()
-        await pipeline.usage_record(call)
+def _text(event) -> str:
+    """The playground shows plain text: deltas, and a plain line if the provider fails."""
+    if event.type == "delta":
+        return event.text
+    if event.type == "error":
+        return f"\n\n[The provider failed mid-answer: {event.error.kind}]"
+    return ""
 
 
 @require_POST
@@ -72,7 +61,8 @@ async def playground(request: HttpRequest, slug: str) -> HttpResponse:
         call.fail(error)
         await pipeline.usage_record(call)
         return HttpResponse(error.message, status=error.status, content_type="text/plain; charset=utf-8")
-    response = StreamingHttpResponse(_text(call, first, events), content_type="text/plain; charset=utf-8")
+    response = StreamingHttpResponse(pipeline.relay(call, events, first, _text),
+                                     content_type="text/plain; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     response["X-Request-ID"] = call.request_id
     response["X-EP-Provider"], response["X-EP-Model"] = call.provider, call.model
