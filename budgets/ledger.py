@@ -28,6 +28,7 @@ import contextlib
 import os
 import queue
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -296,6 +297,12 @@ writer = LedgerWriter()
 atexit.register(writer.flush)
 
 
+# Request ids this process settled lately (only the writer thread touches it):
+# a reservation arriving after its request's settlement is dropped, not held.
+SETTLED_MEMORY = 10_000
+_settled_recently: OrderedDict[str, None] = OrderedDict()
+
+
 def _apply(ops: list) -> list[dict]:
     """One batch inside one transaction; returns, per op, value= or error= for its future."""
     try:
@@ -348,7 +355,16 @@ def _apply_unchecked(ops: list) -> list[dict]:
 
     # Reservations, in queue order, against the counters as settled.
     new_reservations = []
+    for op in settles:
+        _settled_recently[op.row.request_id] = None
+    while len(_settled_recently) > SETTLED_MEMORY:
+        _settled_recently.popitem(last=False)
     for op in reserves:
+        if op.request_id in _settled_recently:
+            # Its request was cancelled while this reservation was on its way
+            # here, and already settled: holding it now would leak it.
+            results[id(op)] = {"value": []}
+            continue
         counters = [(b, ids[(b.id, period_start(b.period, op.now))]) for b in op.budgets]
         refused = next(((b, c) for b, c in counters if state[c][0] + state[c][1] + op.amount > b.limit), None)
         if refused is not None:

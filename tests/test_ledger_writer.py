@@ -1,0 +1,66 @@
+"""The ledger's writer thread (budgets/ledger.py LedgerWriter): batched
+reservations stay exact, settlement releases what the database holds, and a
+reservation that arrives after its request was settled is never held."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+from django.db.models import Sum
+
+from budgets import ledger
+from budgets.models import Budget, BudgetCounter, Reservation, Usage
+from gateway.hotcache import BudgetInfo
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the writer has its own connection
+
+
+def budget_info(budget: Budget) -> BudgetInfo:
+    return BudgetInfo(budget.id, budget.name, budget.scope, budget.team_id, None, None, budget.period,
+                      budget.limit_usd, budget.hard, ())
+
+
+def row(world, request_id: str, cost: str) -> Usage:
+    return Usage(request_id=request_id, team=world.red, persona="architect", provider="demo", model="demo",
+                 cost_usd=Decimal(cost))
+
+
+@pytest.fixture
+def red_budget(world) -> BudgetInfo:
+    ledger.forget_counters()
+    return budget_info(Budget.objects.create(name="red", scope="team", team=world.red, limit_usd=Decimal(1),
+                                             hard=True, thresholds=[]))
+
+
+def test_reservations_from_many_threads_at_once_never_pass_the_limit(world, red_budget):
+    def reserve(i: int) -> bool:
+        try:
+            ledger.budget_reserve(request_id=f"req_{i}", budgets=[red_budget], amount=Decimal("0.3"))
+        except ledger.BudgetRefusal:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        admitted = sum(pool.map(reserve, range(40)))
+    assert admitted == 3
+    counter = BudgetCounter.objects.get(budget_id=red_budget.id)
+    assert counter.reserved == Decimal("0.9") and Reservation.objects.count() == 3
+
+
+def test_settling_releases_the_reservation_and_counts_the_spend(world, red_budget):
+    ledger.budget_reserve(request_id="req_a", budgets=[red_budget], amount=Decimal("0.5"))
+    ledger.usage_settle(row=row(world, "req_a", "0.12345678"), budgets=[red_budget])
+    counter = BudgetCounter.objects.get(budget_id=red_budget.id)
+    assert counter.reserved == 0 and Reservation.objects.count() == 0
+    assert counter.spent == Decimal("0.12345678") == Usage.objects.aggregate(s=Sum("cost_usd"))["s"]
+
+
+def test_a_reservation_arriving_after_its_settlement_is_not_held(world, red_budget):
+    # The client went away while the reservation was on its way to the writer:
+    # the request settled (nothing held yet), then the reservation arrived.
+    ledger.usage_settle(row=row(world, "req_late", "0"), budgets=[red_budget])
+    assert ledger.budget_reserve(request_id="req_late", budgets=[red_budget], amount=Decimal("0.5")) == []
+    assert Reservation.objects.count() == 0
+    assert BudgetCounter.objects.get(budget_id=red_budget.id).reserved == 0
