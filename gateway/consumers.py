@@ -87,8 +87,17 @@ async def events_allowed(scope: dict) -> None:
         key = await pipeline.authenticate(raw)
         if "admin" not in key.scopes:
             raise PermissionDenied("The live event feed needs an API key with the 'admin' scope.")
-    elif staff_user(scope) is None:
-        raise AuthenticationFailed("Send an admin API key, or log in to the dashboard as staff.")
+    elif not await sync_to_async(_may_watch_everything)(scope):
+        raise AuthenticationFailed("Send an admin API key, or log in to the dashboard as staff or an operator.")
+
+
+def _may_watch_everything(scope: dict) -> bool:
+    """Staff and operators see every team's events; team leads do not (the
+    feed is not filtered by team), so their overview refreshes instead."""
+    from gateway.roles import is_operator
+
+    user = scope.get("user")
+    return bool(staff_user(scope) or (user is not None and user.is_active and is_operator(user)))
 
 
 # -- frames ---------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         "spend_month": selectors.spend_total(team_ids=team_ids, since=selectors.period_start("month", now)),
         "stats": selectors.request_stats(team_ids=team_ids, since=now - timedelta(hours=24)),
         "budget_uses": selectors.budget_uses(team_ids=team_ids),
+        # The event socket carries every team's events: those who see every team.
+        "live_over_websocket": team_ids is None,
         **_feed(team_ids),
     }
     if team_ids is None:  # provider health is for those who run the providers

@@ -124,8 +124,9 @@ def test_a_team_lead_sees_only_their_teams_costs_with_a_chart(page, live, world,
     screenshot(page, "costs-team-lead-narrow")
 
 
-def test_a_live_request_appears_on_the_overview_over_the_websocket(page, live, world, people):
-    log_in(page, "ada")
+@pytest.mark.parametrize("who", ["ada", "olive"])  # an admin, and an operator (not staff)
+def test_a_live_request_appears_on_the_overview_over_the_websocket(page, live, world, people, who):
+    log_in(page, who)
     feed = page.locator("#live-feed")
     expect(feed).to_contain_text("No requests yet.")
     # Connected: polling is off from here, so only a websocket event can bring the row.
@@ -135,4 +136,4 @@ def test_a_live_request_appears_on_the_overview_over_the_websocket(page, live, w
     row = feed.locator(f"tr[data-request-id='{response.headers['X-Request-ID']}']")
     expect(row).to_contain_text("developer", timeout=4_000)
     expect(row).to_contain_text("demo/demo")
-    screenshot(page, "overview-live")
+    screenshot(page, f"overview-live-{who}")
