@@ -37,6 +37,6 @@ test: install-dev
 	sh scripts/install-browser.sh
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-# The benchmark (docs/PERFORMANCE.md): ~10 minutes; BENCH_ARGS=--quick for ~5.
+# The benchmark (docs/PERFORMANCE.md); BENCH_ARGS=--quick for a shorter run.
 bench: install-dev
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
