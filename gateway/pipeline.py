@@ -18,11 +18,10 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError
 
 from budgets import pricing
-from budgets.ratelimit import Admission, rate_limit_add_tokens, rate_limit_admit
-from gateway import background, events, metrics, tracing
+from budgets.ratelimit import Admission, rate_limit_admit
+from gateway import tracing
 from gateway.errors import (
     AuthenticationFailed,
     BudgetExceeded,
@@ -34,6 +33,7 @@ from gateway.errors import (
 )
 from gateway.hotcache import BudgetInfo, KeyInfo, PersonaInfo, Snapshot, StepInfo, config_cache
 from gateway.models import hash_key
+from gateway.recording import account, estimate_tokens, settle, usage_event, usage_record  # noqa: F401 (re-exported)
 from gateway.resilience import (
     Breaker,
     Deadline,
@@ -360,7 +360,7 @@ async def chat_stream(call: Call, route: Route, base: ChatRequest) -> AsyncItera
         try:
             async with _closing(_stream_step(call, step, request)) as events:
                 async for event in events:
-                    _account(call, step, request, event)
+                    account(call, step, request, event)
                     yield event
             return
         except ProviderError as error:  # raised only before any content
@@ -436,31 +436,6 @@ class _closing:
         await self.agen.aclose()
 
 
-def _account(call: Call, step: StepInfo, request: ChatRequest, event: StreamEvent) -> None:
-    """Keep the call's usage current, so a cut or cancelled stream is billed for what it got."""
-    if event.type in ("delta", "tool_call"):
-        call.mark_first_token()
-        call.usage.output_tokens += estimate_tokens(event.text or event.arguments)
-        if not call.usage.input_tokens:
-            call.usage.input_tokens = estimate_tokens("".join(m.text() for m in request.messages))
-        settle(call, step, call.usage)
-    elif event.type == "usage" and event.usage is not None:
-        settle(call, step, event.usage)
-    elif event.type == "error":
-        call.fail(UpstreamFailed(event.error, provider=step.provider.name, attempts=call.attempts))
-
-
-def estimate_tokens(text: str) -> int:
-    # ~4 characters a token for English; only used until the provider reports.
-    return max(1, len(text) // 4) if text else 0
-
-
-def settle(call: Call, step: StepInfo, usage: Usage) -> None:
-    call.usage = replace(usage)
-    info = step.provider.models.get(step.model)
-    call.cost = pricing.cost_of(kind=step.provider.kind, model=step.model, info=info, usage=usage)
-
-
 async def relay(call: Call, events: AsyncIterator[StreamEvent], first: StreamEvent | None,
                 render: Callable[[StreamEvent], Any], *, opening: Any = None,
                 on_failure: Callable[[GatewayError], Any] | None = None) -> AsyncIterator[Any]:
@@ -488,92 +463,6 @@ async def relay(call: Call, events: AsyncIterator[StreamEvent], first: StreamEve
     finally:
         await events.aclose()
         await usage_record(call)
-
-
-# -- record ---------------------------------------------------------------------
-
-
-def _usage_row(call: Call):
-    from budgets.models import Usage as UsageRow
-
-    return UsageRow(
-        request_id=call.request_id,
-        team_id=call.key.team_id if call.key else None,
-        api_key_id=call.key.id if call.key else None,
-        persona=call.persona[:50],
-        provider=call.provider,
-        model=call.model[:200],
-        endpoint=call.endpoint,
-        stream=call.stream,
-        status=call.status,
-        http_status=call.http_status,
-        error_code=call.error_code,
-        error_message=call.error_message,
-        input_tokens=call.usage.input_tokens,
-        output_tokens=call.usage.output_tokens,
-        cached_tokens=call.usage.cached_tokens,
-        reasoning_tokens=call.usage.reasoning_tokens,
-        cost_usd=call.cost,
-        latency_ms=int((time.perf_counter() - call.started) * 1000),
-        ttft_ms=call.ttft_ms,
-        attempts=call.attempts,
-        attempt_log=call.attempt_log,
-        trace_id=call.trace_id,
-        run_id=call.run_id[:100],
-        step=call.step[:100],
-    )
-
-
-async def _settle_and_alert(call: Call) -> tuple[object, list[dict]]:
-    from budgets.alerts import alerts_dispatch
-    from budgets.ledger import usage_settle_async
-
-    row = _usage_row(call)
-    # The ledger's writer thread batches this with other requests' writes and
-    # resumes us after its commit: the row is durable before we answer.
-    crossings = await usage_settle_async(row=row, budgets=call.budgets)
-    alerts = await sync_to_async(alerts_dispatch, thread_sensitive=False)(crossings) if crossings else []
-    return row, alerts
-
-
-def usage_event(row) -> dict:
-    """What the live feed shows of a request: never a key, a prompt or an answer."""
-    return {
-        "request_id": row.request_id, "created_at": row.created_at.isoformat(), "team_id": row.team_id,
-        "persona": row.persona, "provider": row.provider, "model": row.model, "status": row.status,
-        "http_status": row.http_status, "error_code": row.error_code, "input_tokens": row.input_tokens,
-        "output_tokens": row.output_tokens, "cost_usd": str(row.cost_usd), "latency_ms": row.latency_ms,
-        "run_id": row.run_id, "step": row.step,
-    }
-
-
-async def usage_record(call: Call) -> None:
-    """Write the call's one Usage row and settle its budgets; safe to call twice,
-    survives cancellation, then tells the live feed (and fires alerts)."""
-    if call.recorded or call.key is None:
-        return
-    call.recorded = True
-    tracing.span_of(call)  # sets call.trace_id for the row
-    try:
-        # shield: a client that disconnects while we write must not lose the row.
-        row, alerts = await asyncio.shield(_settle_and_alert(call))
-    except DatabaseError:
-        # The answer is already decided; the ledger is down with the database.
-        log.exception("ledger write failed for %s (%s)", call.request_id, call.status)
-        metrics.observe_usage(_usage_row(call))  # counted all the same (nothing is saved)
-        await tracing.request_end(call)
-        return
-    metrics.observe_usage(row)
-    await tracing.request_end(call)
-    if call.admission is not None:
-        await rate_limit_add_tokens(call.admission, call.usage.total_tokens)
-    await events.publish("usage", usage_event(row))
-    for alert in alerts:
-        await events.publish("alert", alert)
-    if alerts:
-        background.kick()
-    else:
-        background.ensure_started()
 
 
 async def current_snapshot() -> Snapshot:
