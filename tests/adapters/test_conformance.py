@@ -132,8 +132,6 @@ async def test_a_tool_round_trip_reaches_an_answer(harness):
 
 
 async def test_parallel_tool_calls_come_back_together(harness):
-    if not harness.parallel_tools:
-        pytest.skip(f"{harness.kind} cannot make parallel tool calls")  # declared in the harness
     harness.script(
         FakeReply(
             text="",
@@ -146,8 +144,6 @@ async def test_parallel_tool_calls_come_back_together(harness):
 
 
 async def test_parallel_tool_calls_stream_as_separate_indexes(harness):
-    if not harness.parallel_tools:
-        pytest.skip(f"{harness.kind} cannot make parallel tool calls")
     harness.script(
         FakeReply(
             text="",

@@ -2,7 +2,8 @@
 
 Every harness has the same surface, used by the conformance battery
 (tests/adapters/test_conformance.py):
-    kind, model, scriptable, start(), stop(), reset(), script(*FakeReply|Fault),
+    kind, model, scriptable, reports_reasoning_tokens, start(), stop(), reset(),
+    script(*FakeReply|Fault), context_length_fault() -> Fault,
     adapter_config(credential=..., **overrides) -> providers.adapters.base.AdapterConfig,
     requests (what the provider received), call_count
 """

@@ -76,7 +76,6 @@ class FakeAnthropicServer(FakeProviderServer):
     kind = "anthropic"
     model = "claude-sonnet-4-6"
     scriptable = True
-    parallel_tools = True
     reports_reasoning_tokens = False
     provider_id = 4101  # stable, so adapter_config() maps to one cached adapter
 

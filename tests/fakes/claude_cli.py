@@ -33,7 +33,6 @@ class FakeClaudeCLI:
     scriptable = True
     # Every tool_use block of the turn is read from the assistant messages, so
     # several calls in one turn come back together.
-    parallel_tools = True
     reports_reasoning_tokens = False
 
     def __init__(self) -> None:

@@ -15,7 +15,6 @@ class DemoHarness:
     kind = "demo"
     model = "demo"
     scriptable = False  # the demo's answers are its own, not scripted
-    parallel_tools = True
     reports_reasoning_tokens = False
 
     def __init__(self) -> None:

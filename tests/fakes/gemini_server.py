@@ -67,7 +67,6 @@ class FakeGeminiServer(FakeProviderServer):
     kind = "gemini"
     model = "gemini-2.5-flash"
     scriptable = True
-    parallel_tools = True
     reports_reasoning_tokens = True
 
     def __init__(self) -> None:

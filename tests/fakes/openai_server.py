@@ -47,7 +47,6 @@ class FakeOpenAIServer(FakeProviderServer):
     kind = "openai"
     model = "gpt-4o-mini"
     scriptable = True
-    parallel_tools = True
     reports_reasoning_tokens = True
 
     def __init__(self) -> None:
