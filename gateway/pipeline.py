@@ -450,12 +450,16 @@ async def relay(call: Call, events: AsyncIterator[StreamEvent], first: StreamEve
             yield opening
         event = first
         while event is not None:
+            if event.type in ("done", "error"):
+                # The row exists before the client sees the end of the stream.
+                await usage_record(call)
             yield render(event)
             event = await anext(events, None)
     except GatewayError as error:
         if on_failure is None:
             raise
         call.fail(error)  # the 200 is already sent: end in-band
+        await usage_record(call)
         yield on_failure(error)
     except BaseException:  # the client went away (cancelled) or the loop is stopping
         call.mark_cancelled()
