@@ -392,11 +392,13 @@ async def _stream_step(call: Call, step: StepInfo, request: ChatRequest) -> Asyn
                 held.append(event)
                 if sent_content or event.type in CONTENT:
                     sent_content = True
+                    final = event.type in ("done", "error")
+                    if final:  # logged before the end reaches the client, which records the row
+                        await _stream_outcome(call, step, breaker, event, started)
                     for item in held:
                         yield item
                     held.clear()
-                    if event.type in ("done", "error"):
-                        await _stream_outcome(call, step, breaker, event, started)
+                    if final:
                         return
             else:
                 if sent_content:  # ended after content without done: a cut the adapter missed
