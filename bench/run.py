@@ -8,7 +8,7 @@ docs/PERFORMANCE.md (between the bench markers) and raw output to bench/results/
 
     python bench/run.py                 # everything (~8 minutes)
     python bench/run.py --quick         # shorter phases, smaller mixed run (~3 minutes)
-    python bench/run.py --variants sqlite --no-litellm --servers granian,uvicorn,daphne
+    python bench/run.py --variants sqlite --no-litellm --servers serve,uvicorn,daphne
 """
 
 from __future__ import annotations
@@ -157,6 +157,8 @@ def phases(label: str, url: str, headers: dict[str, str], model: str, procs: lis
 
 def server_cmd(server: str, workers: int) -> list[str]:
     app = "gateway.asgi:application"
+    if server == "serve":  # production: gateway/serve.py, uvicorn workers with SO_REUSEPORT sockets
+        return [PY, "-m", "gateway.serve", "--host", HOST, "--port", str(GATEWAY_PORT), "--workers", str(workers)]
     if server == "granian":
         return [PY, "-m", "granian", "--interface", "asginl", "--host", HOST, "--port", str(GATEWAY_PORT),
                 "--workers", str(workers), "--loop", "uvloop", "--log-level", "warning", "--no-access-log",
@@ -300,8 +302,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short phases and a 5,000-request mixed run")
     parser.add_argument("--variants", default="sqlite,pg", help="sqlite, pg (PostgreSQL + Redis)")
-    parser.add_argument("--servers", default="uvicorn,granian",
-                        help="ASGI servers to measure, production's first: uvicorn, granian, daphne")
+    parser.add_argument("--servers", default="serve,uvicorn",
+                        help="ASGI servers to measure, production's first: serve (gateway/serve.py), "
+                             "uvicorn (--workers), granian (if installed), daphne")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--litellm-workers", default="1,2")
     parser.add_argument("--no-litellm", action="store_true")

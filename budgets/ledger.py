@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import fcntl
 import os
 import queue
 import threading
@@ -43,12 +44,55 @@ from budgets.models import Alert, BudgetCounter, Reservation, Usage
 from gateway.hotcache import BudgetInfo
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_sqlite_writer = threading.Lock()
+
+
+class _SqliteWriterLock:
+    """SQLite has one writer. Writers that meet its lock wait in SQLite's busy
+    handler, which sleeps 1, 2, 5, 10 ... up to 100 ms between tries: with two
+    gateway processes, one process's writer kept losing and its worker idled at
+    ~65% of a core (docs/PERFORMANCE.md). So writers queue on locks that wake
+    the next waiter the moment they are released: a thread lock within the
+    process, then an flock on a file beside the database across processes."""
+
+    def __init__(self) -> None:
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._fd_key: tuple[int, str] | None = None
+
+    def _file(self) -> int | None:
+        name = str(connection.settings_dict.get("NAME") or "")
+        if not name or name.startswith("file:") or ":memory:" in name:
+            return None  # in-memory: one process only, the thread lock is enough
+        key = (os.getpid(), name)
+        if self._fd_key != key:
+            self._fd = os.open(f"{name}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._fd_key = key
+        return self._fd
+
+    def __enter__(self):
+        self._thread_lock.acquire()
+        try:
+            fd = self._file()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+_sqlite_writer = _SqliteWriterLock()
 
 
 def _writing():
-    """SQLite has one writer: queue this process's writers on a lock instead of
-    letting them spin in SQLite's busy handler, whose sleeps grow to 100 ms."""
+    """Hold the writers' queue for one SQLite write transaction (see _SqliteWriterLock)."""
     return _sqlite_writer if connection.vendor == "sqlite" else contextlib.nullcontext()
 ZERO = Decimal(0)
 CENT_MILLIONTH = Decimal("0.00000001")

@@ -1,0 +1,124 @@
+"""The production server (`python -m gateway.serve`): each worker listens on its
+own SO_REUSEPORT socket, so the kernel spreads keep-alive connections across
+workers; a worker that dies is replaced; SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.conftest import ARTIFACTS, ROOT, _free_port, server_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on 127.0.0.1:port, from /proc/net/tcp."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if local == f"0100007F:{port:04X}" and state == "0A":  # 0A = LISTEN
+            inodes.add(inode)
+    return inodes
+
+
+def owners(inodes: set[str]) -> set[int]:
+    """PIDs holding any of these socket inodes."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            pids.add(int(proc.name))
+    return pids
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=1).status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def served(test_database_url, world):
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    log = (ARTIFACTS / f"serve-{port}.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        cwd=ROOT, env=server_env(test_database_url), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: len(listening_inodes(port)) == 2 and healthy(url))
+        yield process, port, url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+def test_each_worker_listens_on_its_own_socket_and_serves_chat(served, world):
+    process, port, url = served
+    inodes = listening_inodes(port)
+    assert len(inodes) == 2
+    workers = owners(inodes)
+    assert len(workers) == 2 and process.pid not in workers  # the parent only supervises
+
+    # Many separate keep-alive clients: every one is answered, and the ledger
+    # has one row per request whichever worker served it.
+    from budgets.models import Usage
+
+    before = Usage.objects.count()
+    clients = [httpx.Client(base_url=url, headers={"Authorization": f"Bearer {world.red_key}"}) for _ in range(12)]
+    try:
+        for client in clients:
+            reply = client.post("/v1/chat/completions",
+                                json={"model": "architect", "messages": [{"role": "user", "content": "hi"}]})
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["choices"][0]["message"]["content"]
+    finally:
+        for client in clients:
+            client.close()
+    assert Usage.objects.count() == before + 12
+
+
+def test_a_dead_worker_is_replaced_and_sigterm_stops_everything(served):
+    process, port, url = served
+    first = owners(listening_inodes(port))
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+
+    def two_workers_without_victim() -> set[int] | None:
+        now = owners(listening_inodes(port))
+        return now if len(now) == 2 and victim not in now else None
+
+    replaced = wait_for(two_workers_without_victim)
+    assert replaced - first  # a new process took the dead one's place
+    assert healthy(url)
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    wait_for(lambda: not listening_inodes(port))
+    for pid in replaced:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
