@@ -183,6 +183,17 @@ def budget_reserve(*, request_id: str, budgets: list[BudgetInfo], amount: Decima
     return writer.submit(_Reserve(request_id, hard, amount, timezone.now())).result()
 
 
+async def budget_reserve_async(*, request_id: str, budgets: list[BudgetInfo], amount: Decimal) -> list[Held]:
+    """budget_reserve for async code: queued to the writer at once, no thread hop.
+
+    A caller cancelled while it waits leaves the reservation queued; its
+    settlement, queued after it, releases it (usage_settle)."""
+    hard = [b for b in budgets if b.hard]
+    if not hard:
+        return []
+    return await asyncio.wrap_future(writer.submit(_Reserve(request_id, hard, amount, timezone.now())))
+
+
 @dataclass(frozen=True, slots=True)
 class Crossing:
     budget: BudgetInfo

@@ -45,7 +45,7 @@ SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "api-key", "token", "acce
 def refuse_key_in_query(request: HttpRequest) -> None:
     """A key in the URL is refused even beside a valid header: the client is
     leaking it, and it should hear so at once rather than keep doing it."""
-    if SECRET_PARAMS & {name.lower() for name in request.GET}:
+    if request.META.get("QUERY_STRING") and SECRET_PARAMS & {name.lower() for name in request.GET}:
         raise InvalidRequest(
             "API keys in the URL are refused: send 'Authorization: Bearer <key>' (or 'x-api-key') instead, "
             "and treat the key that was in the URL as leaked.",

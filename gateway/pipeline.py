@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from budgets import pricing
@@ -55,7 +54,9 @@ OVERRIDABLE = ("temperature", "top_p", "max_tokens", "stop", "seed", "response_f
 
 
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    # An identifier, not a secret: 128 random bits without uuid4's os.urandom
+    # syscall and UUID object (3% of a request's CPU in the profile).
+    return f"req_{random.getrandbits(128):032x}"
 
 
 @dataclass(slots=True)
@@ -267,11 +268,10 @@ async def admit(call: Call, route: Route, base: ChatRequest) -> None:
 
 
 async def _reserve(call: Call, amount: Decimal) -> None:
-    from budgets.ledger import BudgetRefusal, BudgetStoreDown, budget_reserve
+    from budgets.ledger import BudgetRefusal, BudgetStoreDown, budget_reserve_async
 
     try:
-        call.held = await sync_to_async(budget_reserve, thread_sensitive=False)(
-            request_id=call.request_id, budgets=call.budgets, amount=amount)
+        call.held = await budget_reserve_async(request_id=call.request_id, budgets=call.budgets, amount=amount)
     except BudgetRefusal as refusal:
         b = refusal.budget
         raise BudgetExceeded(

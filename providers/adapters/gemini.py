@@ -412,6 +412,11 @@ _open_responses: contextvars.ContextVar[list[Any] | None] = contextvars.ContextV
 )
 
 
+def _async_transport() -> Any:
+    """httpx's own transport, of the family (httpx2 or httpx) google-genai builds its client from."""
+    return (httpx2 or httpx).AsyncHTTPTransport()
+
+
 async def _track_response(response: Any) -> None:
     bucket = _open_responses.get()
     if bucket is not None:
@@ -444,7 +449,11 @@ class GeminiAdapter(Adapter):
             headers={"X-Server-Timeout": str(int(config.options.get("server_timeout", 600)))},
             # follow_redirects: the SDK follows them by default, and x-goog-api-key
             # survives a redirect to another host: never follow one (docs/SECURITY.md).
-            async_client_args={"event_hooks": {"response": [_track_response]}, "follow_redirects": False},
+            # An explicit transport also keeps the SDK on httpx when aiohttp is installed
+            # (the openai adapter uses it): the response hook above, which lets a closed
+            # stream free its connection at once, exists only on httpx.
+            async_client_args={"event_hooks": {"response": [_track_response]}, "follow_redirects": False,
+                               "transport": _async_transport()},
         )
         self._client = genai.Client(api_key=config.credential, vertexai=False, http_options=options)
 

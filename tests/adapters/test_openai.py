@@ -18,7 +18,6 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from providers.adapters.openai import (
     OpenAIAdapter,
     StreamState,
@@ -322,7 +321,7 @@ def test_extra_passes_only_known_knobs():
 
 
 def test_from_openai_response_maps_content_tools_and_usage():
-    completion = ChatCompletion.model_validate({
+    completion = {
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-2024-08-06",
         "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
             "role": "assistant", "content": None,
@@ -332,7 +331,7 @@ def test_from_openai_response_maps_content_tools_and_usage():
         "usage": {"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130,
                   "prompt_tokens_details": {"cached_tokens": 64},
                   "completion_tokens_details": {"reasoning_tokens": 12}},
-    })
+    }
     result = from_openai_response(completion)
     assert result.content is None and result.finish_reason == "tool_calls"
     assert [(c.id, c.name, c.arguments) for c in result.tool_calls] == [("call_a", "f", "{}")]
@@ -352,9 +351,8 @@ def test_finish_reasons_normalise():
 
 def test_stream_state_without_finish_reason_is_an_error():
     state = StreamState()
-    chunk = ChatCompletionChunk.model_validate({
-        "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]})
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
     assert [e.text for e in state.events(chunk)] == ["hi"]
     final = state.final()
     assert final.type == "error" and final.error.kind == "unavailable"
