@@ -381,15 +381,20 @@ def _apply_unchecked(ops: list) -> list[dict]:
         for b in op.budgets:
             keys[(b.id, period_start(b.period, op.now))] = b
     ids = {key: _counter_id(budget, key[1]) for key, budget in keys.items()}
+    # Settlements: rows in and reservations out before the counters are locked.
+    # Every request of every process meets on the same few counter rows, so
+    # the lock is taken as late as possible and held for few statements.
+    released = {}
+    if settles:
+        _insert_rows([op.row for op in settles])
+        released = _release([op.row.request_id for op in settles])
     state = _locked_counters(ids, keys)
 
-    # Settlements: rows in, reservations out, spend added.
+    # Settlements: spend added, reservations given back.
     results: dict[int, dict] = {}
     delta_spent: dict[int, Decimal] = {}
     delta_reserved: dict[int, Decimal] = {}
     if settles:
-        _insert_rows([op.row for op in settles])
-        released = _release([op.row.request_id for op in settles])
         for counter_id, amount in released.items():
             if counter_id in state:
                 state[counter_id][1] -= amount
@@ -437,7 +442,7 @@ def _apply_unchecked(ops: list) -> list[dict]:
         _insert_reservations(new_reservations)
     changed = sorted(delta_spent.keys() | delta_reserved.keys())  # one lock order across processes
     if changed:
-        with connection.cursor() as cursor:
+        with _cursor() as cursor:
             cursor.executemany(
                 f"UPDATE {_table(BudgetCounter)} SET spent = spent + %s, reserved = reserved + %s WHERE id = %s",
                 [(delta_spent.get(c, ZERO), delta_reserved.get(c, ZERO), c) for c in changed])
@@ -447,6 +452,19 @@ def _apply_unchecked(ops: list) -> list[dict]:
     return [results[id(op)] for op in ops]
 
 
+def _cursor():
+    """A cursor for the writer's fixed statements. On PostgreSQL, psycopg's
+    server-side binding cursor: Django's default (ClientCursor) quotes every
+    parameter into the SQL text in Python, a fifth of the writer's CPU for
+    the Usage row's thirty columns."""
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        connection.ensure_connection()
+        return psycopg.Cursor(connection.connection)
+    return connection.cursor()
+
+
 def _locked_counters(ids: dict, keys: dict) -> dict[int, list[Decimal]]:
     """[spent, reserved] of each counter, locked for this transaction; a cached
     id whose row was deleted (budget removed and re-created) is renewed."""
@@ -454,7 +472,7 @@ def _locked_counters(ids: dict, keys: dict) -> dict[int, list[Decimal]]:
         return {}
     wanted = sorted(set(ids.values()))
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(f"SELECT id, spent, reserved FROM {_table(BudgetCounter)} "
                        f"WHERE id IN ({', '.join(['%s'] * len(wanted))}) ORDER BY id{lock}", wanted)
         state = {cid: [_money(spent), _money(reserved)] for cid, spent, reserved in cursor.fetchall()}
@@ -482,7 +500,7 @@ def _insert_rows(rows: list[Usage]) -> None:
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
     params = [f.get_db_prep_save(f.pre_save(row, True), connection) for row in rows for f in fields]
     returning = connection.features.can_return_rows_from_bulk_insert
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(f"INSERT INTO {_table(Usage)} ({columns}) VALUES {', '.join([one] * len(rows))}"
                        + (" RETURNING id" if returning else ""), params)
         if returning:
@@ -498,7 +516,7 @@ def _insert_reservations(held: list[tuple[str, int, Decimal, datetime]]) -> None
     params = [value for request_id, counter_id, money, expires in held
               for value in (request_id, counter_id, amount.get_db_prep_save(money, connection),
                             expires_at.get_db_prep_save(expires, connection))]
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(f"INSERT INTO {_table(Reservation)} (request_id, counter_id, amount, expires_at) VALUES "
                        + ", ".join(["(%s, %s, %s, %s)"] * len(held)), params)
 
@@ -506,7 +524,7 @@ def _insert_reservations(held: list[tuple[str, int, Decimal, datetime]]) -> None
 def _release(request_ids: list[str]) -> dict[int, Decimal]:
     """Delete these requests' reservations; what each counter gets back."""
     where = f"WHERE request_id IN ({', '.join(['%s'] * len(request_ids))})"
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         if connection.features.can_return_rows_from_bulk_insert:  # DELETE ... RETURNING too
             cursor.execute(f"DELETE FROM {_table(Reservation)} {where} RETURNING counter_id, amount", request_ids)
             held = cursor.fetchall()

@@ -103,11 +103,13 @@ class Usage(models.Model):
         ("cancelled", "Cancelled by the client"),
     ]
 
-    request_id = models.CharField(max_length=64, db_index=True)
+    request_id = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # No index of its own: (team, created_at) below serves every lookup by team.
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                             db_index=False)
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    persona = models.CharField(max_length=50, blank=True, db_index=True)
+    persona = models.CharField(max_length=50, blank=True)
     provider = models.CharField(max_length=50, blank=True)
     model = models.CharField(max_length=200, blank=True)
     endpoint = models.CharField(max_length=40, blank=True)
@@ -126,13 +128,22 @@ class Usage(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     # One entry per provider attempt: provider, model, outcome (ok or error kind), ms.
     attempt_log = models.JSONField(default=list, blank=True)
-    trace_id = models.CharField(max_length=32, blank=True, db_index=True)  # OpenTelemetry, when tracing is on
-    run_id = models.CharField(max_length=100, blank=True, db_index=True)
+    trace_id = models.CharField(max_length=32, blank=True)  # OpenTelemetry, when tracing is on
+    run_id = models.CharField(max_length=100, blank=True)
     step = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["team", "created_at"])]
+        # Every request inserts a row, so each index costs every request. Exact-match
+        # lookups only: Meta indexes, not db_index=True, which on PostgreSQL adds a
+        # second "_like" index per text column (docs/PERFORMANCE.md).
+        indexes = [
+            models.Index(fields=["team", "created_at"]),
+            models.Index(fields=["request_id"], name="usage_request_id_idx"),
+            models.Index(fields=["persona"], name="usage_persona_idx"),
+            models.Index(fields=["trace_id"], name="usage_trace_id_idx"),
+            models.Index(fields=["run_id"], name="usage_run_id_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.status}"
