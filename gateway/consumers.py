@@ -274,9 +274,11 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.joined = True
         await self.accept(subprotocol=chosen_subprotocol(self.scope))
 
-    async def ep_event(self, message: dict) -> None:
-        payload = {"kind": message["kind"], "data": message["data"]}
-        await self.send(text_data=json.dumps(payload, separators=(",", ":"), default=str))
+    async def ep_events(self, message: dict) -> None:
+        """A batch from one process (gateway/events.py): one frame per event, in order."""
+        for event in message["events"]:
+            payload = {"kind": event["kind"], "data": event["data"]}
+            await self.send(text_data=json.dumps(payload, separators=(",", ":"), default=str))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         pass  # the feed is one-way; anything a client sends is ignored

@@ -112,6 +112,11 @@ class Breaker:
     """One provider+model's breaker; state in Redis when configured, else here."""
 
     _local: dict[str, _LocalState] = {}
+    # name -> until when (monotonic) a "closed, no failures" verdict from Redis
+    # stands without asking again: one EVAL per breaker and process per
+    # EP_BREAKER_SHARED_CHECK_SECONDS instead of one per call. Another process's
+    # failures reach this one that much later; this process's own, at once.
+    _clean_until: dict[str, float] = {}
 
     def __init__(self, step: StepInfo) -> None:
         self.provider, self.model = step.provider.name, step.model
@@ -125,9 +130,14 @@ class Breaker:
         """True if a call may go through now (in half-open: only the one probe)."""
         now = time.time()
         if shared.redis_enabled():
+            if self._clean_until.get(self.name, 0.0) > time.monotonic():
+                self._clean = True
+                return True
             verdict = _text(await shared.async_redis().eval(_ALLOW, 1, self.key, now, self.cooldown))
             # "closed:0" (the common case) lets succeeded() skip its write.
             self._clean = verdict == "closed:0"
+            if self._clean:
+                self._clean_until[self.name] = time.monotonic() + settings.EP_BREAKER_SHARED_CHECK_SECONDS
             if not verdict.startswith("closed"):
                 metrics.set_breaker_state(self.provider, self.model, HALF_OPEN if verdict == "probe" else OPEN)
             return verdict.startswith("closed") or verdict == "probe"
@@ -152,6 +162,7 @@ class Breaker:
     async def failed(self) -> str:
         now = time.time()
         self._clean = False
+        self._clean_until.pop(self.name, None)
         if shared.redis_enabled():
             state = _text(await shared.async_redis().eval(_FAILURE, 1, self.key, now, self.threshold))
         else:

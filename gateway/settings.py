@@ -172,6 +172,10 @@ EP_RETRY_MAX_BACKOFF_SECONDS = envfloat("EP_RETRY_MAX_BACKOFF_SECONDS", 4.0)
 EP_RETRY_AFTER_CAP_SECONDS = envfloat("EP_RETRY_AFTER_CAP_SECONDS", 10.0)  # (retry_after_cap)
 EP_BREAKER_FAILURES = envint("EP_BREAKER_FAILURES", 5)  # (breaker_failures) in a row
 EP_BREAKER_COOLDOWN_SECONDS = envfloat("EP_BREAKER_COOLDOWN_SECONDS", 30.0)  # (breaker_cooldown_seconds)
+# With Redis, how long a process trusts a "closed" breaker verdict before asking again.
+EP_BREAKER_SHARED_CHECK_SECONDS = envfloat("EP_BREAKER_SHARED_CHECK_SECONDS", 1.0)
+# Live events leave each process in batches, this often (gateway/events.py).
+EP_EVENTS_BATCH_SECONDS = envfloat("EP_EVENTS_BATCH_SECONDS", 0.05)
 EP_FIRST_TOKEN_TIMEOUT_SECONDS = envfloat("EP_FIRST_TOKEN_TIMEOUT_SECONDS", 60.0)  # (first_token_timeout)
 EP_STREAM_IDLE_TIMEOUT_SECONDS = envfloat("EP_STREAM_IDLE_TIMEOUT_SECONDS", 30.0)  # (idle_timeout)
 EP_IDEMPOTENCY_TTL_SECONDS = envint("EP_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)

@@ -187,6 +187,7 @@ def _fresh_breakers():
     from gateway.resilience import Breaker
 
     Breaker._local.clear()
+    Breaker._clean_until.clear()
     if settings.REDIS_URL:
         client = shared.sync_redis()
         for key in client.scan_iter("ep:breaker:*"):
