@@ -30,13 +30,15 @@ import os
 import queue
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import psycopg
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
@@ -302,8 +304,10 @@ class LedgerWriter:
         ops = [op for op in batch if not (isinstance(op, _Settle) and op.row is None)]
         try:
             if ops:
-                with _writing(), transaction.atomic():
-                    results = _apply(ops)
+                with _writing():
+                    ids = _prepare(ops)
+                    with _transaction():
+                        results = _apply(ops, ids)
         except (DatabaseError, _Fallback):
             _after_error()
             for op in ops:
@@ -317,8 +321,10 @@ class LedgerWriter:
 
     def _execute_alone(self, op) -> None:
         try:
-            with _writing(), transaction.atomic():
-                [result] = _apply([op])
+            with _writing():
+                ids = _prepare([op])
+                with _transaction():
+                    [result] = _apply([op], ids)
         except DatabaseError as error:
             _after_error()
             _resolve(op.future, error=BudgetStoreDown(str(error)[:200]) if isinstance(op, _Reserve) else error)
@@ -358,37 +364,74 @@ SETTLED_MEMORY = 10_000
 _settled_recently: OrderedDict[str, None] = OrderedDict()
 
 
-def _apply(ops: list) -> list[dict]:
+@contextlib.contextmanager
+def _transaction():
+    """One write transaction of the writer.
+
+    PostgreSQL: psycopg directly, in pipeline mode, with BEGIN and COMMIT sent
+    as statements: a batch costs two round trips (its reads, then its writes
+    with the COMMIT) instead of one per statement plus Django's transaction
+    bookkeeping, 1.1 ms -> ~0.35 ms per transaction here. Errors come out as
+    Django's DatabaseError, as from the ORM. SQLite: Django's atomic()."""
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            yield
+        return
+    connection.ensure_connection()
+    conn = connection.connection
+    with connection.wrap_database_errors:
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                yield
+                conn.execute("COMMIT")
+        except BaseException:
+            if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _prepare(ops: list) -> dict[tuple[int, datetime], tuple[int, BudgetInfo]]:
+    """The counter of every budget period the ops touch, found (or created from
+    the ledger) before the transaction: a counter created now sums the ledger
+    without this batch's rows."""
+    keys: dict[tuple[int, datetime], BudgetInfo] = {}
+    for op in ops:
+        if isinstance(op, _Settle) and op.row.cost_usd:
+            for b in op.budgets:
+                keys[(b.id, period_start(b.period, op.row.created_at))] = b
+        elif isinstance(op, _Reserve):
+            for b in op.budgets:
+                keys[(b.id, period_start(b.period, op.now))] = b
+    return {key: (_counter_id(budget, key[1]), budget) for key, budget in keys.items()}
+
+
+def _apply(ops: list, counters: dict) -> list[dict]:
     """One batch inside one transaction; returns, per op, value= or error= for its future."""
     try:
-        return _apply_unchecked(ops)
+        return _apply_unchecked(ops, counters)
     except DatabaseError:
         raise
-    except Exception as error:  # a bug: this op may have written half its work
+    except Exception as error:  # a bug, or a counter gone: this op may have written half its work
         raise _Fallback() from error
 
 
-def _apply_unchecked(ops: list) -> list[dict]:
+def _apply_unchecked(ops: list, counters: dict) -> list[dict]:
     settles = [op for op in ops if isinstance(op, _Settle)]
     reserves = [op for op in ops if isinstance(op, _Reserve)]
-    # Counter ids first: a counter created now sums the ledger without this batch's rows.
-    keys: dict[tuple[int, datetime], BudgetInfo] = {}
-    for op in settles:
-        if op.row.cost_usd:
-            for b in op.budgets:
-                keys[(b.id, period_start(b.period, op.row.created_at))] = b
-    for op in reserves:
-        for b in op.budgets:
-            keys[(b.id, period_start(b.period, op.now))] = b
-    ids = {key: _counter_id(budget, key[1]) for key, budget in keys.items()}
+    ids = {key: counter_id for key, (counter_id, _) in counters.items()}
     # Settlements: rows in and reservations out before the counters are locked.
     # Every request of every process meets on the same few counter rows, so
-    # the lock is taken as late as possible and held for few statements.
+    # the lock is taken as late as possible and held for few statements. On
+    # PostgreSQL these three statements go out together (one round trip).
     released = {}
     if settles:
-        _insert_rows([op.row for op in settles])
-        released = _release([op.row.request_id for op in settles])
-    state = _locked_counters(ids, keys)
+        rows_inserted = _insert_rows([op.row for op in settles])
+        reservations_deleted = _release([op.row.request_id for op in settles])
+    state = _locked_counters(ids)
+    if settles:
+        rows_inserted()
+        released = reservations_deleted()
 
     # Settlements: spend added, reservations given back.
     results: dict[int, dict] = {}
@@ -465,9 +508,14 @@ def _cursor():
     return connection.cursor()
 
 
-def _locked_counters(ids: dict, keys: dict) -> dict[int, list[Decimal]]:
-    """[spent, reserved] of each counter, locked for this transaction; a cached
-    id whose row was deleted (budget removed and re-created) is renewed."""
+class _CounterGone(Exception):
+    """A cached counter id whose row was deleted (budget removed and re-created)."""
+
+
+def _locked_counters(ids: dict) -> dict[int, list[Decimal]]:
+    """[spent, reserved] of each counter, locked for this transaction. A cached
+    id whose row is gone is forgotten and the batch is redone op by op, each
+    op finding its counter again before its own transaction."""
     if not ids:
         return {}
     wanted = sorted(set(ids.values()))
@@ -477,11 +525,10 @@ def _locked_counters(ids: dict, keys: dict) -> dict[int, list[Decimal]]:
                        f"WHERE id IN ({', '.join(['%s'] * len(wanted))}) ORDER BY id{lock}", wanted)
         state = {cid: [_money(spent), _money(reserved)] for cid, spent, reserved in cursor.fetchall()}
     missing = [key for key, cid in ids.items() if cid not in state]
-    for key in missing:
-        _counter_ids.pop(key, None)
-        ids[key] = _counter_id(keys[key], key[1])
     if missing:
-        return _locked_counters(ids, keys)
+        for key in missing:
+            _counter_ids.pop(key, None)
+        raise _CounterGone(missing)
     return state
 
 
@@ -493,21 +540,28 @@ def _table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _insert_rows(rows: list[Usage]) -> None:
-    """Usage.objects.bulk_create, minus the compiler: each field prepares its own value."""
+def _insert_rows(rows: list[Usage]) -> Callable[[], None]:
+    """Usage.objects.bulk_create, minus the compiler: each field prepares its own value.
+    Sends the INSERT; the function returned reads the new ids (in pipeline mode,
+    after the round trip that carries the statements sent with it)."""
     fields = [f for f in Usage._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
     params = [f.get_db_prep_save(f.pre_save(row, True), connection) for row in rows for f in fields]
     returning = connection.features.can_return_rows_from_bulk_insert
-    with _cursor() as cursor:
-        cursor.execute(f"INSERT INTO {_table(Usage)} ({columns}) VALUES {', '.join([one] * len(rows))}"
-                       + (" RETURNING id" if returning else ""), params)
-        if returning:
-            for row, (pk,) in zip(rows, cursor.fetchall()):
-                row.pk = pk
-    for row in rows:
-        row._state.adding, row._state.db = False, connection.alias
+    cursor = _cursor()
+    cursor.execute(f"INSERT INTO {_table(Usage)} ({columns}) VALUES {', '.join([one] * len(rows))}"
+                   + (" RETURNING id" if returning else ""), params)
+
+    def read_ids() -> None:
+        with cursor:
+            if returning:
+                for row, (pk,) in zip(rows, cursor.fetchall()):
+                    row.pk = pk
+        for row in rows:
+            row._state.adding, row._state.db = False, connection.alias
+
+    return read_ids
 
 
 def _insert_reservations(held: list[tuple[str, int, Decimal, datetime]]) -> None:
@@ -521,18 +575,28 @@ def _insert_reservations(held: list[tuple[str, int, Decimal, datetime]]) -> None
                        + ", ".join(["(%s, %s, %s, %s)"] * len(held)), params)
 
 
-def _release(request_ids: list[str]) -> dict[int, Decimal]:
-    """Delete these requests' reservations; what each counter gets back."""
+def _release(request_ids: list[str]) -> Callable[[], dict[int, Decimal]]:
+    """Delete these requests' reservations. Sends the DELETE; the function
+    returned reads what each counter gets back (as _insert_rows)."""
     where = f"WHERE request_id IN ({', '.join(['%s'] * len(request_ids))})"
-    with _cursor() as cursor:
-        if connection.features.can_return_rows_from_bulk_insert:  # DELETE ... RETURNING too
-            cursor.execute(f"DELETE FROM {_table(Reservation)} {where} RETURNING counter_id, amount", request_ids)
-            held = cursor.fetchall()
-        else:
+    cursor = _cursor()
+    if not connection.features.can_return_rows_from_bulk_insert:  # no DELETE ... RETURNING
+        with cursor:
             cursor.execute(f"SELECT counter_id, amount FROM {_table(Reservation)} {where}", request_ids)
             held = cursor.fetchall()
             if held:
                 cursor.execute(f"DELETE FROM {_table(Reservation)} {where}", request_ids)
+        return lambda: _by_counter(held)
+    cursor.execute(f"DELETE FROM {_table(Reservation)} {where} RETURNING counter_id, amount", request_ids)
+
+    def read_released() -> dict[int, Decimal]:
+        with cursor:
+            return _by_counter(cursor.fetchall())
+
+    return read_released
+
+
+def _by_counter(held) -> dict[int, Decimal]:
     released: dict[int, Decimal] = {}
     for counter_id, amount in held:
         released[counter_id] = released.get(counter_id, ZERO) + _money(amount)
@@ -540,16 +604,20 @@ def _release(request_ids: list[str]) -> dict[int, Decimal]:
 
 
 def _alert_row_created(crossing: Crossing) -> bool:
+    """The alert's row, unless this budget, threshold and period already has one
+    (ON CONFLICT: a duplicate must not undo the batch's ledger rows)."""
     budget = crossing.budget
     pct = round(crossing.spent / budget.limit * 100) if budget.limit else 100
     message = f"Budget '{budget.name}' is {pct}% used: ${crossing.spent:.4f} of ${budget.limit:.2f} ({crossing.threshold}% alert)."
-    try:
-        with transaction.atomic():  # savepoint: a duplicate must not undo the ledger row
-            Alert.objects.create(budget_id=budget.id, threshold=crossing.threshold,
-                                 period_start=crossing.period_start, message=message[:300])
-    except IntegrityError:
-        return False
-    return True
+    alert = Alert(budget_id=budget.id, threshold=crossing.threshold, period_start=crossing.period_start,
+                  message=message[:300])
+    fields = [f for f in Alert._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    params = [f.get_db_prep_save(f.pre_save(alert, True), connection) for f in fields]
+    with _cursor() as cursor:
+        cursor.execute(f"INSERT INTO {_table(Alert)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "
+                       "ON CONFLICT DO NOTHING RETURNING id", params)
+        return cursor.fetchone() is not None
 
 
 def reservations_expire(now: datetime | None = None) -> int:

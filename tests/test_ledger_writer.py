@@ -11,7 +11,7 @@ import pytest
 from django.db.models import Sum
 
 from budgets import ledger
-from budgets.models import Budget, BudgetCounter, Reservation, Usage
+from budgets.models import Alert, Budget, BudgetCounter, Reservation, Usage
 from gateway.hotcache import BudgetInfo
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the writer has its own connection
@@ -64,3 +64,28 @@ def test_a_reservation_arriving_after_its_settlement_is_not_held(world, red_budg
     assert ledger.budget_reserve(request_id="req_late", budgets=[red_budget], amount=Decimal("0.5")) == []
     assert Reservation.objects.count() == 0
     assert BudgetCounter.objects.get(budget_id=red_budget.id).reserved == 0
+
+
+def test_a_counter_deleted_under_the_writer_is_found_again(world, red_budget):
+    # The writer caches counter ids; an operator who deletes the counter row
+    # (or the budget's period rows) must not break the next write.
+    ledger.budget_reserve(request_id="req_1", budgets=[red_budget], amount=Decimal("0.25"))
+    ledger.usage_settle(row=row(world, "req_1", "0.1"), budgets=[red_budget])
+    BudgetCounter.objects.filter(budget_id=red_budget.id).delete()
+    held = ledger.budget_reserve(request_id="req_2", budgets=[red_budget], amount=Decimal("0.25"))
+    counter = BudgetCounter.objects.get(budget_id=red_budget.id)
+    assert [h.counter_id for h in held] == [counter.id]
+    assert counter.spent == Decimal("0.1")  # rebuilt from the ledger
+    assert counter.reserved == Decimal("0.25")
+
+
+def test_a_threshold_alert_is_written_once_whichever_batch_crosses_it(world):
+    ledger.forget_counters()
+    budget = Budget.objects.create(name="red alerts", scope="team", team=world.red, limit_usd=Decimal(1),
+                                   hard=False, thresholds=[50])
+    info = BudgetInfo(budget.id, budget.name, budget.scope, budget.team_id, None, None, budget.period,
+                      budget.limit_usd, budget.hard, (50,))
+    first = ledger.usage_settle(row=row(world, "req_a", "0.6"), budgets=[info])
+    second = ledger.usage_settle(row=row(world, "req_b", "0.1"), budgets=[info])
+    assert [c.threshold for c in first] == [50] and second == []
+    assert Alert.objects.filter(budget=budget, threshold=50).count() == 1
