@@ -42,12 +42,26 @@ def bind(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse to start beside another server on the same port: with SO_REUSEPORT
+    a second instance would not fail to bind, it would silently take half of
+    the first one's connections. A probe bound without SO_REUSEPORT fails if
+    anything listens there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise SystemExit(f"gateway.serve: cannot listen on {host}:{port}: {error.strerror}") from None
+
+
 def run_worker(host: str, port: int, backlog: int, log_level: str) -> None:
     import uvicorn  # imported in the worker: the parent stays small
 
     sock = bind(host, port, backlog)
     config = uvicorn.Config(
-        APP, loop="uvloop", http="httptools", ws="websockets", lifespan="off",
+        APP, loop="uvloop", http="httptools", ws="websockets-sansio", lifespan="off",
         access_log=False,  # one log line per request costs more than the request (PERFORMANCE_NOTES)
         log_level=log_level, backlog=backlog, proxy_headers=False,
     )
@@ -110,6 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+    ensure_port_free(args.host, args.port)
     if args.workers <= 1:
         run_worker(args.host, args.port, args.backlog, args.log_level)
         return 0

@@ -4,6 +4,7 @@ workers; a worker that dies is replaced; SIGTERM stops them all."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -103,6 +104,21 @@ def test_each_worker_listens_on_its_own_socket_and_serves_chat(served, world):
     assert Usage.objects.count() == before + 12
 
 
+def test_websockets_work_under_the_production_server(served, world):
+    from websockets.sync.client import connect
+
+    _, port, _ = served
+    with connect(f"ws://127.0.0.1:{port}/ws/v1/chat", additional_headers={"Authorization": f"Bearer {world.red_key}"},
+                 open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "chat", "id": "c1", "persona": "architect",
+                            "messages": [{"role": "user", "content": "hi"}]}))
+        frames = []
+        while not frames or frames[-1]["type"] not in ("done", "error"):
+            frames.append(json.loads(ws.recv(timeout=10)))
+    assert frames[-1]["type"] == "done", frames[-1]
+    assert any(f["type"] == "delta" and f["id"] == "c1" for f in frames)
+
+
 def test_a_dead_worker_is_replaced_and_sigterm_stops_everything(served):
     process, port, url = served
     first = owners(listening_inodes(port))
@@ -122,3 +138,14 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_everything(served):
     wait_for(lambda: not listening_inodes(port))
     for pid in replaced:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_a_second_server_on_the_same_port_refuses_to_start(served, test_database_url):
+    # SO_REUSEPORT would otherwise let it bind and silently take half the connections.
+    _, port, url = served
+    second = subprocess.run(
+        [sys.executable, "-m", "gateway.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        cwd=ROOT, env=server_env(test_database_url), capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+    assert len(listening_inodes(port)) == 2 and healthy(url)
