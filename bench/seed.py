@@ -58,7 +58,8 @@ def check() -> dict:
     ledger = Usage.objects.filter(team__name="bench").aggregate(n=Count("id"), cost=Sum("cost_usd"))
     by_status = dict(Usage.objects.filter(team__name="bench").values_list("status").annotate(n=Count("id")))
     def money(value) -> str:  # SQLite sums decimals as floats: back to the ledger's 8 places
-        return str(Decimal(value or 0).quantize(Decimal("0.00000001")))
+        amount = Decimal(value or 0).quantize(Decimal("0.00000001"))
+        return str(amount if amount else Decimal("0.00000000"))  # no "-0E-8" from a float sum
 
     return {
         "reservations": Reservation.objects.count(),
