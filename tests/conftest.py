@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +128,22 @@ def _fresh_redis_windows():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_database_released_at_the_end(django_db_setup, django_db_blocker):
+    """In-process tests leave connections open on other threads (the ledger's
+    writer, sync_to_async workers); on PostgreSQL they kept pytest-django from
+    dropping the test database ("being accessed by other users"). Torn down
+    before django_db_setup, this ends them first."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
 @pytest.fixture(scope="session")
 def test_database_url(django_db_setup, django_db_blocker) -> str:
     from django.db import connection
@@ -193,3 +210,15 @@ def _fresh_breakers():
         for key in client.scan_iter("ep:breaker:*"):
             client.delete(key)
     yield
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)
+async def _adapters_closed_at_the_end():
+    """The adapter registry keeps one client per configuration for the whole
+    session; close them on the loop that opened them (aiohttp warns otherwise)."""
+    yield
+    from providers import adapters
+
+    for adapter in list(adapters._instances.values()):
+        await adapter.aclose()
+    adapters._instances.clear()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from importlib import import_module
 
 import pytest
-import pytest_asyncio
 
 from tests.fakes import FAKES
 
@@ -28,14 +27,3 @@ def harness(_started_harness):
     yield _started_harness
     _started_harness.reset()
 
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)
-async def _adapters_closed_at_the_end():
-    """The adapter registry keeps one client per configuration for the whole
-    session; close them on the loop that opened them (aiohttp warns otherwise)."""
-    yield
-    from providers import adapters
-
-    for adapter in list(adapters._instances.values()):
-        await adapter.aclose()
-    adapters._instances.clear()
