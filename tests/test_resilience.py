@@ -279,3 +279,28 @@ def test_breaker_state_is_shared_across_processes_with_redis(live, world, chain,
     # With Redis the second process sees the open breaker and never calls the
     # primary; without Redis each process keeps its own breaker.
     assert primary.call_count == (3 if settings.REDIS_URL else 5)
+
+
+def test_a_closed_breaker_is_trusted_for_the_shared_check_window_then_asked_again(live, world, chain):
+    """With Redis a process asks the shared breaker at most once per
+    EP_BREAKER_SHARED_CHECK_SECONDS (1 s) while it is closed and clean: a
+    breaker another process opens reaches this one within that window."""
+    from django.conf import settings
+
+    from gateway import shared
+
+    primary, backup = chain
+    provider = Provider.objects.get(name="primary")
+    provider.options = {**provider.options, "breaker_cooldown_seconds": 60}
+    provider.save()
+    assert ask(live, world).headers["x-ep-provider"] == "primary"  # a "closed" verdict, now trusted
+    if settings.REDIS_URL:  # another process opens the breaker
+        shared.sync_redis().hset(f"ep:breaker:primary/{MODEL}",
+                                 mapping={"state": "open", "since": time.time(), "failures": 0})
+    assert ask(live, world).headers["x-ep-provider"] == "primary"  # within the window: not asked again
+    time.sleep(1.3)
+    served_by = ask(live, world).headers["x-ep-provider"]
+    # Past the window the process asks Redis and skips the open breaker; without
+    # Redis each process keeps its own breaker, which nothing here opened.
+    assert served_by == ("backup" if settings.REDIS_URL else "primary")
+    assert primary.call_count == (2 if settings.REDIS_URL else 3)
