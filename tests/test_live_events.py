@@ -93,3 +93,29 @@ def test_the_feed_needs_an_admin_key_or_staff(live, world):
     statuses = {name: asyncio.run(attempt(key)) for name, key in
                 {"chat key": world.red_key, "no key": None, "wrong key": "ep-nope", "admin": world.admin_key}.items()}
     assert statuses == {"chat key": 403, "no key": 403, "wrong key": 403, "admin": 101}
+
+
+def test_a_burst_of_requests_arrives_as_one_frame_per_event(live, world):
+    """Events leave a process in batches (gateway/events.py); a watcher still
+    gets each request's usage event once, as a frame of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def scenario():
+        async with open_socket(live, "/ws/v1/events", key=world.admin_key) as watcher:
+            with ThreadPoolExecutor(8) as pool:
+                ids = await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(
+                    pool, chat_via_http, live, world.red_key, f"burst {i}") for i in range(8)))
+            seen: list[str] = []
+            try:
+                async with asyncio.timeout(5):
+                    while len(set(seen) & set(ids)) < len(ids):
+                        event = json.loads(await watcher.recv())  # one event per frame, never a batch
+                        assert set(event) == {"kind", "data"}
+                        if event["kind"] == "usage":
+                            seen.append(event["data"]["request_id"])
+            except TimeoutError:
+                pass
+            return ids, seen
+
+    ids, seen = asyncio.run(scenario())
+    assert sorted(r for r in seen if r in ids) == sorted(ids)  # each one, exactly once
