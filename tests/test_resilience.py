@@ -281,7 +281,7 @@ def test_breaker_state_is_shared_across_processes_with_redis(live, world, chain,
     assert primary.call_count == (3 if settings.REDIS_URL else 5)
 
 
-def test_a_closed_breaker_is_trusted_for_the_shared_check_window_then_asked_again(live, world, chain):
+def test_a_closed_breaker_is_trusted_for_the_shared_check_window_then_asked_again(live, world, fakes):
     """With Redis a process asks the shared breaker at most once per
     EP_BREAKER_SHARED_CHECK_SECONDS (1 s) while it is closed and clean: a
     breaker another process opens reaches this one within that window."""
@@ -289,18 +289,22 @@ def test_a_closed_breaker_is_trusted_for_the_shared_check_window_then_asked_agai
 
     from gateway import shared
 
-    primary, backup = chain
-    provider = Provider.objects.get(name="primary")
-    provider.options = {**provider.options, "breaker_cooldown_seconds": 60}
-    provider.save()
-    assert ask(live, world).headers["x-ep-provider"] == "primary"  # a "closed" verdict, now trusted
+    primary_fake, backup_fake = fakes
+    for fake in fakes:
+        fake.reset()
+    # Fresh names: breakers are keyed by provider name, and without Redis the
+    # live server keeps the ones earlier tests opened.
+    name = f"trusted-{uuid.uuid4().hex[:8]}"
+    primary = _provider(name, primary_fake, breaker_cooldown_seconds=60)
+    _persona("trusting", (primary, {"max_attempts": 1}), (_provider(f"{name}-backup", backup_fake), {}))
+    assert ask(live, world, model="trusting").headers["x-ep-provider"] == name  # "closed", now trusted
     if settings.REDIS_URL:  # another process opens the breaker
-        shared.sync_redis().hset(f"ep:breaker:primary/{MODEL}",
+        shared.sync_redis().hset(f"ep:breaker:{name}/{MODEL}",
                                  mapping={"state": "open", "since": time.time(), "failures": 0})
-    assert ask(live, world).headers["x-ep-provider"] == "primary"  # within the window: not asked again
+    assert ask(live, world, model="trusting").headers["x-ep-provider"] == name  # within the window
     time.sleep(1.3)
-    served_by = ask(live, world).headers["x-ep-provider"]
+    served_by = ask(live, world, model="trusting").headers["x-ep-provider"]
     # Past the window the process asks Redis and skips the open breaker; without
     # Redis each process keeps its own breaker, which nothing here opened.
-    assert served_by == ("backup" if settings.REDIS_URL else "primary")
-    assert primary.call_count == (2 if settings.REDIS_URL else 3)
+    assert served_by == (f"{name}-backup" if settings.REDIS_URL else name)
+    assert primary_fake.call_count == (2 if settings.REDIS_URL else 3)
