@@ -164,6 +164,30 @@ def live(gateway_server, transactional_db) -> LiveGateway:
     return gateway_server
 
 
+# -- a wire-level OpenAI fake -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake():
+    """An OpenAI fake provider (tests/fakes/openai_server.py) for the module;
+    modules that need another provider's fake define their own `fake`."""
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    server = FakeOpenAIServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def via_fake(fake, world):
+    """The `via-openai` persona routed to the fake (tests/streaming_support.py)."""
+    from tests.streaming_support import route_persona_to_fake
+
+    fake.reset()
+    route_persona_to_fake(fake)
+    return fake
+
+
 # -- the fixture world ---------------------------------------------------------------------
 
 

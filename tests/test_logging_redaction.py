@@ -18,18 +18,10 @@ from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 from tests.conftest import start_daphne, stop_process
 from tests.fakes.common import FakeReply, Fault
-from tests.fakes.openai_server import FakeOpenAIServer
 
 PROVIDER_CANARY = "sk-canary-logs-0123456789abcdefghij"
 BAD_KEY_CANARY = "ep-canary-invalid-key-0123456789abcdef"
 ACCESS_LOG = re.compile(r'^\S+ - - \[[^]]+\] "[A-Z]+ ')  # daphne's, printed without logging
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeOpenAIServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 from tests.conftest import start_daphne, stop_process
 from tests.fakes.common import FakeReply, Fault
-from tests.fakes.openai_server import FakeOpenAIServer
 
 Samples = list[tuple[str, dict[str, str], float]]
 
@@ -42,13 +41,6 @@ def chat(url: str, key: str, model: str, *, stream: bool = False, **extra) -> ht
         return client.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                            json={"model": model, "messages": [{"role": "user", "content": "hello"}],
                                  "stream": stream, **extra})
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeOpenAIServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -6,26 +6,10 @@ import json
 import time
 
 import httpx
-import pytest
 
 from budgets.models import Usage
 from tests.fakes.common import FakeReply
-from tests.fakes.openai_server import FakeOpenAIServer
-from tests.streaming_support import bearer, route_persona_to_fake, wait_for
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeOpenAIServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def via_fake(fake, world):
-    fake.reset()
-    route_persona_to_fake(fake)
-    return fake
+from tests.streaming_support import bearer, wait_for
 
 
 def body(persona: str = "architect", prompt: str = "Design a queue", **extra) -> dict:

@@ -19,14 +19,6 @@ from gateway import tracing
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 from tests.fakes.common import FakeReply, Fault
-from tests.fakes.openai_server import FakeOpenAIServer
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeOpenAIServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

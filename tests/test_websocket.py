@@ -13,22 +13,7 @@ from websockets.exceptions import InvalidStatus
 
 from budgets.models import Usage
 from tests.fakes.common import FakeReply
-from tests.fakes.openai_server import FakeOpenAIServer
-from tests.streaming_support import chat_frame, frames_until_terminal, open_socket, route_persona_to_fake, wait_for
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeOpenAIServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def via_fake(fake, world):
-    fake.reset()
-    route_persona_to_fake(fake)
-    return fake
+from tests.streaming_support import chat_frame, frames_until_terminal, open_socket, wait_for
 
 
 def slow_demo(world, chunk_delay_ms: int = 15) -> None:

@@ -28,7 +28,6 @@ from providers.adapters.openai import (
 )
 from providers.types import ChatRequest, ImagePart, Message, ProviderError, TextPart, Tool, ToolCall
 from tests.fakes.common import Fault, FakeReply, FakeToolCall
-from tests.fakes.openai_server import FakeOpenAIServer
 
 WEATHER = Tool(
     name="get_weather",
@@ -36,13 +35,6 @@ WEATHER = Tool(
     parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 )
 PNG = "data:image/png;base64,iVBORw0KGgo="
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeOpenAIServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(autouse=True)

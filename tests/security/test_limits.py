@@ -11,7 +11,6 @@ from django.conf import settings
 from gateway.models import ApiKey
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
-from tests.fakes.openai_server import FakeOpenAIServer
 
 ROUTES = {  # label -> (path, body for n messages and max_tokens, where the error code is)
     "openai": ("/v1/chat/completions", lambda msgs, mt: {"model": "capped", "messages": msgs, "max_tokens": mt}),
@@ -19,13 +18,6 @@ ROUTES = {  # label -> (path, body for n messages and max_tokens, where the erro
     "anthropic": ("/v1/messages", lambda msgs, mt: {"model": "capped", "messages": msgs, "max_tokens": mt or 50}),
 }
 HI = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeOpenAIServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
