@@ -31,7 +31,7 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/pyth
 # Development server: SQLite, demo provider, first admin login and API key printed.
 serve:
 	DEBUG=$${DEBUG:-1} $(PYTHON) manage.py bootstrap
-	DEBUG=$${DEBUG:-1} $(PYTHON) -m daphne -b $(HOST) -p $(PORT) -v 1 gateway.asgi:application
+	DEBUG=$${DEBUG:-1} $(PYTHON) -m daphne -b $(HOST) -p $(PORT) -v 1 config.asgi:application
 
 test: install-dev
 	sh scripts/install-browser.sh

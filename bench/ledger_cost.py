@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 import django
 
@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from budgets import ledger
 from budgets.models import Usage
-from gateway.hotcache import load_snapshot
+from gateway.config import load_snapshot
 
 
 def main(n: int) -> None:

@@ -156,9 +156,9 @@ def phases(label: str, url: str, headers: dict[str, str], model: str, procs: lis
 
 
 def server_cmd(server: str, workers: int) -> list[str]:
-    app = "gateway.asgi:application"
-    if server == "serve":  # production: gateway/serve.py, uvicorn workers with SO_REUSEPORT sockets
-        return [PY, "-m", "gateway.serve", "--host", HOST, "--port", str(GATEWAY_PORT), "--workers", str(workers)]
+    app = "config.asgi:application"
+    if server == "serve":  # production: config/serve.py, uvicorn workers with SO_REUSEPORT sockets
+        return [PY, "-m", "config.serve", "--host", HOST, "--port", str(GATEWAY_PORT), "--workers", str(workers)]
     if server == "granian":
         return [PY, "-m", "granian", "--interface", "asginl", "--host", HOST, "--port", str(GATEWAY_PORT),
                 "--workers", str(workers), "--loop", "uvloop", "--log-level", "warning", "--no-access-log",
@@ -175,7 +175,7 @@ def server_cmd(server: str, workers: int) -> list[str]:
 def gateway_env(variant: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "EP_"))}
     env |= {"SECRET_KEY": SECRET, "DEBUG": "0", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
-            "DJANGO_SETTINGS_MODULE": "gateway.settings", "EP_ALLOW_PRIVATE_PROVIDER_URLS": "1"}
+            "DJANGO_SETTINGS_MODULE": "config.settings", "EP_ALLOW_PRIVATE_PROVIDER_URLS": "1"}
     if variant == "sqlite":
         env["DATABASE_URL"] = f"sqlite:///{RESULTS / 'ep_bench.sqlite3'}"
     else:
@@ -303,7 +303,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short phases and a 5,000-request mixed run")
     parser.add_argument("--variants", default="sqlite,pg", help="sqlite, pg (PostgreSQL + Redis)")
     parser.add_argument("--servers", default="serve,uvicorn",
-                        help="ASGI servers to measure, production's first: serve (gateway/serve.py), "
+                        help="ASGI servers to measure, production's first: serve (config/serve.py), "
                              "uvicorn (--workers), granian (if installed), daphne")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--litellm-workers", default="1,2")

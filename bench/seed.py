@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 import django
 
@@ -26,7 +26,7 @@ from django.core.management import call_command
 from django.db.models import Count, Sum
 
 from budgets.models import Budget, BudgetCounter, Reservation, Usage
-from gateway.models import ApiKey, Team
+from accounts.models import ApiKey, Team
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 

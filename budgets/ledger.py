@@ -44,7 +44,7 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from budgets.models import Alert, BudgetCounter, Reservation, Usage
-from gateway.hotcache import BudgetInfo
+from budgets.snapshot import BudgetInfo
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from gateway.models import ApiKey, Team
+from accounts.models import ApiKey, Team
 
 
 def default_thresholds() -> list[int]:

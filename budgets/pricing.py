@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import genai_prices
 
-from gateway.hotcache import ModelInfo
+from providers.snapshot import ModelInfo
 from providers.types import Usage
 
 MILLION = Decimal(1_000_000)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from gateway import shared
+from budgets import shared_state as shared
 from gateway.errors import RateLimited, ServiceUnavailable
-from gateway.hotcache import KeyInfo, RateLimitInfo
+from accounts.snapshot import KeyInfo
+from budgets.snapshot import RateLimitInfo
 
 WINDOW = 60
 

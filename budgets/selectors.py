@@ -1,6 +1,6 @@
 """Reads for the dashboard: spend and request aggregates from the Usage ledger.
 
-`team_ids` is always the caller's visibility (gateway.roles.visible_team_ids):
+`team_ids` is always the caller's visibility (accounts.roles.visible_team_ids):
 None means every team, a set limits every aggregate to those teams, so a team
 lead's page can never add up another team's rows.
 """

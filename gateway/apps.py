@@ -2,10 +2,14 @@ from django.apps import AppConfig
 
 
 class GatewayConfig(AppConfig):
+    """The request core. It owns no models any more; its migrations stay, since
+    existing databases recorded them (the account tables moved to `accounts`
+    with their table names kept)."""
+
     name = "gateway"
-    verbose_name = "Gateway: teams and API keys"
+    verbose_name = "Gateway: the request core"
 
     def ready(self) -> None:
-        from gateway import hotcache
+        from gateway import config
 
-        hotcache.connect_invalidation_signals()
+        config.connect_invalidation_signals()

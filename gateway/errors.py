@@ -1,5 +1,5 @@
 """One exception hierarchy for everything the gateway refuses or fails at,
-turned into the one JSON envelope in one place (gateway/api.py)."""
+turned into the one JSON envelope in one place (api/urls.py)."""
 
 from __future__ import annotations
 

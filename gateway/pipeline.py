@@ -20,7 +20,7 @@ from django.conf import settings
 
 from budgets import pricing
 from budgets.ratelimit import Admission, rate_limit_admit
-from gateway import tracing
+from gateway.observability import tracing
 from gateway.errors import (
     AuthenticationFailed,
     BudgetExceeded,
@@ -30,8 +30,11 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamFailed,
 )
-from gateway.hotcache import BudgetInfo, KeyInfo, PersonaInfo, Snapshot, StepInfo, config_cache
-from gateway.models import hash_key
+from budgets.snapshot import BudgetInfo
+from accounts.snapshot import KeyInfo
+from personas.snapshot import PersonaInfo, StepInfo
+from gateway.config import Snapshot, config_cache
+from accounts.models import hash_key
 from gateway.recording import account, estimate_tokens, settle, usage_event, usage_record  # noqa: F401 (re-exported)
 from gateway.resilience import (
     Breaker,
@@ -91,7 +94,7 @@ class Call:
     timeout: float | None = None  # the caller's own deadline (X-EP-Timeout), seconds
     deadline: Deadline | None = None
     attempt_log: list[dict] = field(default_factory=list)
-    # Observability (gateway/tracing.py): the request span, and its trace id for the Usage row.
+    # Observability (gateway/observability/tracing.py): the request span, and its trace id for the Usage row.
     span: object = None
     trace_id: str = ""
 

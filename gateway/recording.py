@@ -19,9 +19,11 @@ from django.db import DatabaseError
 
 from budgets import pricing
 from budgets.ratelimit import rate_limit_add_tokens
-from gateway import background, events, metrics, tracing
+from budgets import sweeper as background
+from gateway import events
+from gateway.observability import metrics, tracing
 from gateway.errors import UpstreamFailed
-from gateway.hotcache import StepInfo
+from personas.snapshot import StepInfo
 from providers.types import ChatRequest, StreamEvent, Usage
 
 if TYPE_CHECKING:

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from gateway import metrics, shared
-from gateway.hotcache import StepInfo
+from gateway.observability import metrics
+from budgets import shared_state as shared
+from personas.snapshot import StepInfo
 from providers.types import ProviderError, StreamEvent
 
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from gateway.audit import audit_record, changed, snapshot
+from accounts.audit import audit_record, changed, snapshot
 from personas.models import Persona, RouteStep
 from personas.services import ImportResult, persona_map_export, persona_map_import
 from providers.models import Provider

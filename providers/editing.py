@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from gateway.audit import audit_record, changed, snapshot
+from accounts.audit import audit_record, changed, snapshot
 from providers.models import Model, Provider
 
 PROVIDER_FIELDS = ["name", "kind", "base_url", "enabled", "connect_timeout", "read_timeout", "options"]

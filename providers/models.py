@@ -76,7 +76,7 @@ class ConfigGeneration(models.Model):
     (keys, personas, routes, providers, models, budgets, limits).
 
     Gateway processes without Redis poll it to drop their in-memory config
-    (gateway/hotcache.py); with Redis a counter there plays the same role.
+    (gateway/config.py); with Redis a counter there plays the same role.
     """
 
     value = models.BigIntegerField(default=0)

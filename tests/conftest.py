@@ -2,7 +2,7 @@
 
 - Two teams, red and blue, each with a chat key; an admin key; a key with the
   `direct` scope.
-- `gateway_server`: a real daphne process serving gateway.asgi against the
+- `gateway_server`: a real daphne process serving config.asgi against the
   test database, started once per session. Tests that talk to it use
   `transactional_db` so what they create is committed and visible to it.
 """
@@ -57,7 +57,7 @@ class LiveGateway:
 def server_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "gateway.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": database_url,
         "DEBUG": "0",
         "SECRET_KEY": settings.SECRET_KEY,
@@ -87,7 +87,7 @@ def start_daphne(database_url: str, name: str = "gateway", **extra_env: str) -> 
     port = _free_port()
     log_path = ARTIFACTS / f"{name}-{port}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "1", "gateway.asgi:application"],
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "1", "config.asgi:application"],
         cwd=ROOT,
         env=server_env(database_url, **extra_env),
         stdout=log_path.open("w"),
@@ -120,7 +120,7 @@ def _fresh_redis_windows():
     """Redis outlives test databases, whose ids restart each session: drop the
     rate-limit windows a previous session left for the same key ids."""
     if settings.REDIS_URL:
-        from gateway import shared
+        from budgets import shared_state as shared
 
         client = shared.sync_redis()
         for key in client.scan_iter("ep:rl:*"):
@@ -204,7 +204,7 @@ class World:
 
 @pytest.fixture
 def world(db) -> World:
-    from gateway.models import ApiKey, Team
+    from accounts.models import ApiKey, Team
     from personas.services import demo_personas_ensure
     from providers.services import demo_provider_ensure
 
@@ -224,7 +224,7 @@ def world(db) -> World:
 def _fresh_breakers():
     """Circuit breakers are keyed by provider name, which tests reuse: each
     test starts with every breaker closed (in Redis and in this process)."""
-    from gateway import shared
+    from budgets import shared_state as shared
     from gateway.resilience import Breaker
 
     Breaker._local.clear()

@@ -10,8 +10,8 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-never-used-in-producti
 # The fake providers listen on 127.0.0.1 (providers/validation.py).
 os.environ.setdefault("EP_ALLOW_PRIVATE_PROVIDER_URLS", "1")
 
-from gateway.settings import *  # noqa: E402,F401,F403
-from gateway.settings import BASE_DIR, DATABASES  # noqa: E402
+from config.settings import *  # noqa: E402,F401,F403
+from config.settings import BASE_DIR, DATABASES  # noqa: E402
 
 _name = os.environ.get("EP_TEST_DB_NAME", "")
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):

@@ -544,7 +544,7 @@ def test_bad_input_gets_a_4xx_anthropic_error_and_one_row(live, world, fakes, ro
     ],
 )
 def test_each_status_has_its_anthropic_error_type(status, error_type):
-    from gateway.anthropic_compat import error_json
+    from api.anthropic_compat import error_json
 
     body = error_json(status, "m", "c", "req_1")
     assert body == {

@@ -1,4 +1,4 @@
-"""The API's lean path through gateway.asgi (ApiHandler), against a live daphne:
+"""The API's lean path through config.asgi (ApiHandler), against a live daphne:
 the same answers and security headers as the dashboard's full chain, without
 the session and CSRF machinery; dashboard paths keep the full chain."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import httpx
 
-from gateway.asgi import ApiSecurityHeaders, api_middleware
-from gateway.middleware import LedgerMiddleware
-from gateway.security_headers import DATA_POLICY, ContentSecurityPolicyMiddleware
+from config.asgi import ApiSecurityHeaders, api_middleware
+from api.middleware import LedgerMiddleware
+from config.security_headers import DATA_POLICY, ContentSecurityPolicyMiddleware
 
 
 def _assert_hardened(response: httpx.Response) -> None:

@@ -231,7 +231,7 @@ def test_an_unreachable_budget_store_refuses_with_503(live, priced_demo):
 
 
 def _key_id(raw: str) -> int:
-    from gateway.models import ApiKey, hash_key
+    from accounts.models import ApiKey, hash_key
 
     return ApiKey.objects.get(key_hash=hash_key(raw)).id
 

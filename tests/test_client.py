@@ -364,7 +364,7 @@ def gateway_on_port_8000(test_database_url, live):
                         "needs that port free. Stop whatever listens there and run it again.")
     log_path = ARTIFACTS / "gateway-8000.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "8000", "gateway.asgi:application"],
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "8000", "config.asgi:application"],
         cwd=ROOT, env=server_env(test_database_url), stdout=log_path.open("w"), stderr=subprocess.STDOUT)
     try:
         _wait_for_health("http://127.0.0.1:8000", process, log_path)

@@ -16,7 +16,7 @@ from django.utils import timezone
 from budgets.ledger import period_start
 from budgets.models import Budget, BudgetCounter, Reservation, Usage
 from budgets.pricing import cost_of
-from gateway.hotcache import ModelInfo
+from providers.snapshot import ModelInfo
 from providers.types import Usage as Tokens
 
 
@@ -117,8 +117,8 @@ def test_costs_export_csv_and_refuse_a_bad_range(live, world):
 def test_every_authenticated_route_is_async():
     """ApiKeyAuth is async: on a sync operation ninja would take the coroutine
     it returns for a successful login. Every operation behind it must be async."""
-    from gateway.api import api
-    from gateway.auth import ApiKeyAuth
+    from api.urls import api
+    from api.auth import ApiKeyAuth
 
     checked = 0
     for _prefix, router in api._routers:

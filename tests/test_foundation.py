@@ -16,7 +16,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from gateway.models import ApiKey, Team, hash_key
+from accounts.models import ApiKey, Team, hash_key
 from personas.models import Persona
 from providers.models import Provider
 
@@ -47,14 +47,14 @@ def test_the_server_refuses_to_start_without_a_real_secret_when_debug_is_off():
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, capture_output=True, text=True,
         env={**{k: v for k, v in os.environ.items() if k != "SECRET_KEY"}, "DEBUG": "0",
-             "DJANGO_SETTINGS_MODULE": "gateway.settings"},
+             "DJANGO_SETTINGS_MODULE": "config.settings"},
     )
     assert result.returncode != 0
     assert "SECRET_KEY is missing" in result.stderr
     ok = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, capture_output=True, text=True,
         env={**os.environ, "DEBUG": "0", "SECRET_KEY": "a-real-secret-for-this-test",
-             "DJANGO_SETTINGS_MODULE": "gateway.settings"},
+             "DJANGO_SETTINGS_MODULE": "config.settings"},
     )
     assert ok.returncode == 0, ok.stderr
 

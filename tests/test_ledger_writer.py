@@ -12,7 +12,7 @@ from django.db.models import Sum
 
 from budgets import ledger
 from budgets.models import Alert, Budget, BudgetCounter, Reservation, Usage
-from gateway.hotcache import BudgetInfo
+from budgets.snapshot import BudgetInfo
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the writer has its own connection
 

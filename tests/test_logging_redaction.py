@@ -132,7 +132,7 @@ def test_the_console_handler_redacts_tracebacks_and_extras(console_handler):
 
 
 def test_json_lines_carry_the_request_id_and_plain_text_too():
-    from gateway import logs
+    from gateway.observability import logs
 
     logs.bind_request("req_0123", "ab" * 16)
     try:
@@ -148,7 +148,7 @@ def test_json_lines_carry_the_request_id_and_plain_text_too():
 
 
 def test_redaction_keeps_ordinary_text():
-    from gateway.logs import redact
+    from gateway.observability.logs import redact
 
     text = "step-by-step: SECRET_KEY is missing; provider openai failed (rate_limited), attempt 2"
     assert redact(text) == text

@@ -143,7 +143,7 @@ def test_a_stream_is_in_flight_until_its_body_ends(live, world, via_openai):
 
 
 def test_breaker_state_is_a_gauge_per_provider_and_model():
-    from gateway import metrics
+    from gateway.observability import metrics
 
     metrics.set_breaker_state("openai", "gpt-4o-mini", "open")
     metrics.set_breaker_state("anthropic", "claude-x", 1)
@@ -198,7 +198,7 @@ def _dead_pid() -> int:
 
 
 def test_a_process_joining_live_ones_keeps_their_counters_and_drops_dead_live_gauges(tmp_path):
-    from gateway.metrics import prepare_multiproc_dir
+    from gateway.observability.metrics import prepare_multiproc_dir
 
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     dead = _dead_pid()
@@ -227,7 +227,7 @@ def test_the_grafana_dashboard_queries_only_what_the_gateway_exports(db, world):
     import re
     from pathlib import Path
 
-    from gateway import metrics
+    from gateway.observability import metrics
 
     Budget.objects.create(name="any", scope="global", period="day", limit_usd=Decimal(1))
     metrics.observe_usage(Usage(request_id="req_x", persona="p", provider="demo", model="demo", status="ok",

@@ -72,7 +72,7 @@ def test_a_wrong_key_is_an_authentication_error(live, world):
 def test_a_revoked_key_is_refused(live, world):
     from django.utils import timezone
 
-    from gateway.models import ApiKey
+    from accounts.models import ApiKey
 
     ApiKey.objects.filter(name="red agents").update(revoked_at=timezone.now())
     ApiKey.objects.get(name="red agents").save()  # signals invalidate caches

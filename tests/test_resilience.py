@@ -236,8 +236,9 @@ def test_the_providers_page_shows_an_open_breaker(db, world, client):
 
     from django.contrib.auth import get_user_model
 
-    from gateway import shared
-    from gateway.hotcache import StepInfo, _provider_info
+    from budgets import shared_state as shared
+    from personas.snapshot import StepInfo
+    from providers.snapshot import provider_info as _provider_info
     from gateway.resilience import Breaker
 
     client.force_login(get_user_model().objects.create_superuser("root", "root@localhost", "a-long-password-1"))
@@ -287,7 +288,7 @@ def test_a_closed_breaker_is_trusted_for_the_shared_check_window_then_asked_agai
     breaker another process opens reaches this one within that window."""
     from django.conf import settings
 
-    from gateway import shared
+    from budgets import shared_state as shared
 
     primary_fake, backup_fake = fakes
     for fake in fakes:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from budgets.models import Usage
-from gateway.runs import run_status
+from api.runs import run_status
 
 
 def chat(live, key: str, persona: str, *, run_id: str, step: str, via: str = "headers") -> httpx.Response:

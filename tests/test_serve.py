@@ -1,4 +1,4 @@
-"""The production server (`python -m gateway.serve`): each worker listens on its
+"""The production server (`python -m config.serve`): each worker listens on its
 own SO_REUSEPORT socket, so the kernel spreads keep-alive connections across
 workers; a worker that dies is replaced; SIGTERM stops them all."""
 
@@ -67,7 +67,7 @@ def served(test_database_url, world):
     port = _free_port()
     log = (ARTIFACTS / f"serve-{port}.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
         cwd=ROOT, env=server_env(test_database_url), stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -144,7 +144,7 @@ def test_a_second_server_on_the_same_port_refuses_to_start(served, test_database
     # SO_REUSEPORT would otherwise let it bind and silently take half the connections.
     _, port, url = served
     second = subprocess.run(
-        [sys.executable, "-m", "gateway.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
         cwd=ROOT, env=server_env(test_database_url), capture_output=True, text=True, timeout=60)
     assert second.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in second.stderr

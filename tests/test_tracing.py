@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from budgets.models import Usage
-from gateway import tracing
+from gateway.observability import tracing
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 from tests.fakes.common import FakeReply, Fault

@@ -47,8 +47,8 @@ def password_hash() -> str:
 def people(world, password_hash) -> People:
     from django.contrib.auth.models import Group, User
 
-    from gateway.models import Membership
-    from gateway.roles import OPERATORS
+    from accounts.models import Membership
+    from accounts.roles import OPERATORS
 
     def user(name: str, **extra):
         return User.objects.create(username=name, password=password_hash, **extra)

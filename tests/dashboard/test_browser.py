@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from budgets.models import Usage
-from gateway.models import AuditEntry
+from accounts.models import AuditEntry
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 from tests.dashboard.conftest import log_in, screenshot

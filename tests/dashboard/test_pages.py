@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from budgets.models import Budget
-from gateway.models import ApiKey, AuditEntry
+from accounts.models import ApiKey, AuditEntry
 from providers.models import Provider
 from tests.dashboard.conftest import log_in, screenshot
 

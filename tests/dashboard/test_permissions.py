@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 from budgets.models import Budget, Usage
-from gateway.models import AuditEntry
+from accounts.models import AuditEntry
 from personas.models import Persona
 from tests.dashboard.conftest import client_for
 

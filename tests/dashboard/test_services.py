@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from budgets import selectors
 from budgets.models import Alert, Budget, Usage
-from gateway.models import AuditEntry
+from accounts.models import AuditEntry
 from personas.models import Persona
 from tests.dashboard.conftest import client_for
 

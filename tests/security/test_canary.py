@@ -13,7 +13,7 @@ from django.core import serializers
 from django.test import Client
 
 from budgets.models import Usage
-from gateway.models import ApiKey, AuditEntry
+from accounts.models import ApiKey, AuditEntry
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 from tests.conftest import start_daphne, stop_process

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from gateway.security_headers import DATA_POLICY, PAGE_POLICY
+from config.security_headers import DATA_POLICY, PAGE_POLICY
 from tests.dashboard.conftest import PASSWORD, client_for
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from budgets.models import Alert, Budget, Usage
-from gateway.models import ApiKey, AuditEntry, Team
+from accounts.models import ApiKey, AuditEntry, Team
 from personas.models import Persona, RouteStep
 from providers.models import Model
 from tests.dashboard.conftest import client_for

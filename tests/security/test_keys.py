@@ -10,7 +10,7 @@ import httpx
 from django.core import serializers
 from django.utils import timezone
 
-from gateway.models import ApiKey
+from accounts.models import ApiKey
 
 
 def test_only_the_hash_of_a_key_is_stored(world):

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from gateway.models import ApiKey
+from accounts.models import ApiKey
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 

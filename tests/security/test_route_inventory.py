@@ -7,11 +7,11 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, get_resolver
 from ninja.utils import normalize_path
 
-from gateway.api import api
-from gateway.auth import ApiKeyAuth
-from gateway.routing import websocket_urlpatterns
+from api.urls import api
+from api.auth import ApiKeyAuth
+from api.websocket.routing import websocket_urlpatterns
 
-# Who may use each dashboard route (by URL name), see gateway/roles.py:
+# Who may use each dashboard route (by URL name), see accounts/roles.py:
 #   public    anyone, logged in or not
 #   login     any logged-in user (what they see is scoped to their teams)
 #   costs     team leads (their own teams) and operators

@@ -1,0 +1,53 @@
+"""Dashboard writes to teams, memberships and API keys; each leaves an AuditEntry."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.audit import audit_record
+from accounts.models import ApiKey, Membership, Team
+
+
+@transaction.atomic
+def team_create(*, actor, name: str) -> Team:
+    team = Team.objects.create(name=name)
+    audit_record(actor=actor, action="team.create", target=team, summary=f"Created team '{name}'",
+                 after={"name": name})
+    return team
+
+
+@transaction.atomic
+def membership_set(*, actor, team: Team, username: str, role: str) -> Membership:
+    user = get_user_model().objects.get(username=username)
+    membership, created = Membership.objects.get_or_create(user=user, team=team, defaults={"role": role})
+    before = None if created else {"role": membership.role}
+    membership.role = role
+    membership.save()
+    audit_record(actor=actor, action="membership.set", target=membership, label=f"{username} in {team.name}",
+                 summary=f"{username} is now {membership.get_role_display().lower()} of team '{team.name}'",
+                 before=before, after={"role": role})
+    return membership
+
+
+@transaction.atomic
+def key_create(*, actor, team: Team, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
+    """Issue a key; the raw key is returned once and never stored or audited."""
+    key, raw = ApiKey.issue(team=team, name=name, scopes=scopes)
+    audit_record(actor=actor, action="key.create", target=key, label=f"{team.name}/{name}",
+                 summary=f"Created key '{name}' ({key.prefix}…) for team '{team.name}' with scopes {', '.join(scopes)}",
+                 after={"team": team.name, "name": name, "prefix": key.prefix, "scopes": scopes})
+    return key, raw
+
+
+@transaction.atomic
+def key_revoke(*, actor, key: ApiKey) -> bool:
+    if key.revoked_at is not None:
+        return False
+    key.revoked_at = timezone.now()
+    key.save(update_fields=["revoked_at"])
+    audit_record(actor=actor, action="key.revoke", target=key, label=f"{key.team.name}/{key.name}",
+                 summary=f"Revoked key '{key.name}' ({key.prefix}…) of team '{key.team.name}'",
+                 before={"revoked_at": None}, after={"revoked_at": key.revoked_at.isoformat()})
+    return True

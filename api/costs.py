@@ -1,0 +1,92 @@
+"""GET /costs: totals and a daily series, grouped by team, persona, provider,
+model, key or workflow run, over a time range; JSON or CSV.
+
+A key sees its own team's costs; an admin-scoped key sees every team.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, time, timedelta
+from typing import Literal
+
+from asgiref.sync import sync_to_async
+from django.db.models import Count, F, Sum
+from django.db.models.functions import TruncDate
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from ninja import Router
+
+from budgets.selectors import DIMENSIONS, spend_by, usage_visible
+from api.auth import ApiKeyAuth
+from gateway.errors import KEYED, InvalidRequest, error_responses
+from api.responses import json_response
+
+router = Router(tags=["Costs"], auth=ApiKeyAuth())
+GroupBy = Literal["team", "persona", "provider", "model", "key", "run"]
+
+
+def _moment(value: str | None, *, param: str, end: bool = False) -> datetime | None:
+    if not value:
+        return None
+    refusal = InvalidRequest(f"{param} must be an ISO date or datetime, e.g. 2026-11-01.", param=param)
+    try:
+        moment = parse_datetime(value)
+        if moment is None and (day := parse_date(value)) is not None:
+            # A bare end date includes that whole day.
+            moment = datetime.combine(day + timedelta(days=1) if end else day, time.min)
+        if moment is None:
+            raise refusal
+        # In UTC: PostgreSQL refuses offsets past +-15:59 that Python accepts (found by schemathesis).
+        return moment.replace(tzinfo=UTC) if timezone.is_naive(moment) else moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # a well-formed but impossible date, or one past year 9999
+        raise refusal from None
+
+
+def _series(rows, field: str) -> list[dict]:
+    daily = (rows.annotate(day=TruncDate("created_at")).values("day", label=F(field))
+             .annotate(cost=Sum("cost_usd"), requests=Count("id")).order_by("day", "label"))
+    return [{"day": r["day"].isoformat(), "group": r["label"] or "(none)", "cost_usd": f"{r['cost'] or 0:.8f}",
+             "requests": r["requests"]} for r in daily]
+
+
+def _csv(groups: list[dict], group_by: str) -> HttpResponse:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([group_by, "cost_usd", "requests", "tokens"])
+    for g in groups:
+        writer.writerow([g["group"], g["cost_usd"], g["requests"], g["tokens"]])
+    response = HttpResponse(out.getvalue(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="costs-by-{group_by}.csv"'
+    return response
+
+
+@router.get("/costs", summary="Spend grouped by team, persona, provider, model, key or run",
+            response={200: dict, **error_responses(*KEYED)},
+            openapi_extra={"responses": {200: {"description": "JSON, or CSV with format=csv.",
+                                               "content": {"text/csv": {"schema": {"type": "string"}}}}}})
+async def costs(request: HttpRequest, group_by: GroupBy = "team", start: str | None = None, end: str | None = None,
+                format: Literal["json", "csv"] = "json"):
+    # ApiKeyAuth is async, so the operation must be too; the queries run in a thread.
+    return await sync_to_async(_costs, thread_sensitive=False)(request, group_by, start, end, format)
+
+
+def _costs(request: HttpRequest, group_by: str, start: str | None, end: str | None, format: str) -> HttpResponse:
+    key = request.auth
+    team_ids = None if key.has_scope("admin") else {key.team_id}
+    since = _moment(start, param="start") or timezone.now() - timedelta(days=30)
+    until = _moment(end, param="end", end=True)
+    groups = [{"group": g["label"], "cost_usd": f"{g['cost'] or 0:.8f}", "requests": g["requests"],
+               "tokens": g["tokens"]} for g in spend_by(dimension=group_by, team_ids=team_ids, since=since, until=until)]
+    if format == "csv":
+        return _csv(groups, group_by)
+    rows = usage_visible(team_ids=team_ids).filter(created_at__gte=since)
+    if until is not None:
+        rows = rows.filter(created_at__lt=until)
+    total = rows.aggregate(cost=Sum("cost_usd"), n=Count("id"))
+    body = {"group_by": group_by, "start": since.isoformat(), "end": until.isoformat() if until else None,
+            "total_cost_usd": f"{total['cost'] or 0:.8f}", "requests": total["n"], "groups": groups,
+            "daily": _series(rows, DIMENSIONS[group_by])}
+    return json_response(body, request.ep_call.request_id)

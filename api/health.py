@@ -1,0 +1,138 @@
+"""GET /health: is this process able to serve, and how are its providers doing.
+
+Reports the database, the cache/channel layer, and per provider its circuit
+breakers (per model on a route), its error rate and mean latency over the last
+five minutes (from the ledger, so every gateway process agrees). `?deep=1`
+also sends each enabled provider a one-token probe; it costs a little, so it
+needs an admin-scoped key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja import Router
+
+from gateway import pipeline
+from budgets import shared_state as shared
+from api.auth import bearer_token, refuse_key_in_query, request_id_of
+from gateway.errors import PermissionDenied, error_responses
+from providers.snapshot import ProviderInfo
+from gateway.config import Snapshot
+from personas.snapshot import StepInfo
+from gateway.resilience import Breaker
+from api.responses import json_response
+from providers.adapters import get_adapter
+from providers.types import ChatRequest, Message, ProviderError
+
+router = Router(tags=["Health"])
+WINDOW = timedelta(minutes=5)
+PROBE_TIMEOUT = 10.0
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:  # any failure means "not healthy"; reported, not raised
+        return False
+
+
+async def _redis_status() -> str:
+    if not shared.redis_enabled():
+        return "not configured (in-memory)"
+    try:
+        await shared.async_redis().ping()
+        return "ok"
+    except Exception:  # reported as down, never a 500
+        return "down"
+
+
+def _recent_stats() -> dict:
+    from budgets.selectors import provider_stats
+
+    return provider_stats(since=timezone.now() - WINDOW)
+
+
+def _route_models(snapshot: Snapshot) -> dict[str, set[str]]:
+    models: dict[str, set[str]] = {name: set() for name in snapshot.providers}
+    for persona in snapshot.personas.values():
+        for step in persona.steps:
+            models[step.provider.name].add(step.model)
+    return models
+
+
+async def _breakers(provider: ProviderInfo, models: set[str]) -> dict[str, dict]:
+    states = {}
+    for model in sorted(models):
+        states[model] = await Breaker(StepInfo(0, provider, model, {}, 1, False)).state()
+    return states
+
+
+async def _provider_report(provider: ProviderInfo, models: set[str], stats) -> dict:
+    recent = stats.get(provider.name)
+    return {
+        "kind": provider.kind, "enabled": provider.enabled, "demo": provider.kind == "demo",
+        "breakers": await _breakers(provider, models),
+        "requests_5m": recent.requests if recent else 0,
+        "error_rate_5m": round(recent.error_rate, 4) if recent else 0.0,
+        "latency_ms_5m": recent.avg_latency_ms if recent else None,
+    }
+
+
+async def _probe(provider: ProviderInfo, model: str) -> dict:
+    started = time.perf_counter()
+    request = ChatRequest(model=model, messages=[Message(role="user", content="ping")], max_tokens=1)
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            await get_adapter(provider.adapter_config).chat(request)
+        outcome = {"ok": True}
+    except ProviderError as error:
+        outcome = {"ok": False, "error": error.kind}
+    except TimeoutError:
+        outcome = {"ok": False, "error": "timeout"}
+    return {**outcome, "model": model, "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+async def _deep_probes(snapshot: Snapshot, models: dict[str, set[str]]) -> dict[str, dict]:
+    targets = [(p, sorted(models[name] or p.models or {"default"})[0])
+               for name, p in snapshot.providers.items() if p.enabled]
+    results = await asyncio.gather(*(_probe(p, m) for p, m in targets))
+    return {p.name: r for (p, _), r in zip(targets, results)}
+
+
+async def _require_admin(request: HttpRequest) -> None:
+    key = await pipeline.authenticate(bearer_token(request) or None)
+    if not key.has_scope("admin"):
+        raise PermissionDenied("A deep health check probes providers and needs an admin-scoped key.")
+
+
+@router.get("/health", summary="Liveness, dependencies, provider breakers and health",
+            response={200: dict, 503: dict, **error_responses(400, 401, 403, 500)})
+async def health(request: HttpRequest, deep: bool = False):
+    refuse_key_in_query(request)
+    started = time.perf_counter()
+    if deep:
+        await _require_admin(request)
+    database = await sync_to_async(_database_ok, thread_sensitive=False)()
+    redis_state = await _redis_status()
+    body = {"status": "ok", "database": "ok" if database else "down", "cache": redis_state, "providers": {}}
+    if database:
+        snapshot = await pipeline.current_snapshot()
+        stats = await sync_to_async(_recent_stats, thread_sensitive=False)()
+        models = _route_models(snapshot)
+        body["providers"] = {name: await _provider_report(p, models[name], stats)
+                             for name, p in sorted(snapshot.providers.items())}
+        if deep:
+            body["probes"] = await _deep_probes(snapshot, models)
+    healthy = database and redis_state != "down"
+    body["status"] = "ok" if healthy else "degraded"
+    body["checked_in_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return json_response(body, request_id_of(request), status=200 if healthy else 503)

@@ -1,0 +1,342 @@
+"""POST /v1/chat/completions and GET /v1/models in OpenAI's wire format.
+
+Only conversion lives here: OpenAI's request schema -> providers.types, and
+ChatResult / StreamEvents -> OpenAI's response and chunk objects. The work is
+gateway.pipeline's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja import Field, Router, Schema
+from pydantic import ConfigDict
+
+from api import idempotency
+from gateway import pipeline
+from gateway.observability import tracing
+from api.auth import ApiKeyAuth
+from gateway.errors import CHAT, KEYED, GatewayError, InvalidRequest, envelope, error_responses, sse_doc
+from gateway.limits import request_limits_check
+from api.responses import json_response
+from providers.types import (
+    ChatRequest,
+    ChatResult,
+    ImagePart,
+    Message,
+    StreamEvent,
+    TextPart,
+    Tool,
+    ToolCall,
+    Usage,
+)
+
+router = Router(tags=["OpenAI compatible"], auth=ApiKeyAuth())
+
+
+# -- request schema -------------------------------------------------------------------
+
+
+class ImageURL(Schema):
+    url: str = Field(..., max_length=20_000_000)
+    detail: str | None = None
+
+
+class ContentPartIn(Schema):
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+
+class FunctionCallIn(Schema):
+    name: str
+    arguments: str = ""
+
+
+class ToolCallIn(Schema):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class MessageIn(Schema):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPartIn] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionDef(Schema):
+    name: str = Field(..., min_length=1, max_length=64)
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+
+
+class ToolIn(Schema):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class StreamOptions(Schema):
+    include_usage: bool = False
+
+
+class ChatCompletionIn(Schema):
+    # Unknown OpenAI parameters (logprobs, penalties, ...) are accepted and
+    # ignored, as OpenAI-compatible servers commonly do.
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(..., min_length=1, max_length=300)
+    messages: list[MessageIn] = Field(..., min_length=1)
+    tools: list[ToolIn] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    response_format: dict[str, Any] | None = None
+    seed: int | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+# -- OpenAI -> normalized ---------------------------------------------------------------
+
+
+def _content(content: str | list[ContentPartIn] | None):
+    if content is None or isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if part.type == "text":
+            parts.append(TextPart(part.text or ""))
+        elif part.image_url is not None:
+            parts.append(ImagePart(part.image_url.url, part.image_url.detail))
+    return parts
+
+
+def _message(m: MessageIn) -> Message:
+    calls = [ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or []]
+    role = "system" if m.role == "developer" else m.role
+    return Message(role=role, content=_content(m.content), tool_calls=calls, tool_call_id=m.tool_call_id, name=m.name)
+
+
+def _tool_choice(choice: str | dict | None) -> str | None:
+    if choice is None or isinstance(choice, str):
+        return choice
+    name = (choice.get("function") or {}).get("name")
+    if not name:
+        raise InvalidRequest("tool_choice must be 'auto', 'none', 'required' or name a function.", param="tool_choice")
+    return name
+
+
+def to_chat_request(body: ChatCompletionIn) -> ChatRequest:
+    if body.tool_choice not in (None, "auto", "none", "required") and isinstance(body.tool_choice, str):
+        raise InvalidRequest("tool_choice must be 'auto', 'none', 'required' or name a function.", param="tool_choice")
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    return ChatRequest(
+        model=body.model,
+        messages=[_message(m) for m in body.messages],
+        tools=[Tool(t.function.name, t.function.description, t.function.parameters or {"type": "object", "properties": {}})
+               for t in body.tools or []],
+        tool_choice=_tool_choice(body.tool_choice),
+        parallel_tool_calls=body.parallel_tool_calls,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        stop=stop,
+        response_format=body.response_format,
+        seed=body.seed,
+        user=body.user,
+    )
+
+
+# -- normalized -> OpenAI -----------------------------------------------------------------
+
+
+def usage_json(usage: Usage) -> dict:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+def _tool_calls_json(calls: list[ToolCall]) -> list[dict]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+
+
+def completion_json(call: pipeline.Call, result: ChatResult) -> dict:
+    message: dict[str, Any] = {"role": "assistant", "content": result.content}
+    if result.tool_calls:
+        message["tool_calls"] = _tool_calls_json(result.tool_calls)
+    return {
+        "id": "chatcmpl-" + call.request_id[4:],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": call.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": result.finish_reason, "logprobs": None}],
+        "usage": usage_json(result.usage),
+    }
+
+
+class ChunkWriter:
+    """Turns StreamEvents into OpenAI chat.completion.chunk SSE lines."""
+
+    def __init__(self, call: pipeline.Call, include_usage: bool) -> None:
+        self.call = call
+        self.include_usage = include_usage
+        self.created = int(time.time())
+        self.id = "chatcmpl-" + call.request_id[4:]
+        self.seen_tool_indexes: set[int] = set()
+
+    def _chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
+        body = {
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.call.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+        }
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    def first(self) -> bytes:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def event(self, event: StreamEvent) -> bytes:
+        if event.type == "delta":
+            return self._chunk({"content": event.text})
+        if event.type == "tool_call":
+            return self._chunk({"tool_calls": [self._tool_call_delta(event)]})
+        if event.type == "done":
+            return self._done(event)
+        if event.type == "error":
+            return self._error()
+        return b""  # usage is sent once, at the end
+
+    def _tool_call_delta(self, event: StreamEvent) -> dict:
+        if event.index in self.seen_tool_indexes:
+            return {"index": event.index, "function": {"arguments": event.arguments}}
+        self.seen_tool_indexes.add(event.index)
+        return {"index": event.index, "id": event.tool_call_id, "type": "function",
+                "function": {"name": event.name, "arguments": event.arguments}}
+
+    def _done(self, event: StreamEvent) -> bytes:
+        out = self._chunk({}, event.finish_reason or "stop")
+        if self.include_usage:
+            body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                    "model": self.call.model, "choices": [], "usage": usage_json(self.call.usage)}
+            out += b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+        return out + b"data: [DONE]\n\n"
+
+    def _error(self) -> bytes:
+        # In-band error after content was sent; no [DONE], so clients see the cut.
+        error = GatewayError(self.call.error_message or "provider failed", code=self.call.error_code or "provider_error")
+        error.type = "upstream_error"
+        return b"data: " + json.dumps(envelope(error, self.call.request_id)).encode() + b"\n\n"
+
+
+# -- endpoints --------------------------------------------------------------------------
+
+
+def _run_metadata(request: HttpRequest, call: pipeline.Call, metadata: dict[str, str] | None) -> None:
+    metadata = metadata or {}
+    call.run_id = request.headers.get("X-EP-Run-Id") or metadata.get("run_id", "")
+    call.step = request.headers.get("X-EP-Step") or metadata.get("step", "")
+    call.timeout = _timeout_header(request)
+
+
+def _timeout_header(request: HttpRequest) -> float | None:
+    """X-EP-Timeout: the caller's own deadline in seconds (capped by the gateway's)."""
+    value = request.headers.get("X-EP-Timeout")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 86400:
+        raise InvalidRequest("X-EP-Timeout must be a positive number of seconds.", param="X-EP-Timeout")
+    return seconds
+
+
+def served_by_headers(call: pipeline.Call) -> dict[str, str]:
+    return {"X-EP-Persona": call.persona, "X-EP-Provider": call.provider, "X-EP-Model": call.model}
+
+
+@router.post("/chat/completions", summary="Create a chat completion (OpenAI format)",
+             response={200: dict, **error_responses(*CHAT)},
+             openapi_extra=sse_doc("A chat.completion; or with `stream: true`, chat.completion.chunk events."))
+async def chat_completions(request: HttpRequest, body: ChatCompletionIn):
+    call: pipeline.Call = request.ep_call
+    call.stream = body.stream
+    _run_metadata(request, call, body.metadata)
+    snapshot = await pipeline.current_snapshot()
+    route = pipeline.route_resolve(
+        snapshot=snapshot, model=body.model, key=call.key, persona_header=request.headers.get("X-Persona")
+    )
+    call.persona = route.persona.slug if route.persona else ""
+    request_limits_check(messages=len(body.messages), max_tokens=body.max_completion_tokens or body.max_tokens,
+                         route=route)
+    chat_request = to_chat_request(body)
+    tracing.annotate_request(call, chat_request, requested_model=body.model)
+    if body.stream:
+        if request.headers.get(idempotency.HEADER):
+            raise InvalidRequest("Idempotency-Key is supported for non-streaming requests only.",
+                                 code="idempotency_not_supported_for_streams", param=idempotency.HEADER)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await _stream_response(call, route, chat_request, include_usage)
+
+    async def complete() -> HttpResponse:
+        result = await pipeline.chat_complete(call, route, chat_request)
+        headers = served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}"}
+        return json_response(completion_json(call, result), call.request_id, headers=headers)
+
+    return await idempotency.idempotent(request, complete, on_error=lambda e: _error_response(request, e))
+
+
+def _error_response(request: HttpRequest, error: GatewayError) -> HttpResponse:
+    from api.urls import error_response  # api imports this module
+
+    return error_response(request, error)
+
+
+async def _stream_response(call, route, chat_request, include_usage: bool) -> HttpResponse:
+    events = pipeline.chat_stream(call, route, chat_request)
+    # Wait for the first event before answering: if every step fails before
+    # any token, the client gets a proper HTTP error instead of a 200 stream.
+    try:
+        first = await events.__anext__()
+    except StopAsyncIteration:
+        first = None
+    writer = ChunkWriter(call, include_usage)
+
+    body = pipeline.relay(call, events, first, writer.event, opening=writer.first())
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Request-ID"] = call.request_id
+    for name, value in served_by_headers(call).items():
+        response[name] = value
+    return response
+
+
+@router.get("/models", summary="List the personas (and models) this key can call",
+            response={200: dict, **error_responses(*KEYED)})
+async def list_models(request: HttpRequest):
+    call: pipeline.Call = request.ep_call
+    call.endpoint = "models"
+    snapshot = await pipeline.current_snapshot()
+    data = [{"id": slug, "object": "model", "created": 0, "owned_by": "persona"} for slug in sorted(snapshot.personas)]
+    if call.key.has_scope("direct"):
+        for provider in snapshot.providers.values():
+            data += [{"id": f"{provider.name}/{m}", "object": "model", "created": 0, "owned_by": provider.name}
+                     for m in sorted(provider.models)]
+    return json_response({"object": "list", "data": data}, call.request_id)

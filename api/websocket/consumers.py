@@ -1,0 +1,290 @@
+"""Channels websocket consumers: /ws/v1/chat (many concurrent streamed requests
+on one socket) and /ws/v1/events (the live feed). Protocols: docs/STREAMING.md.
+
+A socket is authenticated before it is accepted; a refusal is an HTTP 403 on
+the handshake. The chat socket keeps the ledger itself (it is not under
+Django's middleware): every frame except `cancel` leaves one Usage row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Literal
+from urllib.parse import parse_qs
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from pydantic import ValidationError
+
+from gateway import events, pipeline
+from gateway.observability import logs, tracing
+from api import native as native_api
+from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied, RateLimited
+from accounts.snapshot import KeyInfo
+
+log = logging.getLogger("api.websocket.consumers")
+
+SUBPROTOCOL = "ep.v1"
+KEY_SUBPROTOCOL = "ep.key."
+# Query parameters that would put a secret in URLs, and so in every proxy's access log.
+SECRET_PARAMS = {"key", "api_key", "apikey", "token", "access_token", "authorization", "auth"}
+# Requests in flight on one socket. With Backpressure each waits on at most one
+# outgoing frame, so this also bounds what a socket can hold in memory.
+MAX_IN_FLIGHT = 16
+
+
+# -- authentication (before accept) ----------------------------------------------------------
+
+
+def _headers(scope: dict) -> dict[str, str]:
+    return {name.decode("latin1"): value.decode("latin1") for name, value in scope.get("headers", [])}
+
+
+def socket_raw_key(scope: dict) -> str | None:
+    """The API key from the Authorization header or an `ep.key.<key>` subprotocol."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
+    if SECRET_PARAMS & {name.lower() for name in query}:
+        raise AuthenticationFailed("API keys in the URL are refused: send 'Authorization: Bearer <key>' "
+                                   "or the 'ep.key.<key>' subprotocol.")
+    headers = _headers(scope)
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if headers.get("x-api-key"):
+        return headers["x-api-key"].strip()
+    for offered in scope.get("subprotocols", []):
+        if offered.startswith(KEY_SUBPROTOCOL):
+            return offered[len(KEY_SUBPROTOCOL):]
+    return None
+
+
+def staff_user(scope: dict):
+    user = scope.get("user")
+    return user if user is not None and user.is_authenticated and user.is_active and user.is_staff else None
+
+
+def chosen_subprotocol(scope: dict) -> str | None:
+    # Never echo the key subprotocol: answer with the protocol name the client offered.
+    return SUBPROTOCOL if SUBPROTOCOL in scope.get("subprotocols", []) else None
+
+
+async def chat_key(scope: dict) -> KeyInfo:
+    raw = socket_raw_key(scope)
+    if raw:
+        return await pipeline.authenticate(raw)
+    user = staff_user(scope)
+    if user is None:
+        raise AuthenticationFailed("Send an API key, or log in to the dashboard as staff.")
+    # A staff user's tries are billed like the playground's: to their dashboard-team key.
+    from dashboard.playground import playground_key_ensure
+
+    return await sync_to_async(playground_key_ensure)(user)
+
+
+async def events_allowed(scope: dict) -> None:
+    raw = socket_raw_key(scope)
+    if raw:
+        key = await pipeline.authenticate(raw)
+        if "admin" not in key.scopes:
+            raise PermissionDenied("The live event feed needs an API key with the 'admin' scope.")
+    elif not await sync_to_async(_may_watch_everything)(scope):
+        raise AuthenticationFailed("Send an admin API key, or log in to the dashboard as staff or an operator.")
+
+
+def _may_watch_everything(scope: dict) -> bool:
+    """Staff and operators see every team's events; team leads do not (the
+    feed is not filtered by team), so their overview refreshes instead."""
+    from accounts.roles import is_operator
+
+    user = scope.get("user")
+    return bool(staff_user(scope) or (user is not None and user.is_active and is_operator(user)))
+
+
+# -- frames ---------------------------------------------------------------------------------
+
+
+class FrameError(GatewayError):
+    code = "invalid_frame"
+
+
+class ChatFrame(native_api.NativeChatIn):
+    type: Literal["chat"]
+    id: str | int
+    stream: bool = True  # a socket always streams
+
+
+def frame_decode(text: str | None) -> dict[str, Any]:
+    if text is None:
+        raise FrameError("Binary frames are not read: send JSON text frames.", code="invalid_json")
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        raise FrameError("The frame is not valid JSON.", code="invalid_json") from None
+    if not isinstance(frame, dict):
+        raise FrameError("A frame must be a JSON object.", code="invalid_json")
+    if frame.get("type") not in ("chat", "cancel"):
+        raise FrameError(f"Unknown frame type {frame.get('type')!r}: send 'chat' or 'cancel'.", code="unknown_type")
+    client_id = frame.get("id")
+    valid_id = isinstance(client_id, str | int) and not isinstance(client_id, bool) and str(client_id)
+    if not valid_id or len(str(client_id)) > 100:
+        raise FrameError("Every frame needs an 'id': a string or integer of at most 100 characters.",
+                         code="invalid_id", param="id")
+    return frame
+
+
+def chat_frame_validate(frame: dict[str, Any]) -> ChatFrame:
+    try:
+        return ChatFrame.model_validate(frame)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        raise InvalidRequest(f"Invalid request: {param}: {first['msg']}", param=param) from None
+
+
+def client_id_of(text: str | None) -> Any:
+    """The frame's id if one can be read, so even a refusal names its request."""
+    try:
+        client_id = json.loads(text or "").get("id")
+    except (ValueError, AttributeError):
+        return None
+    return client_id if isinstance(client_id, str | int) and not isinstance(client_id, bool) else None
+
+
+# -- /ws/v1/chat ------------------------------------------------------------------------------
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    channel_layer_alias = "ep.no-layer"  # no such layer: a chat socket needs no channel-layer inbox
+
+    async def connect(self) -> None:
+        self.requests: dict[Any, tuple[asyncio.Task, pipeline.Call]] = {}
+        self.closing = False
+        try:
+            self.key = await chat_key(self.scope)
+        except GatewayError:
+            await self.close()  # before accept: the handshake is refused with 403
+            return
+        await self.accept(subprotocol=chosen_subprotocol(self.scope))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        client_id = client_id_of(text_data)
+        try:
+            frame = frame_decode(text_data)
+            if frame["type"] == "cancel":
+                await self._cancel(frame["id"])
+            else:
+                self._start(frame)
+        except GatewayError as error:
+            await self._refuse(client_id, error)
+
+    def _start(self, frame: dict[str, Any]) -> None:
+        client_id = frame["id"]
+        if client_id in self.requests:
+            raise FrameError(f"A request with id {client_id!r} is still in flight on this socket.",
+                             code="duplicate_id", param="id")
+        if len(self.requests) >= MAX_IN_FLIGHT:
+            raise RateLimited(f"At most {MAX_IN_FLIGHT} requests may be in flight on one socket.",
+                              code="too_many_requests")
+        body = chat_frame_validate(frame)
+        call = pipeline.Call(request_id=pipeline.new_request_id(), endpoint="ws.chat", key=self.key, stream=True)
+        task = asyncio.create_task(self._run(client_id, call, body))
+        self.requests[client_id] = (task, call)
+
+    async def _cancel(self, client_id: Any) -> None:
+        entry = self.requests.get(client_id)
+        if entry is None:
+            # Not a request, so no row: most likely it already finished.
+            await self._emit(client_id, native_api.error_json(
+                "", FrameError(f"No request with id {client_id!r} is in flight.", code="unknown_id", param="id")))
+            return
+        entry[0].cancel()
+
+    async def _refuse(self, client_id: Any, error: GatewayError) -> None:
+        call = pipeline.Call(request_id=pipeline.new_request_id(), endpoint="ws.chat", key=self.key, stream=True)
+        call.fail(error)
+        await pipeline.usage_record(call)
+        await self._emit(client_id, native_api.error_json(call.request_id, error))
+
+    async def _run(self, client_id: Any, call: pipeline.Call, body: ChatFrame) -> None:
+        final = None
+        stream = None
+        logs.bind_request(call.request_id, tracing.trace_id_hex(tracing.span_of(call)))  # ids on log lines
+        try:
+            route = native_api.call_begin(call, body, await pipeline.current_snapshot())
+            stream = pipeline.chat_stream(call, route, native_api.to_chat_request(body))
+            async for event in stream:
+                data = native_api.event_json(call, event)
+                if event.type in native_api.TERMINAL:
+                    final = data
+                    break
+                await self._emit(client_id, data)
+        except GatewayError as error:
+            call.fail(error)
+            final = native_api.error_json(call.request_id, error)
+        except asyncio.CancelledError:
+            # Ours: a cancel frame, or the socket closed. Settle and report; do not re-raise.
+            call.mark_cancelled("client_disconnected" if self.closing else "client_cancelled")
+            final = None if self.closing else native_api.error_json(
+                call.request_id, native_api.cancelled_error("Cancelled by the client."))
+        except Exception:
+            log.exception("websocket chat request %s failed", call.request_id)
+            error = GatewayError("Internal error; quote the request id when reporting it.", status=500,
+                                 code="internal_error")
+            call.fail(error)
+            final = native_api.error_json(call.request_id, error)
+        finally:
+            if stream is not None:
+                await stream.aclose()  # stops the upstream call if it is still running
+            await pipeline.usage_record(call)
+            self.requests.pop(client_id, None)
+        if final is not None:  # after the row is written, so `done` means "recorded"
+            await self._emit(client_id, final)
+
+    async def _emit(self, client_id: Any, data: dict) -> None:
+        await self.send(text_data=json.dumps({"type": data["type"], "id": client_id, **data},
+                                             separators=(",", ":")))
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        tasks = [task for task, _ in self.requests.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:  # each settles its own row; wait so none is lost when the consumer ends
+            await asyncio.wait(tasks, timeout=10)
+
+
+# -- /ws/v1/events ------------------------------------------------------------------------------
+
+
+class EventsConsumer(AsyncWebsocketConsumer):
+    """Forwards every live event (usage, alert, provider) as {"kind", "data"}.
+
+    A slow reader cannot grow memory: the channel layer holds at most its
+    capacity per socket and drops newer events for it (the feed is best effort).
+    """
+
+    async def connect(self) -> None:
+        self.joined = False
+        try:
+            await events_allowed(self.scope)
+        except GatewayError:
+            await self.close()
+            return
+        await self.channel_layer.group_add(events.GROUP, self.channel_name)
+        self.joined = True
+        await self.accept(subprotocol=chosen_subprotocol(self.scope))
+
+    async def ep_events(self, message: dict) -> None:
+        """A batch from one process (gateway/events.py): one frame per event, in order."""
+        for event in message["events"]:
+            payload = {"kind": event["kind"], "data": event["data"]}
+            await self.send(text_data=json.dumps(payload, separators=(",", ":"), default=str))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        pass  # the feed is one-way; anything a client sends is ignored
+
+    async def disconnect(self, code: int) -> None:
+        if self.joined:
+            await self.channel_layer.group_discard(events.GROUP, self.channel_name)

@@ -1,0 +1,232 @@
+"""Settings, all from the environment (see platform/env.example).
+
+Defaults give a working single-process development setup: SQLite, in-memory
+channel layer and local-memory cache. `REDIS_URL` switches the channel layer,
+cache and cross-process limits to Redis; `DATABASE_URL` picks the database.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
+
+
+def envbool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def envint(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    return float(value) if value.strip() else default
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = envbool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY:
+    if not DEBUG:
+        # A missing or well-known secret would let anyone forge sessions and
+        # decrypt provider credentials derived from it: never run like that.
+        raise ImproperlyConfigured(
+            "SECRET_KEY is missing or is the development default; set SECRET_KEY (or DEBUG=1 for development)."
+        )
+    SECRET_KEY = SECRET_KEY or DEV_SECRET_KEY
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if not DEBUG else "*")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "template_partials",
+    "accounts",
+    "providers",
+    "personas",
+    "budgets",
+    "gateway",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "api.middleware.LedgerMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "config.security_headers.ContentSecurityPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    }
+]
+
+# -- database ------------------------------------------------------------------
+DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 60))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets the dashboard read while the gateway writes; IMMEDIATE makes
+        # a writing transaction take the lock up front instead of failing later
+        # with "database is locked" when it upgrades from read to write.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# -- cache and channel layer ------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# -- auth, sessions, security ------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/login/"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = not DEBUG and envbool("SECURE_COOKIES", True)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+
+# Request bodies: chat requests with images can be large, but not unbounded.
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("EP_MAX_BODY_BYTES", 8 * 1024 * 1024)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# -- the gateway's own knobs --------------------------------------------------------
+# Key for provider credentials at rest; comma-separated for rotation (the first
+# encrypts, all decrypt). Falls back to one derived from SECRET_KEY.
+EP_ENCRYPTION_KEYS = envlist("EP_ENCRYPTION_KEYS", "")
+# How long a process may serve keys/personas/routes from memory before it
+# checks the shared config generation again (0 = check on every request).
+EP_CONFIG_CHECK_SECONDS = envfloat("EP_CONFIG_CHECK_SECONDS", 1.0)
+# Backstop age of the in-memory config; between processes without Redis it is
+# the only invalidation, so a change takes up to this long there.
+EP_CONFIG_CACHE_SECONDS = envfloat("EP_CONFIG_CACHE_SECONDS", 30.0)
+EP_DEFAULT_DEADLINE_SECONDS = envfloat("EP_DEFAULT_DEADLINE_SECONDS", 120.0)
+# Resilience defaults; each can be overridden per provider (options) or per
+# route step (params) under the lower-case name in parentheses.
+EP_RETRY_ATTEMPTS = envint("EP_RETRY_ATTEMPTS", 2)  # (max_attempts) per step, first try included
+EP_RETRY_BASE_SECONDS = envfloat("EP_RETRY_BASE_SECONDS", 0.25)
+EP_RETRY_MAX_BACKOFF_SECONDS = envfloat("EP_RETRY_MAX_BACKOFF_SECONDS", 4.0)
+EP_RETRY_AFTER_CAP_SECONDS = envfloat("EP_RETRY_AFTER_CAP_SECONDS", 10.0)  # (retry_after_cap)
+EP_BREAKER_FAILURES = envint("EP_BREAKER_FAILURES", 5)  # (breaker_failures) in a row
+EP_BREAKER_COOLDOWN_SECONDS = envfloat("EP_BREAKER_COOLDOWN_SECONDS", 30.0)  # (breaker_cooldown_seconds)
+# With Redis, how long a process trusts a "closed" breaker verdict before asking again.
+EP_BREAKER_SHARED_CHECK_SECONDS = envfloat("EP_BREAKER_SHARED_CHECK_SECONDS", 1.0)
+# Live events leave each process in batches, this often (gateway/events.py).
+EP_EVENTS_BATCH_SECONDS = envfloat("EP_EVENTS_BATCH_SECONDS", 0.05)
+EP_FIRST_TOKEN_TIMEOUT_SECONDS = envfloat("EP_FIRST_TOKEN_TIMEOUT_SECONDS", 60.0)  # (first_token_timeout)
+EP_STREAM_IDLE_TIMEOUT_SECONDS = envfloat("EP_STREAM_IDLE_TIMEOUT_SECONDS", 30.0)  # (idle_timeout)
+EP_IDEMPOTENCY_TTL_SECONDS = envint("EP_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
+EP_MAX_MESSAGES = envint("EP_MAX_MESSAGES", 1000)
+# Provider base URLs on loopback or private addresses (a local vLLM/Ollama, the
+# test suite's fakes); off by default so a base URL cannot reach internal
+# services. Link-local and cloud metadata addresses are refused either way.
+EP_ALLOW_PRIVATE_PROVIDER_URLS = envbool("EP_ALLOW_PRIVATE_PROVIDER_URLS", False)
+# A reservation not settled after this long belongs to a dead process: release it.
+EP_RESERVATION_TTL_SECONDS = envint("EP_RESERVATION_TTL_SECONDS", 900)
+# Output tokens assumed for a call that sets no max_tokens and whose model has no known maximum.
+EP_DEFAULT_MAX_OUTPUT_TOKENS = envint("EP_DEFAULT_MAX_OUTPUT_TOKENS", 4096)
+# Alert webhooks: HMAC key (defaults to SECRET_KEY) and first retry delay, doubling after.
+EP_WEBHOOK_SECRET = os.environ.get("EP_WEBHOOK_SECRET", "")
+EP_WEBHOOK_RETRY_SECONDS = envfloat("EP_WEBHOOK_RETRY_SECONDS", 5.0)
+# How often each process sweeps the webhook queue and expired reservations.
+EP_SWEEP_SECONDS = envfloat("EP_SWEEP_SECONDS", 5.0)
+
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(BASE_DIR / "test-artifacts" / "mail"))
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "execution-platform@localhost")
+
+# -- observability (gateway/observability/metrics.py, tracing.py, logs.py; docs/OBSERVABILITY.md) --------
+# GET /metrics answers an API key with the admin scope; EP_METRICS_PUBLIC=1 opens it
+# to anyone who can reach the process (a private scrape network).
+EP_METRICS_PUBLIC = envbool("EP_METRICS_PUBLIC", False)
+# Several gateway processes on one host share metrics through this directory
+# (prometheus-client's multiprocess mode); unset, each process counts in memory.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+# Traces: off (default), console, or otlp (to OTEL_EXPORTER_OTLP_ENDPOINT, default localhost:4318).
+EP_TRACING = (os.environ.get("EP_TRACING") or os.environ.get("OTEL_TRACES_EXPORTER") or "off").strip().lower()
+# Logs: one JSON object a line (json), or text (plain); json unless DEBUG is on.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain" if DEBUG else "json").strip().lower()
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"()": "gateway.observability.logs.PlainFormatter"}, "json": {"()": "gateway.observability.logs.JsonFormatter"}},
+    "filters": {"request": {"()": "gateway.observability.logs.RequestContextFilter"}, "redact": {"()": "gateway.observability.logs.RedactFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request", "redact"],
+                             "formatter": "json" if LOG_FORMAT == "json" else "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # daphne/uvicorn log each request; the gateway writes a Usage row instead.
+        "django.channels.server": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        # Every refusal is already a Usage row; a log line per 4xx is noise.
+        "django.request": {"level": "ERROR"},
+    },
+}

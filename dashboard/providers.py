@@ -1,0 +1,112 @@
+"""Dashboard pages for providers: status, settings with a write-only key,
+models and prices, and a "test connection" button."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.utils import timezone
+from django.utils.html import escape
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from budgets import selectors
+from accounts.audit import snapshot
+from dashboard.rendering import render_page, wants_fragment
+from gateway.resilience import breaker_states
+from accounts.roles import async_operator_required, operator_required
+from providers import editing
+from providers.connection import connection_test
+from dashboard.provider_forms import ModelForm, ProviderForm
+from providers.models import Model, Provider
+
+
+@operator_required
+@require_GET
+def provider_list(request: HttpRequest) -> HttpResponse:
+    stats = selectors.provider_stats(since=timezone.now() - timedelta(hours=1))
+    providers = Provider.objects.prefetch_related("models", "route_steps").order_by("name")
+    rows = [(p, stats.get(p.name), _open_breakers(p)) for p in providers]
+    return render_page(request, "providers/list.html", {"rows": rows})
+
+
+def _open_breakers(provider: Provider) -> list[str]:
+    """Models of this provider whose circuit breaker is open or probing."""
+    models = sorted({m.name for m in provider.models.all()} | {s.model for s in provider.route_steps.all()})
+    return [f"{model} ({state.replace('_', '-')})"
+            for model, state in breaker_states(provider.name, models).items() if state != "closed"]
+
+
+def _save(request: HttpRequest, form: ProviderForm, before: dict | None) -> Provider:
+    return editing.provider_save(
+        actor=request.user, provider=form.save(commit=False), before=before,
+        credential=form.cleaned_data["credential"], clear_credential=form.cleaned_data["clear_credential"],
+    )
+
+
+@operator_required
+@require_http_methods(["GET", "POST"])
+def provider_create(request: HttpRequest) -> HttpResponse:
+    form = ProviderForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        provider = _save(request, form, None)
+        messages.success(request, f"Provider '{provider.name}' created. Add its models, then test the connection.")
+        return redirect("providers:edit", name=provider.name)
+    return render_page(request, "providers/edit.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@operator_required
+@require_http_methods(["GET", "POST"])
+def provider_edit(request: HttpRequest, name: str) -> HttpResponse:
+    provider = get_object_or_404(Provider, name=name)
+    before = snapshot(provider, editing.PROVIDER_FIELDS)
+    form = ProviderForm(request.POST or None, instance=provider, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        provider = _save(request, form, before)
+        messages.success(request, f"Provider '{provider.name}' saved.")
+        return redirect("providers:edit", name=provider.name)
+    context = {"form": form, "provider": provider, "models": provider.models.all(),
+               "model_form": ModelForm(provider=provider, prefix="new")}
+    return render_page(request, "providers/edit.html", context, status=400 if form.errors else 200)
+
+
+@operator_required
+@require_POST
+def model_add(request: HttpRequest, name: str) -> HttpResponse:
+    provider = get_object_or_404(Provider, name=name)
+    form = ModelForm(request.POST, provider=provider, prefix="new")
+    if form.is_valid():
+        model = editing.model_save(actor=request.user, model=form.save(commit=False), before=None)
+        messages.success(request, f"Added model {model}.")
+    else:
+        messages.error(request, "The model was not added: " + "; ".join(e for errs in form.errors.values() for e in errs))
+    return redirect("providers:edit", name=provider.name)
+
+
+@operator_required
+@require_POST
+def model_delete(request: HttpRequest, name: str, model_id: int) -> HttpResponse:
+    model = get_object_or_404(Model.objects.select_related("provider"), pk=model_id, provider__name=name)
+    editing.model_delete(actor=request.user, model=model)
+    messages.success(request, f"Removed model {name}/{model.name}.")
+    return redirect("providers:edit", name=name)
+
+
+@require_POST
+@async_operator_required
+async def provider_test(request: HttpRequest, name: str) -> HttpResponse:
+    provider = await Provider.objects.filter(name=name).afirst()
+    if provider is None:
+        return HttpResponse("No such provider.", status=404)
+    result = await connection_test(provider.pk)
+    if wants_fragment(request):
+        return HttpResponse(
+            f'<p class="msg {"success" if result.ok else "error"}" role="status">{escape(result.sentence)}</p>'
+        )
+    # Plain form post: the message goes through the (sync) session store.
+    await sync_to_async(messages.add_message)(request, messages.SUCCESS if result.ok else messages.ERROR,
+                                              result.sentence)
+    return redirect("providers:edit", name=name)

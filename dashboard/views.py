@@ -1,0 +1,136 @@
+"""Dashboard pages of the gateway core: login, overview, keys and teams, audit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from budgets import selectors
+from budgets.models import Alert
+from accounts import services as editing
+from dashboard.rendering import render_page
+from dashboard.forms import KeyForm, MembershipForm, TeamForm
+from accounts.models import ApiKey, AuditEntry, Team
+from accounts.roles import admin_required, operator_required, visible_team_ids
+from providers.models import Provider
+
+FEED_ROWS = 15
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "login.html"
+    redirect_authenticated_user = True
+    next_page = "/dashboard/"  # unless ?next= names a page of this site
+
+
+logout = auth_views.LogoutView.as_view(next_page="/login/")
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("dashboard:overview")
+
+
+def _feed(team_ids: set[int] | None) -> dict:
+    alerts = Alert.objects.select_related("budget").filter(acknowledged_at__isnull=True)
+    if team_ids is not None:
+        alerts = alerts.filter(budget__in=selectors.budgets_visible(team_ids=team_ids))
+    rows = selectors.usage_visible(team_ids=team_ids).select_related("team")[:FEED_ROWS]
+    return {"feed_rows": rows, "feed_alerts": alerts[:5]}
+
+
+@login_required
+@require_GET
+def overview(request: HttpRequest) -> HttpResponse:
+    team_ids = visible_team_ids(request.user)
+    if request.htmx and request.GET.get("part") == "feed":
+        return render_page(request, "overview.html", _feed(team_ids), fragment="feed")
+    now = timezone.now()
+    context = {
+        "team_ids": team_ids,
+        "spend_today": selectors.spend_total(team_ids=team_ids, since=selectors.day_start(now)),
+        "spend_month": selectors.spend_total(team_ids=team_ids, since=selectors.period_start("month", now)),
+        "stats": selectors.request_stats(team_ids=team_ids, since=now - timedelta(hours=24)),
+        "budget_uses": selectors.budget_uses(team_ids=team_ids),
+        # The event socket carries every team's events: those who see every team.
+        "live_over_websocket": team_ids is None,
+        **_feed(team_ids),
+    }
+    if team_ids is None:  # provider health is for those who run the providers
+        health = selectors.provider_stats(since=now - timedelta(hours=1))
+        context["providers"] = [(p, health.get(p.name)) for p in Provider.objects.order_by("name")]
+    return render_page(request, "overview.html", context)
+
+
+def _keys_page(request: HttpRequest, *, key_form=None, team_form=None, member_form=None, new_key=None,
+               status: int = 200) -> HttpResponse:
+    context = {
+        "teams": Team.objects.prefetch_related("api_keys", "memberships__user").order_by("name"),
+        "key_form": key_form or KeyForm(), "team_form": team_form or TeamForm(),
+        "member_form": member_form or MembershipForm(), "new_key": new_key,
+    }
+    return render_page(request, "keys.html", context, status=status)
+
+
+@operator_required
+@require_http_methods(["GET", "POST"])
+def keys(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return _keys_page(request)
+    form = KeyForm(request.POST)
+    if not form.is_valid():
+        return _keys_page(request, key_form=form, status=400)
+    key, raw = editing.key_create(actor=request.user, **form.cleaned_data)
+    # Rendered, not redirected: the raw key exists only in this response.
+    return _keys_page(request, new_key={"key": key, "raw": raw})
+
+
+@operator_required
+@require_POST
+def key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
+    key = get_object_or_404(ApiKey.objects.select_related("team"), pk=key_id)
+    if editing.key_revoke(actor=request.user, key=key):
+        messages.success(request, f"Key '{key.name}' ({key.prefix}…) of team '{key.team.name}' is revoked.")
+    return redirect("dashboard:keys")
+
+
+@admin_required
+@require_POST
+def team_create(request: HttpRequest) -> HttpResponse:
+    form = TeamForm(request.POST)
+    if not form.is_valid():
+        return _keys_page(request, team_form=form, status=400)
+    team = editing.team_create(actor=request.user, name=form.cleaned_data["name"])
+    messages.success(request, f"Team '{team.name}' created.")
+    return redirect("dashboard:keys")
+
+
+@admin_required
+@require_POST
+def membership_set(request: HttpRequest) -> HttpResponse:
+    form = MembershipForm(request.POST)
+    if not form.is_valid():
+        return _keys_page(request, member_form=form, status=400)
+    m = editing.membership_set(actor=request.user, **form.cleaned_data)
+    messages.success(request, f"{m.user.username} is now {m.get_role_display().lower()} of team '{m.team.name}'.")
+    return redirect("dashboard:keys")
+
+
+@operator_required
+@require_GET
+def audit(request: HttpRequest) -> HttpResponse:
+    entries = AuditEntry.objects.all()
+    if request.GET.get("action"):
+        entries = entries.filter(action__startswith=request.GET["action"])
+    page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    action = request.GET.get("action", "")
+    return render_page(request, "audit.html", {"page": page, "action": action,
+                                               "query": f"action={action}" if action else ""})

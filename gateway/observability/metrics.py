@@ -1,0 +1,288 @@
+"""Prometheus metrics, served at GET /metrics (see docs/OBSERVABILITY.md).
+
+What is counted where:
+- requests, latency and time to first token, tokens and cost: from each
+  request's Usage row, once it is written (`observe_usage`, from usage_record);
+- requests in flight: around every API request, until a stream's body closes;
+- circuit breakers: `set_breaker_state(provider, model, state)`, called by
+  gateway/resilience.py when a breaker moves;
+- budget utilization: read from the budget counters at scrape time.
+
+Several processes: with PROMETHEUS_MULTIPROC_DIR set, every process writes its
+samples to files there and /metrics, in whichever process answers, adds them up
+(prometheus-client's multiprocess mode; the directory must be set before
+prometheus_client is imported, which settings.py ensures, being read first).
+Each process prepares the directory when it starts (`prepare_multiproc_dir`):
+created if missing; emptied if no live process still owns files in it (a fresh
+deployment starts from zero); otherwise only the live gauges of dead processes
+are dropped, while their counters stay, so totals never go backwards.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from ninja import Router
+from ninja.security import HttpBearer
+
+from gateway.errors import error_responses
+
+log = logging.getLogger("gateway.observability.metrics")
+
+_PID_FILE = re.compile(r"_(\d+)\.(?:db|pid)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def prepare_multiproc_dir(path: str | Path) -> None:
+    """Make `path` ready for this process (see the module docstring). Safe when
+    several processes start at once: they take turns under a file lock, and each
+    leaves a marker file so the next one sees it alive before it wrote a sample."""
+    from prometheus_client import multiprocess
+
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    me = os.getpid()
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        owners = {int(m.group(1)) for f in directory.iterdir() if (m := _PID_FILE.search(f.name))}
+        others = owners - {me}
+        if not any(_alive(pid) for pid in others):
+            for file in directory.iterdir():
+                if file.name != ".lock":
+                    file.unlink(missing_ok=True)
+        else:
+            for pid in others:
+                if not _alive(pid):
+                    multiprocess.mark_process_dead(pid, str(directory))  # its live gauges
+                    (directory / f"process_{pid}.pid").unlink(missing_ok=True)
+        (directory / f"process_{me}.pid").write_text(str(me))
+
+
+MULTIPROC_DIR = settings.PROMETHEUS_MULTIPROC_DIR
+if MULTIPROC_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = MULTIPROC_DIR
+    prepare_multiproc_dir(MULTIPROC_DIR)
+
+# After the directory is ready: prometheus_client reads PROMETHEUS_MULTIPROC_DIR on import.
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+# In multiprocess mode samples live in the files; the metric objects register nowhere.
+_registry = None if MULTIPROC_DIR else CollectorRegistry()
+
+LABELS = ("persona", "provider", "model")
+# LLM calls take seconds to minutes; a first token, tens of ms to seconds.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30)
+
+REQUESTS = Counter("ep_requests", "Requests through the gateway (one per Usage row), by outcome.",
+                   (*LABELS, "status", "code", "endpoint"), registry=_registry)
+LATENCY = Histogram("ep_request_duration_seconds", "Time from authentication to the last byte or refusal.",
+                    (*LABELS, "status"), buckets=LATENCY_BUCKETS, registry=_registry)
+TTFT = Histogram("ep_time_to_first_token_seconds", "Time to the first token (streams) or the answer.",
+                 LABELS, buckets=TTFT_BUCKETS, registry=_registry)
+TOKENS = Counter("ep_tokens", "Tokens, by type: input (cached included), output, cached, reasoning.",
+                 (*LABELS, "type"), registry=_registry)
+COST = Counter("ep_cost_usd", "What the requests cost, in US dollars.", LABELS, registry=_registry)
+IN_FLIGHT = Gauge("ep_requests_in_flight", "API requests being served now (streams until their end).",
+                  registry=_registry, multiprocess_mode="livesum")
+BREAKER = Gauge("ep_breaker_state", "Circuit breaker of a provider and model: 0 closed, 1 half-open, 2 open.",
+                ("provider", "model"), registry=_registry, multiprocess_mode="livemax")
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
+# A direct `provider/model` call names its model freely: past this many distinct
+# models, new ones count as "other" so a caller cannot explode the series.
+MAX_MODELS = 500
+_models_seen: set[str] = set()
+
+
+def _model_label(model: str) -> str:
+    if model in _models_seen or len(_models_seen) < MAX_MODELS:
+        _models_seen.add(model)
+        return model
+    return "other"
+
+
+def observe_usage(row) -> None:
+    """Count one request from its Usage row. Never raises: metrics must not fail a request."""
+    try:
+        labels = (row.persona, row.provider, _model_label(row.model))
+        REQUESTS.labels(*labels, row.status, str(row.http_status), row.endpoint).inc()
+        LATENCY.labels(*labels, row.status).observe(row.latency_ms / 1000)
+        if row.ttft_ms is not None:
+            TTFT.labels(*labels).observe(row.ttft_ms / 1000)
+        for kind in ("input", "output", "cached", "reasoning"):
+            count = getattr(row, f"{kind}_tokens")
+            if count:
+                TOKENS.labels(*labels, kind).inc(count)
+        if row.cost_usd:
+            COST.labels(*labels).inc(float(row.cost_usd))
+    except Exception:
+        log.warning("could not count request %s in the metrics", getattr(row, "request_id", "?"), exc_info=True)
+
+
+def set_breaker_state(provider: str, model: str, state: int | str) -> None:
+    """For gateway/resilience.py: 0 (or "closed"), 1 ("half_open"), 2 ("open")."""
+    value = BREAKER_STATES[state] if isinstance(state, str) else int(state)
+    if value not in (0, 1, 2):
+        raise ValueError(f"breaker state must be 0, 1 or 2, not {state!r}")
+    BREAKER.labels(provider, _model_label(model)).set(value)
+
+
+# -- in flight -------------------------------------------------------------------------------
+
+
+class _InFlightBody:
+    """A streaming body that leaves the in-flight count once: when its last chunk
+    is sent, when it is closed early (the client went away), or when Django
+    closes the response, whichever comes first."""
+
+    def __init__(self, content) -> None:
+        self.content = content
+        self.open = True
+
+    def __aiter__(self):
+        return self._chunks()
+
+    async def _chunks(self):
+        try:
+            async for chunk in self.content:
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            IN_FLIGHT.dec()
+
+
+def in_flight_enter() -> None:
+    IN_FLIGHT.inc()
+
+
+def in_flight_exit(response=None) -> None:
+    """Leave now, or for a stream when its body is closed."""
+    if response is not None and getattr(response, "streaming", False) and response.is_async:
+        response.streaming_content = _InFlightBody(response.streaming_content)
+    else:
+        IN_FLIGHT.dec()
+
+
+# -- budgets, read at scrape time ----------------------------------------------------------
+
+
+class BudgetCollector:
+    """Spend, reservations and limit of each enabled budget in its current period."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from django.utils import timezone
+
+        from budgets.ledger import period_start
+        from budgets.models import Budget, BudgetCounter
+
+        labels = ["budget", "budget_id", "scope", "period"]
+        families = {
+            "spent": GaugeMetricFamily("ep_budget_spent_usd", "Spent in the current period.", labels=labels),
+            "reserved": GaugeMetricFamily("ep_budget_reserved_usd", "Held by requests in flight.", labels=labels),
+            "limit": GaugeMetricFamily("ep_budget_limit_usd", "The budget's limit per period.", labels=labels),
+            "ratio": GaugeMetricFamily("ep_budget_utilization_ratio", "Spent / limit (1 = used up).",
+                                       labels=labels),
+        }
+        now = timezone.now()
+        budgets = list(Budget.objects.filter(enabled=True).only("id", "name", "scope", "period", "limit_usd"))
+        starts = {b.id: period_start(b.period, now) for b in budgets}
+        counters = {(c.budget_id, c.period_start): c for c in BudgetCounter.objects.filter(
+            budget_id__in=starts, period_start__in=set(starts.values()))}
+        for budget in budgets:
+            counter = counters.get((budget.id, starts[budget.id]))
+            spent = float(counter.spent) if counter else 0.0
+            values = [budget.name, str(budget.id), budget.scope, budget.period]
+            families["spent"].add_metric(values, spent)
+            families["reserved"].add_metric(values, float(counter.reserved) if counter else 0.0)
+            families["limit"].add_metric(values, float(budget.limit_usd))
+            families["ratio"].add_metric(values, spent / float(budget.limit_usd) if budget.limit_usd else 0.0)
+        yield from families.values()
+
+
+_exposed = CollectorRegistry()
+if MULTIPROC_DIR:
+    multiprocess.MultiProcessCollector(_exposed, path=MULTIPROC_DIR)
+_budgets = CollectorRegistry()
+_budgets.register(BudgetCollector())
+
+
+def exposition() -> tuple[bytes, str]:
+    """The scrape body and its content type. Blocking (files, one query): run it in a thread."""
+    from django.db import connection
+
+    try:
+        body = generate_latest(_exposed if MULTIPROC_DIR else _registry)
+        try:
+            body += generate_latest(_budgets)
+        except Exception:  # the database is down: the process metrics still answer
+            log.warning("budget metrics unavailable", exc_info=True)
+    finally:
+        connection.close()
+    return body, CONTENT_TYPE_LATEST
+
+
+# -- GET /metrics ------------------------------------------------------------------------------
+
+
+class ScraperAuth(HttpBearer):
+    """An API key with the admin scope (Prometheus: `authorization: credentials_file`),
+    or anyone when EP_METRICS_PUBLIC=1. A keyed scrape is an authenticated
+    request like any other, so it leaves its Usage row (cost 0)."""
+
+    is_async = True
+
+    async def __call__(self, request: HttpRequest):
+        from api.auth import ApiKeyAuth, refuse_key_in_query
+        from gateway.errors import PermissionDenied
+
+        refuse_key_in_query(request)
+        if settings.EP_METRICS_PUBLIC:
+            return True
+        key = await ApiKeyAuth()(request)
+        if not key.has_scope("admin"):
+            raise PermissionDenied("Metrics need an API key with the admin scope.", code="admin_scope_required")
+        return key
+
+    def authenticate(self, request, token):  # pragma: no cover - __call__ does the work
+        raise NotImplementedError
+
+
+router = Router(tags=["Operations"], auth=ScraperAuth())
+
+
+@router.get("/metrics", summary="Prometheus metrics (admin key)",
+            response={200: None, **error_responses(400, 401, 403, 500, 503)}, include_in_schema=True)
+async def metrics_view(request: HttpRequest):
+    body, content_type = await sync_to_async(exposition, thread_sensitive=False)()
+    return HttpResponse(body, content_type=content_type)
