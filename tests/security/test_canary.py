@@ -102,7 +102,7 @@ def pages(people, row) -> list[str]:
     ada = client_for(people.ada)
     paths = ["/dashboard/", "/dashboard/providers/", "/dashboard/providers/canary/", "/dashboard/keys/",
              "/dashboard/usage/", f"/dashboard/usage/{row.pk}/", "/dashboard/audit/", "/dashboard/costs/?format=csv",
-             "/admin/providers/provider/", "/admin/gateway/apikey/"]
+             "/admin/providers/provider/", "/admin/accounts/apikey/"]
     found = []
     for path in paths:
         response = ada.get(path)
