@@ -1,6 +1,7 @@
 """A Hive-style team workflow through the Execution Platform:
 architect -> developer -> reviewer, each step's answer feeding the next.
 
+    pip install ./clients/python          # the client, ep_client (the platform's `make run` installs it)
     export EP_API_KEY=$(python manage.py create_api_key --team hive --name example)
     python examples/team_run.py --base-url http://localhost:8000
 
@@ -19,10 +20,10 @@ from decimal import Decimal
 from pathlib import Path
 
 try:
-    from gateway.client import ChatResponse, ExecutionPlatformClient, ExecutionPlatformError, new_run_id
-except ImportError:  # run as `python examples/team_run.py` from a checkout: the repo root is not on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from gateway.client import ChatResponse, ExecutionPlatformClient, ExecutionPlatformError, new_run_id
+    from ep_client import ChatResponse, ExecutionPlatformClient, ExecutionPlatformError, new_run_id
+except ImportError:  # not installed: run from a checkout, use the package's source next to this script
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python" / "src"))
+    from ep_client import ChatResponse, ExecutionPlatformClient, ExecutionPlatformError, new_run_id
 
 DEFAULT_TASK = "Design a URL shortener service with an HTTP API, persistent storage and click statistics."
 

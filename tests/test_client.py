@@ -1,21 +1,25 @@
-"""gateway.client, Hive's Python client, against a live daphne gateway: sync,
-async, streaming, tools, run tagging, overrides, retries and typed errors; and
-the seed's "After" snippet, run verbatim against a gateway on localhost:8000."""
+"""ep_client, Hive's Python client (the package in clients/python/), against a
+live daphne gateway: sync, async, streaming, tools, run tagging, overrides,
+retries and typed errors, checked against the ledger; gateway.client still
+re-exporting it; the package installed in a fresh virtualenv passing its own
+tests against the live gateway; and the seed's "After" snippet, run verbatim
+against a gateway on localhost:8000."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
 
 import httpx
 import pytest
-
-from budgets.models import Usage
-from gateway.client import (
+from ep_client import (
     APIConnectionError,
     AsyncExecutionPlatformClient,
     AuthenticationError,
@@ -30,6 +34,8 @@ from gateway.client import (
     error_from_body,
     new_run_id,
 )
+
+from budgets.models import Usage
 from tests.conftest import ARTIFACTS, ROOT, server_env, stop_process
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -329,14 +335,97 @@ def test_an_unreachable_platform_is_a_connection_error_after_the_retries():
     assert transport.sends == 3 and caught.value.code == "connection_error"
 
 
-# -- standalone -----------------------------------------------------------------------------
+# -- the package -------------------------------------------------------------------------------
+
+SERVER_PACKAGES = ("django", "ninja", "channels", "accounts", "providers", "personas", "budgets", "gateway", "api",
+                   "dashboard", "config")
+# Every public name gateway/client.py had before the client moved to clients/python/.
+OLD_PUBLIC_NAMES = (
+    "APIConnectionError", "AsyncExecutionPlatformClient", "AuthenticationError", "BudgetExceededError", "CALL_OPTIONS",
+    "ChatResponse", "DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "ExecutionPlatformClient", "ExecutionPlatformError",
+    "InvalidRequestError", "NotFoundError", "PermissionDeniedError", "RETRYABLE", "RateLimitError", "StreamEvent",
+    "StreamParser", "ToolCall", "UpstreamError", "Usage", "error_from_body", "new_run_id", "response_from",
+)
+OLD_STAR_NAMES = {
+    "APIConnectionError", "AsyncExecutionPlatformClient", "AuthenticationError", "BudgetExceededError",
+    "ChatResponse", "ExecutionPlatformClient", "ExecutionPlatformError", "InvalidRequestError", "NotFoundError",
+    "PermissionDeniedError", "RateLimitError", "StreamEvent", "ToolCall", "UpstreamError", "Usage", "new_run_id",
+}
+
+
+def _imported_server_packages(python: str | Path, module: str, cwd: Path) -> list[str]:
+    probe = (f"import json, sys, {module}; "
+             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:]))))")
+    out = subprocess.run([str(python), "-c", probe, *SERVER_PACKAGES], cwd=cwd, capture_output=True, text=True,
+                         check=True, env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"})
+    return json.loads(out.stdout)
 
 
 def test_the_client_imports_without_django():
-    probe = "import sys, gateway.client; print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', " \
-            "'ninja', 'providers', 'budgets', 'personas')))"
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert _imported_server_packages(sys.executable, "ep_client", ROOT) == []
+    assert _imported_server_packages(sys.executable, "gateway.client", ROOT) == ["gateway"]  # the re-export too
+
+
+def test_gateway_client_still_re_exports_the_client_for_one_release():
+    import ep_client.client
+
+    import gateway.client
+
+    for name in OLD_PUBLIC_NAMES:
+        assert getattr(gateway.client, name) is getattr(ep_client.client, name), name
+    namespace: dict = {}
+    exec("from gateway.client import *", namespace)  # what the seed's execution_platform shim does
+    assert set(namespace) - {"__builtins__"} == OLD_STAR_NAMES
+    assert "ep_client" in gateway.client.__doc__ and "Deprecated" in gateway.client.__doc__
+
+
+# The package's own tests (clients/python/tests) that must run, not be skipped:
+# at least this many in all, and this many of the live ones (42 and 18 today).
+CLIENT = ROOT / "clients" / "python"
+MIN_CLIENT_TESTS, MIN_LIVE_CLIENT_TESTS = 40, 18
+
+
+def _fresh_virtualenv(where: Path) -> Path:
+    """A new virtualenv with the client package (from clients/python, as a user installs it) and pytest."""
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True, capture_output=True, timeout=120)
+    python = where / "bin" / "python"
+    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           str(CLIENT), "pytest"], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, f"pip install failed:\n{done.stdout}\n{done.stderr}"
+    return python
+
+
+@pytest.mark.slow
+def test_the_client_package_installs_in_a_fresh_virtualenv_and_passes_its_own_tests(live, world, tmp_path):
+    from accounts.models import ApiKey
+
+    _, key = ApiKey.issue(team=world.red, name="client package tests")
+    venv = tmp_path / "venv"
+    python = _fresh_virtualenv(venv)
+
+    # Installed into the venv (not read from the checkout), and nothing of the server comes with it.
+    where = subprocess.run([str(python), "-c", "import ep_client, importlib.util; print(ep_client.__file__); "
+                            "print(importlib.util.find_spec('django'))"], cwd=tmp_path, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert Path(where[0]).is_relative_to(venv) and where[1] == "None"
+    assert _imported_server_packages(python, "ep_client", tmp_path) == []
+
+    report = tmp_path / "client-tests.xml"
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("PYTHONPATH", "VIRTUAL_ENV", "DJANGO_SETTINGS_MODULE", "EP_TEST_PERSONAS")}
+    env |= {"EP_BASE_URL": live.url, "EP_API_KEY": key, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([str(python), "-m", "pytest", "clients/python/tests", "-p", "no:cacheprovider",
+                           f"--junitxml={report}", "-q"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, f"the client's own tests failed:\n{done.stdout[-8000:]}\n{done.stderr[-2000:]}"
+
+    cases = list(ElementTree.parse(report).iter("testcase"))
+    not_passed = [(c.get("name"), [child.tag for child in c]) for c in cases
+                  if c.find("skipped") is not None or c.find("failure") is not None or c.find("error") is not None]
+    assert not_passed == []  # none skipped: the live ones saw EP_BASE_URL and EP_API_KEY
+    assert len(cases) >= MIN_CLIENT_TESTS
+    assert sum("test_live" in c.get("classname", "") for c in cases) >= MIN_LIVE_CLIENT_TESTS
+    assert Usage.objects.filter(api_key__name="client package tests", status="ok").count() >= 10  # this server
 
 
 # -- the seed's snippet, verbatim --------------------------------------------------------------
@@ -387,15 +476,15 @@ def _wait_for_health(url: str, process: subprocess.Popen, log_path) -> None:
 
 
 def test_the_seed_snippet_runs_verbatim(gateway_on_port_8000, world, tmp_path):
-    # Hive keeps the seed's import line through a two-line shim package
-    # (docs/MIGRATING_HIVE.md, "Install"); the snippet itself is untouched.
+    # Hive keeps the seed's import line through a two-line shim package over
+    # ep_client (docs/MIGRATING_HIVE.md, "What Hive installs"); the snippet itself is untouched.
     shim = tmp_path / "execution_platform"
     shim.mkdir()
     (shim / "__init__.py").write_text("")
-    (shim / "client.py").write_text("from gateway.client import *  # noqa: F401,F403\n")
+    (shim / "client.py").write_text("from ep_client import *  # noqa: F401,F403\n")
     script = tmp_path / "personas.py"
     script.write_text(SEED_AFTER + "print(response)\nprint(type(response).__name__, response.cost_usd)\n")
-    env = {**os.environ, "EP_API_KEY": world.red_key, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    env = {**os.environ, "EP_API_KEY": world.red_key, "PYTHONPATH": str(tmp_path)}  # ep_client: installed
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=30, check=False)
     assert done.returncode == 0, done.stderr

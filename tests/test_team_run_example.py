@@ -20,7 +20,7 @@ STEP_LINE = re.compile(r"^\[(\d)/3\] (\w+) by (\w+): demo/demo, (\d+) in / (\d+)
 
 
 def run_example(live, *args: str, key: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": ""}  # as a user runs it: the script finds the client itself
+    env = {**os.environ, "PYTHONPATH": ""}  # as a user runs it: the client is the installed ep_client package
     env.pop("EP_API_KEY", None)
     if key:
         env["EP_API_KEY"] = key

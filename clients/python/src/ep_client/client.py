@@ -1,16 +1,17 @@
 """ExecutionPlatformClient: the small Python client Hive imports.
 
-    from gateway.client import ExecutionPlatformClient
+    from ep_client import ExecutionPlatformClient
 
     client = ExecutionPlatformClient(base_url="http://localhost:8000", persona="architect")
     response = client.chat("Design a system")
     print(response)                       # the answer text
     response.cost_usd, response.provider  # what it cost, who served it
 
-Standalone on purpose: this module imports only the standard library and
-httpx, never Django or anything else from this repository, so Hive can import
-it (or copy this one file) without installing the platform. It speaks the
-platform's OpenAI-compatible endpoint, POST /v1/chat/completions.
+Standalone on purpose: the package `execution-platform-client` (clients/python/
+in the platform's repository, `pip install ./clients/python`) imports only the
+standard library and httpx, never Django or anything else of the server, so
+Hive installs it without the platform. It speaks the platform's
+OpenAI-compatible endpoint, POST /v1/chat/completions.
 
 - The API key comes from `api_key=` or the EP_API_KEY environment variable.
 - Persona per client or per call; `provider=`/`model=` (or the seed's
@@ -40,7 +41,8 @@ import httpx
 __all__ = [
     "APIConnectionError", "AsyncExecutionPlatformClient", "AuthenticationError", "BudgetExceededError",
     "ChatResponse", "ExecutionPlatformClient", "ExecutionPlatformError", "InvalidRequestError", "NotFoundError",
-    "PermissionDeniedError", "RateLimitError", "StreamEvent", "ToolCall", "UpstreamError", "Usage", "new_run_id",
+    "PermissionDeniedError", "RateLimitError", "StreamEvent", "ToolCall", "UpstreamError", "Usage", "error_from_body",
+    "new_run_id",
 ]
 
 DEFAULT_BASE_URL = "http://localhost:8000"
