@@ -51,11 +51,6 @@ def can_see_costs(user) -> bool:
     return teams is None or bool(teams)
 
 
-def can_see_team(user, team_id: int | None) -> bool:
-    teams = visible_team_ids(user)
-    return teams is None or (team_id is not None and team_id in teams)
-
-
 def _requiring(check: Callable[[object], bool]):
     def decorator(view):
         @login_required

@@ -37,10 +37,6 @@ class Budget(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def describe_limit(self) -> str:
-        period = "in total" if self.period == "lifetime" else f"per {self.period}"
-        return f"${self.limit_usd:.2f} {period}"
-
 
 class BudgetCounter(models.Model):
     """Spend and in-flight reservations of one budget in one period.

@@ -54,10 +54,6 @@ def bind_request(request_id: str, trace_id: str = "") -> None:
     _trace_id.set(trace_id)
 
 
-def current_request_id() -> str:
-    return _request_id.get()
-
-
 class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = getattr(record, "request_id", "") or _request_id.get()

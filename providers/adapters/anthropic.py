@@ -1,8 +1,9 @@
 """Anthropic Messages API through the official `anthropic` SDK (2.x, on httpx2).
 
-The mapping functions (`to_anthropic_request`, `from_anthropic_message`,
-`to_provider_error`, `StreamMapper`) are pure so they can be tested without a
-network; `AnthropicAdapter` only wires them to one long-lived AsyncAnthropic.
+The mapping functions (`request_to_wire`, `result_from_wire`, `error_from_sdk`,
+and the `StreamState` class; names as providers/adapters/base.py lists them) are
+pure so they can be tested without a network; `AnthropicAdapter` only wires them
+to one long-lived AsyncAnthropic.
 
 Choices worth knowing:
 - Anthropic wants strictly alternating user/assistant turns and takes the system
@@ -86,11 +87,11 @@ CONTEXT_LENGTH_MARKERS = ("prompt is too long", "context limit", "context window
 # -- request -----------------------------------------------------------------------
 
 
-def to_anthropic_request(req: ChatRequest, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
+def request_to_wire(req: ChatRequest, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
     """Keyword arguments for `messages.create` (without `stream`)."""
     params: dict[str, Any] = {
         "model": req.model,
-        "messages": to_anthropic_messages(req.conversation()),
+        "messages": messages_to_wire(req.conversation()),
         # Anthropic requires max_tokens; the route step may leave it to us.
         "max_tokens": req.max_tokens or default_max_tokens,
     }
@@ -168,7 +169,7 @@ def _output_format(response_format: dict[str, Any] | None) -> dict[str, Any] | N
     return {"type": "json_schema", "schema": schema}
 
 
-def to_anthropic_messages(conversation: list[Message]) -> list[dict[str, Any]]:
+def messages_to_wire(conversation: list[Message]) -> list[dict[str, Any]]:
     """Our messages as Anthropic turns: roles alternate, tool results ride in user turns."""
     turns: list[dict[str, Any]] = []
     for message in conversation:
@@ -240,7 +241,7 @@ def _tool_use(call: ToolCall) -> dict[str, Any]:
 # -- response ----------------------------------------------------------------------
 
 
-def from_anthropic_message(obj: Any) -> ChatResult:
+def result_from_wire(obj: Any) -> ChatResult:
     """A Messages API response (SDK `Message`) as our ChatResult."""
     try:
         blocks = list(obj.content)
@@ -250,7 +251,7 @@ def from_anthropic_message(obj: Any) -> ChatResult:
             for b in blocks
             if getattr(b, "type", None) == "tool_use"
         ]
-        usage = to_usage(obj.usage)
+        usage = usage_from_wire(obj.usage)
         stop_reason = obj.stop_reason
         model, message_id = str(obj.model), obj.id
     except (AttributeError, TypeError, ValueError) as exc:
@@ -262,20 +263,20 @@ def from_anthropic_message(obj: Any) -> ChatResult:
     return ChatResult(
         content=content,
         tool_calls=calls,
-        finish_reason=finish_reason(stop_reason, bool(calls)),
+        finish_reason=finish_reason_from_wire(stop_reason, bool(calls)),
         usage=usage,
         model=model,
         provider_request_id=message_id,
     )
 
 
-def finish_reason(stop_reason: str | None, has_tool_calls: bool = False) -> FinishReason:
+def finish_reason_from_wire(stop_reason: str | None, has_tool_calls: bool = False) -> FinishReason:
     if stop_reason is None:
         return "tool_calls" if has_tool_calls else "stop"
     return FINISH_REASONS.get(stop_reason, "stop")
 
 
-def to_usage(usage: Any, previous: Usage | None = None) -> Usage:
+def usage_from_wire(usage: Any, previous: Usage | None = None) -> Usage:
     """Anthropic usage -> ours. Its input_tokens excludes cache reads and writes; ours includes them.
 
     `previous` is the usage seen so far in a stream: message_delta may omit the
@@ -311,7 +312,7 @@ def _count(obj: Any, name: str) -> int | None:
 # -- errors ------------------------------------------------------------------------
 
 
-def to_provider_error(exc: BaseException) -> ProviderError:
+def error_from_sdk(exc: BaseException) -> ProviderError:
     """Any failure of an SDK call as a ProviderError of the shared taxonomy."""
     if isinstance(exc, ProviderError):
         return exc
@@ -344,7 +345,7 @@ def _status_error(exc: anthropic.APIStatusError) -> ProviderError:
     return ProviderError(
         kind,  # type: ignore[arg-type]
         f"anthropic {label}: {detail}" if detail else f"anthropic {label}",
-        retry_after=retry_after(exc.response.headers) if kind == "rate_limited" else None,
+        retry_after=retry_after_from_wire(exc.response.headers) if kind == "rate_limited" else None,
         status=status if status != 200 else None,
         provider=PROVIDER,
     )
@@ -362,7 +363,7 @@ def _kind_for_status(status: int) -> str:
     return "bad_request"
 
 
-def retry_after(headers: Any) -> float | None:
+def retry_after_from_wire(headers: Any) -> float | None:
     """Seconds from `retry-after-ms` / `retry-after` (a number or an HTTP date)."""
     try:
         if headers.get("retry-after-ms"):
@@ -382,7 +383,7 @@ def retry_after(headers: Any) -> float | None:
 # -- streaming ---------------------------------------------------------------------
 
 
-class StreamMapper:
+class StreamState:
     """Turns Anthropic's raw stream events into our StreamEvents, one event at a time.
 
     Tool calls are numbered among tool_use blocks only (0, 1, ...), whatever their
@@ -396,10 +397,10 @@ class StreamMapper:
         self.tool_has_arguments: dict[int, bool] = {}
         self.finished = False
 
-    def feed(self, event: Any) -> list[StreamEvent]:
+    def events(self, event: Any) -> list[StreamEvent]:
         kind = getattr(event, "type", None)
         if kind == "message_start":
-            self.usage = to_usage(event.message.usage)
+            self.usage = usage_from_wire(event.message.usage)
             return [StreamEvent(type="usage", usage=self.usage)]  # input is known: bill it even if cut
         if kind == "content_block_start":
             return self._block_start(event.index, event.content_block)
@@ -409,11 +410,11 @@ class StreamMapper:
             return self._block_stop(event.index)
         if kind == "message_delta":
             self.stop_reason = event.delta.stop_reason or self.stop_reason
-            self.usage = to_usage(event.usage, previous=self.usage)
+            self.usage = usage_from_wire(event.usage, previous=self.usage)
             return []
         if kind == "message_stop":
             self.finished = True
-            reason = finish_reason(self.stop_reason, bool(self.tool_index))
+            reason = finish_reason_from_wire(self.stop_reason, bool(self.tool_index))
             return [
                 StreamEvent(type="usage", usage=self.usage),
                 StreamEvent(type="done", finish_reason=reason),
@@ -487,23 +488,23 @@ class AnthropicAdapter(Adapter):
         )
 
     async def chat(self, request: ChatRequest) -> ChatResult:
-        params = to_anthropic_request(request, self._default_max_tokens)
+        params = request_to_wire(request, self._default_max_tokens)
         try:
             message = await self._client.messages.create(**params)
         except Exception as exc:
             raise self._error(exc) from exc
-        return from_anthropic_message(message)
+        return result_from_wire(message)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        mapper = StreamMapper()
+        state = StreamState()
         upstream = None
         try:
-            params = to_anthropic_request(request, self._default_max_tokens)
+            params = request_to_wire(request, self._default_max_tokens)
             upstream = await self._client.messages.create(**params, stream=True)
             async for raw in upstream:
-                for event in mapper.feed(raw):
+                for event in state.events(raw):
                     yield event
-                if mapper.finished:
+                if state.finished:
                     return
             yield StreamEvent(
                 type="error",
@@ -520,7 +521,7 @@ class AnthropicAdapter(Adapter):
                 await upstream.close()
 
     def _error(self, exc: BaseException) -> ProviderError:
-        error = to_provider_error(exc)
+        error = error_from_sdk(exc)
         secret = self.config.credential
         if secret and secret in error.message:  # provider text never echoes the key, but be sure
             error.message = error.message.replace(secret, "***")

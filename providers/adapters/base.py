@@ -1,4 +1,27 @@
-"""The tiny base every adapter implements."""
+"""The tiny base every adapter implements, and the names its module's functions take.
+
+Every adapter module names the same job the same way, as a module-level function
+(or class) that the Adapter subclass calls; a module has a name only where it has
+the job. "wire" is what the SDK call takes or gives back:
+
+- `request_to_wire(request, ...)`: our ChatRequest -> the SDK call's arguments.
+- `messages_to_wire(conversation, ...)`: the conversation part of those, when it
+  has a function of its own.
+- `result_from_wire(response, ...)`: the SDK's whole (non-streamed) response -> ChatResult.
+- `finish_reason_from_wire(reason, has_tool_calls, ...)`: the provider's stop reason -> FinishReason.
+- `usage_from_wire(usage, ...)`: the provider's token counts -> Usage.
+- `StreamState`: what one stream has seen; `events(chunk)` turns one streamed
+  chunk or message into our StreamEvents (how the stream's end is judged is the
+  provider's own).
+- `error_from_sdk(exc, ...)`: an exception from the SDK call -> ProviderError, key scrubbed.
+- `error_kind_from_wire(...)`: the error kind of a failure the provider reports in
+  its answer rather than raises.
+- `retry_after_from_wire(...)`: the provider's retry hint, in seconds.
+
+Helpers stay private (`_name`), and keep the direction in the name: `_x_to_wire`
+goes to the provider, `_x_from_wire` comes back. The demo adapter calls no SDK
+and so has none of these.
+"""
 
 from __future__ import annotations
 
@@ -63,10 +86,6 @@ class Adapter:
         call and release its connection.
         """
         raise NotImplementedError
-
-    def model_capabilities(self, model: str) -> Capabilities:
-        """Per-model refinement of `capabilities`; the default is the kind's."""
-        return self.capabilities
 
     async def aclose(self) -> None:
         """Release the SDK client's connections."""

@@ -55,6 +55,7 @@ from providers.types import (
     ChatRequest,
     ChatResult,
     ErrorKind,
+    FinishReason,
     Message,
     ProviderError,
     StreamEvent,
@@ -90,7 +91,6 @@ class ClaudeAgentAdapter(Adapter):
 
     def __init__(self, config: AdapterConfig) -> None:
         super().__init__(config)
-        self._cli_path = config.options.get("cli_path") or None
         # Token-level deltas need the CLI's partial messages; on by default.
         self._partial = bool(config.options.get("partial_messages", True))
 
@@ -137,16 +137,17 @@ class ClaudeAgentAdapter(Adapter):
         until garbage collection; disconnect() ends it deterministically.
         """
         workdir = None if request.extra.get("cwd") else tempfile.mkdtemp(prefix="ep-claude-")
-        translator = _Translator(partial, meta, self._error)
-        client = ClaudeSDKClient(self._options(request, partial, workdir))
+        state = StreamState(partial, meta, self._error)
+        prompt, options = request_to_wire(request, self.config, partial=partial, workdir=workdir)
+        client = ClaudeSDKClient(options)
         try:
-            await self._timed(client.connect(render_prompt(request)))
+            await self._timed(client.connect(prompt))
             messages = client.receive_messages()
-            while not translator.finished:
+            while not state.finished:
                 message = await self._timed(anext(messages, None))
                 if message is None:
                     raise self._error("unavailable", "the CLI ended without a result")
-                for event in translator.feed(message):
+                for event in state.events(message):
                     yield event
         except ProviderError as error:
             yield StreamEvent(type="error", error=error)
@@ -164,66 +165,20 @@ class ClaudeAgentAdapter(Adapter):
         try:
             async with asyncio.timeout(self.config.read_timeout):
                 return await awaitable
-        except TimeoutError:
-            raise self._error("timeout", f"the CLI sent nothing for {self.config.read_timeout}s") from None
-        except ClaudeSDKError as exc:
-            # CLINotFoundError, CLIConnectionError, ProcessError (exit != 0),
-            # CLIJSONDecodeError, MessageParseError: the CLI is not usable now.
-            raise self._error("unavailable", f"{type(exc).__name__}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exception for control-protocol failures
-            raise self._error("unavailable", f"Claude CLI control protocol: {exc}") from None
+            raise error_from_sdk(exc, read_timeout=self.config.read_timeout, provider=self.config.name,
+                                 secret=self.config.credential) from None
 
     def _error(self, kind: ErrorKind, message: str, **kwargs: Any) -> ProviderError:
-        # The CLI's text could in theory echo its environment; scrub the key.
-        if self.config.credential:
-            message = message.replace(self.config.credential, "***")
-        return ProviderError(kind, message[:500], provider=self.config.name, **kwargs)
-
-    # -- options ---------------------------------------------------------------
-
-    def _options(self, request: ChatRequest, partial: bool, workdir: str | None) -> ClaudeAgentOptions:
-        extra = request.extra
-        allowed = [str(t) for t in extra.get("allowed_tools") or []]
-        servers, hooks = {}, None
-        if request.tools and request.tool_choice != "none":
-            servers = {CLIENT_SERVER: _client_tool_server(request)}
-            hooks = {"PreToolUse": [HookMatcher(matcher=f"{TOOL_PREFIX}.*", hooks=[_defer_client_tool])]}
-        return ClaudeAgentOptions(
-            cli_path=self._cli_path,
-            model=request.model or None,
-            system_prompt=_system_prompt(request),
-            # No built-in tools unless the route step allows some by name.
-            tools=sorted({t.split("(", 1)[0] for t in allowed if not t.startswith("mcp__")}),
-            allowed_tools=allowed,
-            disallowed_tools=[t for t in DANGEROUS_TOOLS if t not in {a.split("(", 1)[0] for a in allowed}],
-            permission_mode=extra.get("permission_mode") if allowed else "default",
-            can_use_tool=_deny_tool,
-            mcp_servers=servers,
-            strict_mcp_config=True,
-            hooks=hooks,
-            setting_sources=[],
-            cwd=extra.get("cwd") or workdir,
-            max_turns=extra.get("max_turns") or (None if allowed else 1),
-            include_partial_messages=partial,
-            # The prompt holds client text: never expand @path mentions or slash commands in it.
-            verbatim_prompts=True,
-            env=self._env(request),
-        )
-
-    def _env(self, request: ChatRequest) -> dict[str, str]:
-        env: dict[str, str] = {}
-        if self.config.credential:
-            env["ANTHROPIC_API_KEY"] = self.config.credential
-        if self.config.base_url:
-            env["ANTHROPIC_BASE_URL"] = self.config.base_url
-        if request.max_tokens:
-            # The SDK has no max_tokens option; the CLI reads this variable.
-            env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(request.max_tokens)
-        return env
+        return _provider_error(kind, message, provider=self.config.name, secret=self.config.credential,
+                               **kwargs)
 
 
-class _Translator:
-    """SDK messages of one run -> normalized StreamEvents."""
+# -- response ------------------------------------------------------------------
+
+
+class StreamState:
+    """SDK messages of one run -> normalized StreamEvents; `finished` once the result came."""
 
     def __init__(self, partial: bool, meta: dict, make_error) -> None:
         self.partial = partial
@@ -233,7 +188,7 @@ class _Translator:
         self.retry_after: float | None = None
         self.finished = False
 
-    def feed(self, message: Any) -> list[StreamEvent]:
+    def events(self, message: Any) -> list[StreamEvent]:
         if isinstance(message, SDKStreamEvent):
             return self._partial_text(message)
         if isinstance(message, AssistantMessage) and message.parent_tool_use_id is None:
@@ -288,25 +243,68 @@ class _Translator:
         # result; the calls are the answer, so it is not an error.
         if not self.calls and (result.is_error or result.subtype.startswith("error")):
             return [StreamEvent(type="error", error=self._result_error(result))]
-        finish = "tool_calls" if self.calls else ("length" if result.stop_reason == "max_tokens" else "stop")
+        finish = finish_reason_from_wire(result.stop_reason, has_tool_calls=bool(self.calls))
         events += [
-            StreamEvent(type="usage", usage=usage_of(result)),
+            StreamEvent(type="usage", usage=usage_from_wire(result)),
             StreamEvent(type="done", finish_reason=finish),
         ]
         return [e for e in events if e is not None]
 
     def _result_error(self, result: ResultMessage) -> ProviderError:
         text = "; ".join(result.errors or []) or (result.result or "") or result.subtype
-        kind, status = classify_error(text, result.api_error_status)
+        kind, status = error_kind_from_wire(text, result.api_error_status)
         retry_after = self.retry_after if kind == "rate_limited" else None
         return self.make_error(kind, f"Claude CLI: {text}", status=status, retry_after=retry_after)
 
 
-# -- helpers -------------------------------------------------------------------
+def finish_reason_from_wire(stop_reason: str | None, has_tool_calls: bool = False) -> FinishReason:
+    if has_tool_calls:
+        return "tool_calls"
+    return "length" if stop_reason == "max_tokens" else "stop"
 
 
-def classify_error(text: str, status: int | None) -> tuple[ErrorKind, int | None]:
-    """The taxonomy kind for a CLI error result, by its status and text."""
+def usage_from_wire(result: ResultMessage) -> Usage:
+    raw = result.usage or {}
+    cache_read = int(raw.get("cache_read_input_tokens") or 0)
+    cache_write = int(raw.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        input_tokens=int(raw.get("input_tokens") or 0) + cache_read + cache_write,
+        output_tokens=int(raw.get("output_tokens") or 0),
+        cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reported_cost_usd=result.total_cost_usd,
+    )
+
+
+# -- errors --------------------------------------------------------------------
+
+
+def error_from_sdk(
+    exc: BaseException, *, read_timeout: float, provider: str, secret: str = ""
+) -> ProviderError:
+    """A failure of one step of the CLI run (connect, next message) as a ProviderError."""
+    if isinstance(exc, TimeoutError):
+        kind, message = "timeout", f"the CLI sent nothing for {read_timeout}s"
+    elif isinstance(exc, ClaudeSDKError):
+        # CLINotFoundError, CLIConnectionError, ProcessError (exit != 0),
+        # CLIJSONDecodeError, MessageParseError: the CLI is not usable now.
+        kind, message = "unavailable", f"{type(exc).__name__}: {exc}"
+    else:  # the SDK raises bare Exception for control-protocol failures
+        kind, message = "unavailable", f"Claude CLI control protocol: {exc}"
+    return _provider_error(kind, message, provider=provider, secret=secret)
+
+
+def _provider_error(
+    kind: ErrorKind, message: str, *, provider: str, secret: str, **kwargs: Any
+) -> ProviderError:
+    # The CLI's text could in theory echo its environment; scrub the key.
+    if secret:
+        message = message.replace(secret, "***")
+    return ProviderError(kind, message[:500], provider=provider, **kwargs)
+
+
+def error_kind_from_wire(text: str, status: int | None) -> tuple[ErrorKind, int | None]:
+    """The taxonomy kind for an error result the CLI reported, by its status and text."""
     lowered = text.lower()
     if status is None and (match := _STATUS_RE.search(text)):
         status = int(match.group(1))
@@ -321,26 +319,61 @@ def classify_error(text: str, status: int | None) -> tuple[ErrorKind, int | None
     return "bad_request", status
 
 
-def usage_of(result: ResultMessage) -> Usage:
-    raw = result.usage or {}
-    cache_read = int(raw.get("cache_read_input_tokens") or 0)
-    cache_write = int(raw.get("cache_creation_input_tokens") or 0)
-    return Usage(
-        input_tokens=int(raw.get("input_tokens") or 0) + cache_read + cache_write,
-        output_tokens=int(raw.get("output_tokens") or 0),
-        cached_tokens=cache_read,
-        cache_write_tokens=cache_write,
-        reported_cost_usd=result.total_cost_usd,
+# -- request -------------------------------------------------------------------
+
+
+def request_to_wire(
+    request: ChatRequest, config: AdapterConfig, *, partial: bool, workdir: str | None
+) -> tuple[str, ClaudeAgentOptions]:
+    """(prompt, options) for one ClaudeSDKClient run of this request."""
+    extra = request.extra
+    allowed = [str(t) for t in extra.get("allowed_tools") or []]
+    servers, hooks = {}, None
+    if request.tools and request.tool_choice != "none":
+        servers = {CLIENT_SERVER: _client_tool_server(request)}
+        hooks = {"PreToolUse": [HookMatcher(matcher=f"{TOOL_PREFIX}.*", hooks=[_defer_client_tool])]}
+    options = ClaudeAgentOptions(
+        cli_path=config.options.get("cli_path") or None,
+        model=request.model or None,
+        system_prompt=_system_prompt(request),
+        # No built-in tools unless the route step allows some by name.
+        tools=sorted({t.split("(", 1)[0] for t in allowed if not t.startswith("mcp__")}),
+        allowed_tools=allowed,
+        disallowed_tools=[t for t in DANGEROUS_TOOLS if t not in {a.split("(", 1)[0] for a in allowed}],
+        permission_mode=extra.get("permission_mode") if allowed else "default",
+        can_use_tool=_deny_tool,
+        mcp_servers=servers,
+        strict_mcp_config=True,
+        hooks=hooks,
+        setting_sources=[],
+        cwd=extra.get("cwd") or workdir,
+        max_turns=extra.get("max_turns") or (None if allowed else 1),
+        include_partial_messages=partial,
+        # The prompt holds client text: never expand @path mentions or slash commands in it.
+        verbatim_prompts=True,
+        env=_env(request, config),
     )
+    return messages_to_wire(request.conversation()), options
 
 
-def render_prompt(request: ChatRequest) -> str:
+def _env(request: ChatRequest, config: AdapterConfig) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if config.credential:
+        env["ANTHROPIC_API_KEY"] = config.credential
+    if config.base_url:
+        env["ANTHROPIC_BASE_URL"] = config.base_url
+    if request.max_tokens:
+        # The SDK has no max_tokens option; the CLI reads this variable.
+        env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(request.max_tokens)
+    return env
+
+
+def messages_to_wire(conversation: list[Message]) -> str:
     """The conversation as one prompt; a lone user message goes as it is."""
-    turns = request.conversation()
-    if len(turns) == 1 and turns[0].role == "user":
-        return _text(turns[0])
+    if len(conversation) == 1 and conversation[0].role == "user":
+        return _text(conversation[0])
     lines = ["The conversation so far, oldest first; each part starts with a '=== ... ===' line.", ""]
-    for message in turns:
+    for message in conversation:
         lines += _render_turn(message)
     lines += ["=== end of conversation ===", "Reply as the assistant to the last part above."]
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Google Gemini through the official `google-genai` SDK (not the retired google-generativeai).
 
 One `genai.Client` per provider configuration, used through `client.aio`. The
-pure functions `to_gemini_request` / `from_gemini_response` / `map_error` do the
+pure functions `request_to_wire` / `result_from_wire` / `error_from_sdk` and the
+`StreamState` class (names as providers/adapters/base.py lists them) do the
 mapping and are tested without a network; the adapter only wires them to the SDK.
 """
 
@@ -113,7 +114,7 @@ def _tool_response(content: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"output": value}
 
 
-def to_gemini_contents(
+def messages_to_wire(
     messages: list[Message], signatures: Mapping[str, bytes] | None = None
 ) -> list[gt.Content]:
     """The conversation (no system messages) as Gemini turns of role user / model.
@@ -184,7 +185,7 @@ def _format_config(response_format: dict[str, Any] | None) -> dict[str, Any]:
     return {}
 
 
-def to_gemini_request(
+def request_to_wire(
     req: ChatRequest, signatures: Mapping[str, bytes] | None = None
 ) -> tuple[list[gt.Content], gt.GenerateContentConfig]:
     """(contents, config) for models.generate_content / generate_content_stream."""
@@ -205,7 +206,7 @@ def to_gemini_request(
     if req.extra.get("thinking_budget") is not None:
         fields["thinking_config"] = gt.ThinkingConfig(thinking_budget=int(req.extra["thinking_budget"]))
     config = gt.GenerateContentConfig(**{k: v for k, v in fields.items() if v is not None})
-    return to_gemini_contents(req.conversation(), signatures), config
+    return messages_to_wire(req.conversation(), signatures), config
 
 
 # -- response --------------------------------------------------------------------
@@ -217,7 +218,7 @@ def _enum_name(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-def map_finish(reason: Any, has_calls: bool, blocked: bool = False) -> FinishReason:
+def finish_reason_from_wire(reason: Any, has_tool_calls: bool, blocked: bool = False) -> FinishReason:
     name = _enum_name(reason)
     if blocked or name in _CONTENT_FILTER:
         return "content_filter"
@@ -225,10 +226,10 @@ def map_finish(reason: Any, has_calls: bool, blocked: bool = False) -> FinishRea
         return "length"
     if name in _ERROR_FINISH:
         return "error"
-    return "tool_calls" if has_calls else "stop"
+    return "tool_calls" if has_tool_calls else "stop"
 
 
-def map_usage(meta: gt.GenerateContentResponseUsageMetadata | None) -> Usage:
+def usage_from_wire(meta: gt.GenerateContentResponseUsageMetadata | None) -> Usage:
     if meta is None:
         return Usage()
     thoughts = meta.thoughts_token_count or 0
@@ -242,7 +243,7 @@ def map_usage(meta: gt.GenerateContentResponseUsageMetadata | None) -> Usage:
     )
 
 
-def _to_tool_call(fc: gt.FunctionCall) -> ToolCall:
+def _tool_call_from_wire(fc: gt.FunctionCall) -> ToolCall:
     return ToolCall(id=fc.id or new_call_id(), name=fc.name or "", arguments=json.dumps(fc.args or {}))
 
 
@@ -258,7 +259,7 @@ def _blocked(response: gt.GenerateContentResponse) -> bool:
     return bool(feedback is not None and feedback.block_reason)
 
 
-def from_gemini_response(obj: gt.GenerateContentResponse | dict[str, Any]) -> ChatResult:
+def result_from_wire(obj: gt.GenerateContentResponse | dict[str, Any]) -> ChatResult:
     """Our ChatResult from a GenerateContentResponse (or its wire-shaped dict)."""
     response = obj
     if not isinstance(response, gt.GenerateContentResponse):
@@ -268,13 +269,13 @@ def from_gemini_response(obj: gt.GenerateContentResponse | dict[str, Any]) -> Ch
         if part.text and not part.thought:  # thought parts are summaries, not the answer
             texts.append(part.text)
         if part.function_call is not None:
-            calls.append(_to_tool_call(part.function_call))
+            calls.append(_tool_call_from_wire(part.function_call))
     reason = response.candidates[0].finish_reason if response.candidates else None
     return ChatResult(
         content="".join(texts) if texts else None,
         tool_calls=calls,
-        finish_reason=map_finish(reason, bool(calls), _blocked(response)),
-        usage=map_usage(response.usage_metadata),
+        finish_reason=finish_reason_from_wire(reason, bool(calls), _blocked(response)),
+        usage=usage_from_wire(response.usage_metadata),
         model=response.model_version or "",
         provider_request_id=response.response_id,
     )
@@ -338,7 +339,7 @@ def _parse_seconds(value: Any) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def retry_after_of(exc: genai_errors.APIError) -> float | None:
+def retry_after_from_wire(exc: genai_errors.APIError) -> float | None:
     """Retry-After header when the SDK kept the response, else the RetryInfo detail."""
     headers = getattr(getattr(exc, "response", None), "headers", None)
     if headers is not None and headers.get("retry-after"):
@@ -371,7 +372,7 @@ def _api_error_kind(exc: genai_errors.APIError) -> str:
     return "bad_request"
 
 
-def map_error(exc: BaseException, credential: str = "", provider: str = "gemini") -> ProviderError:
+def error_from_sdk(exc: BaseException, *, provider: str = "gemini", secret: str = "") -> ProviderError:
     """Any failure of a Gemini call as a ProviderError; messages never carry the key."""
     if isinstance(exc, ProviderError):
         exc.provider = exc.provider or provider
@@ -379,8 +380,8 @@ def map_error(exc: BaseException, credential: str = "", provider: str = "gemini"
     if isinstance(exc, genai_errors.APIError):
         kind = _api_error_kind(exc)
         text = f"Gemini {exc.code} {exc.status or ''}: {exc.message or 'no message'}"
-        retry_after = retry_after_of(exc) if kind in ("rate_limited", "unavailable") else None
-        return ProviderError(kind, scrub(text, credential), retry_after=retry_after,  # type: ignore[arg-type]
+        retry_after = retry_after_from_wire(exc) if kind in ("rate_limited", "unavailable") else None
+        return ProviderError(kind, scrub(text, secret), retry_after=retry_after,  # type: ignore[arg-type]
                              status=exc.code, provider=provider)
     if isinstance(exc, _TIMEOUTS):
         return ProviderError("timeout", f"Gemini did not answer in time ({type(exc).__name__})",
@@ -392,11 +393,11 @@ def map_error(exc: BaseException, credential: str = "", provider: str = "gemini"
                              provider=provider)
     if isinstance(exc, (ValueError, TypeError)):
         # The SDK refused to build the call (e.g. a field this API does not take).
-        detail = scrub(str(exc), credential)[:200]
+        detail = scrub(str(exc), secret)[:200]
         return ProviderError("bad_request", f"Gemini request rejected by the SDK: {detail}",
                              provider=provider)
     if isinstance(exc, _TRANSPORT):
-        detail = scrub(str(exc), credential)[:200]
+        detail = scrub(str(exc), secret)[:200]
         return ProviderError("unavailable", f"Gemini connection failed ({type(exc).__name__}: {detail})",
                              provider=provider)
     return ProviderError("unavailable", f"Gemini call failed ({type(exc).__name__})", provider=provider)
@@ -457,8 +458,8 @@ class GeminiAdapter(Adapter):
         )
         self._client = genai.Client(api_key=config.credential, vertexai=False, http_options=options)
 
-    def _fail(self, exc: BaseException) -> ProviderError:
-        return map_error(exc, self.config.credential, self.config.name or self.kind)
+    def _error(self, exc: BaseException) -> ProviderError:
+        return error_from_sdk(exc, provider=self.config.name or self.kind, secret=self.config.credential)
 
     def _aio(self):
         if self._client is None:
@@ -468,7 +469,7 @@ class GeminiAdapter(Adapter):
 
     def _build(self, request: ChatRequest) -> tuple[list[gt.Content], gt.GenerateContentConfig]:
         try:
-            return to_gemini_request(request, self._signatures.lookup(request.messages))
+            return request_to_wire(request, self._signatures.lookup(request.messages))
         except (ValueError, TypeError, pydantic.ValidationError) as exc:  # e.g. a broken data: URL
             message = f"cannot express this request for Gemini ({type(exc).__name__})"
             raise ProviderError("bad_request", message, provider=self.config.name or self.kind) from None
@@ -479,17 +480,17 @@ class GeminiAdapter(Adapter):
             response = await self._aio().models.generate_content(
                 model=request.model, contents=contents, config=config
             )
-            result = from_gemini_response(response)
+            result = result_from_wire(response)
             self._signatures.update(call_signatures(response, result.tool_calls))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a ProviderError
-            raise self._fail(exc) from None  # `from None`: SDK errors hold request details
+            raise self._error(exc) from None  # `from None`: SDK errors hold request details
         result.model = result.model or request.model
         return result
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         opened: list[Any] = []  # the HTTP responses behind this stream, to close on exit
         upstream = None
-        state = _StreamState()
+        state = StreamState()
         error: ProviderError | None = None
         try:
             try:
@@ -504,7 +505,7 @@ class GeminiAdapter(Adapter):
                     chunk = await anext(upstream, None)
                 state.check_complete()
             except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
-                error = self._fail(exc)
+                error = self._error(exc)
             self._signatures.update(state.signatures)
             if state.usage is not None:  # also after an error: tokens produced so far are billed
                 yield StreamEvent(type="usage", usage=state.usage)
@@ -521,7 +522,7 @@ class GeminiAdapter(Adapter):
             self._client.close()  # the sync pool the SDK builds alongside; never used, still held
 
 
-class _StreamState:
+class StreamState:
     """What a stream has seen so far: tool call count, finish reason, last usage."""
 
     def __init__(self) -> None:
@@ -538,7 +539,7 @@ class _StreamState:
                 out.append(StreamEvent(type="delta", text=part.text))
             if part.function_call is not None:
                 # Gemini sends each call whole, so one event carries id, name and all arguments.
-                call = _to_tool_call(part.function_call)
+                call = _tool_call_from_wire(part.function_call)
                 out.append(StreamEvent(type="tool_call", index=self.calls, tool_call_id=call.id,
                                        name=call.name, arguments=call.arguments))
                 self.calls += 1
@@ -548,7 +549,7 @@ class _StreamState:
             self.finish = chunk.candidates[0].finish_reason
         self.blocked = self.blocked or _blocked(chunk)
         if chunk.usage_metadata is not None:
-            self.usage = map_usage(chunk.usage_metadata)  # running totals: the last one wins
+            self.usage = usage_from_wire(chunk.usage_metadata)  # running totals: the last one wins
         return out
 
     def check_complete(self) -> None:
@@ -557,7 +558,7 @@ class _StreamState:
             raise ProviderError("unavailable", "Gemini stream ended before a finish reason")
 
     def finish_reason(self) -> FinishReason:
-        return map_finish(self.finish, self.calls > 0, self.blocked)
+        return finish_reason_from_wire(self.finish, self.calls > 0, self.blocked)
 
 
 async def _first_chunk(upstream: Any, opened: list[Any]) -> gt.GenerateContentResponse | None:

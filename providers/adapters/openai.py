@@ -2,9 +2,10 @@
 
 Any server that speaks Chat Completions works by base URL: api.openai.com,
 Azure OpenAI's v1 endpoint, vLLM, Ollama, OpenRouter, LiteLLM... The mapping
-functions (`to_openai_request`, `from_openai_response`, `stream_events`,
-`map_error`) are pure so they can be tested without a network; the adapter
-class only owns the client and the control flow around the SDK calls.
+functions (`request_to_wire`, `result_from_wire`, `error_from_sdk`, and the
+`StreamState` class; names as providers/adapters/base.py lists them) are pure so
+they can be tested without a network; the adapter class only owns the client and
+the control flow around the SDK calls.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ _FILTER_PHRASES = ("content management policy", "potentially violating")
 # -- request -----------------------------------------------------------------------
 
 
-def to_openai_request(req: ChatRequest, *, max_tokens_param: str = "max_tokens") -> dict[str, Any]:
+def request_to_wire(req: ChatRequest, *, max_tokens_param: str = "max_tokens") -> dict[str, Any]:
     """Keyword arguments for `chat.completions.create` (stream flags excluded).
 
     `max_tokens` is the default because every OpenAI-compatible server (vLLM,
@@ -93,7 +94,7 @@ def _message(m: Message) -> dict[str, Any]:
         out["content"] = [_part(p) for p in m.content]  # only user turns may carry images
     elif m.role == "assistant" and m.tool_calls:
         out["content"] = m.text() or None  # null, not "", next to tool calls
-        out["tool_calls"] = [_tool_call_out(c) for c in m.tool_calls]
+        out["tool_calls"] = [_tool_call_to_wire(c) for c in m.tool_calls]
     else:
         # A plain string: compatible servers often reject part arrays for system/assistant.
         out["content"] = m.text()
@@ -111,7 +112,7 @@ def _part(p) -> dict[str, Any]:
     return {"type": "text", "text": p.text}
 
 
-def _tool_call_out(c: ToolCall) -> dict[str, Any]:
+def _tool_call_to_wire(c: ToolCall) -> dict[str, Any]:
     return {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
 
 
@@ -139,7 +140,7 @@ def _response_format(fmt: dict[str, Any]) -> dict[str, Any]:
 # -- response ----------------------------------------------------------------------
 
 
-def from_openai_response(obj: Mapping[str, Any], request_id: str | None = None) -> ChatResult:
+def result_from_wire(obj: Mapping[str, Any], request_id: str | None = None) -> ChatResult:
     """A chat.completion body (the wire JSON) to our ChatResult; raises on a malformed shape.
 
     The adapter asks the SDK for the JSON rather than its pydantic models:
@@ -160,14 +161,14 @@ def from_openai_response(obj: Mapping[str, Any], request_id: str | None = None) 
     return ChatResult(
         content=content,
         tool_calls=calls,
-        finish_reason=normalize_finish(choice.get("finish_reason"), has_tool_calls=bool(calls)),
-        usage=usage_from(obj.get("usage")),
+        finish_reason=finish_reason_from_wire(choice.get("finish_reason"), has_tool_calls=bool(calls)),
+        usage=usage_from_wire(obj.get("usage")),
         model=obj.get("model") or "",
         provider_request_id=request_id or obj.get("id"),
     )
 
 
-def normalize_finish(reason: str | None, *, has_tool_calls: bool = False) -> FinishReason:
+def finish_reason_from_wire(reason: str | None, *, has_tool_calls: bool = False) -> FinishReason:
     finish = _FINISH.get(reason or "stop", "stop")
     # Some compatible servers (older vLLM / Ollama) say "stop" next to tool calls;
     # the caller's agent loop keys on "tool_calls", so trust the calls.
@@ -176,7 +177,7 @@ def normalize_finish(reason: str | None, *, has_tool_calls: bool = False) -> Fin
     return finish
 
 
-def usage_from(u: Mapping[str, Any] | None) -> Usage:
+def usage_from_wire(u: Mapping[str, Any] | None) -> Usage:
     if not u:
         return Usage()
     prompt = u.get("prompt_tokens_details") or {}
@@ -199,7 +200,7 @@ class StreamState:
 
     def events(self, chunk: Mapping[str, Any]) -> Iterator[StreamEvent]:
         if chunk.get("usage"):
-            yield StreamEvent("usage", usage=usage_from(chunk["usage"]))
+            yield StreamEvent("usage", usage=usage_from_wire(chunk["usage"]))
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta")
             if delta:
@@ -226,14 +227,14 @@ class StreamState:
             error = ProviderError("unavailable", f"{provider}: stream ended before the answer finished",
                                   provider=provider)
             return StreamEvent("error", error=error)
-        finish = normalize_finish(self.finish, has_tool_calls=self.saw_tool_call)
+        finish = finish_reason_from_wire(self.finish, has_tool_calls=self.saw_tool_call)
         return StreamEvent("done", finish_reason=finish)
 
 
 # -- errors ------------------------------------------------------------------------
 
 
-def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+def retry_after_from_wire(headers: Mapping[str, str] | None) -> float | None:
     """The wait the server asked for: retry-after-ms, else Retry-After (seconds or an HTTP date)."""
     if not headers:
         return None
@@ -258,7 +259,7 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def map_error(err: BaseException, *, provider: str = "openai", secret: str = "") -> ProviderError:
+def error_from_sdk(err: BaseException, *, provider: str = "openai", secret: str = "") -> ProviderError:
     """An SDK (or decoding) exception to our taxonomy; `secret` is scrubbed from the message."""
     kind, status, retry_after, retryable = _classify(err)
     if isinstance(err, openai.OpenAIError):
@@ -299,13 +300,13 @@ def _classify_status(err: openai.APIStatusError) -> tuple[str, int | None, float
     if status == 429:
         # insufficient_quota is a 429 that waiting will not fix: billing has to.
         retryable = False if err.code == "insufficient_quota" else None
-        return "rate_limited", status, retry_after_seconds(err.response.headers), retryable
+        return "rate_limited", status, retry_after_from_wire(err.response.headers), retryable
     if status in (401, 403):
         return "auth", status, None, None
     if status == 408:
         return "timeout", status, None, None
     if status >= 500 or status == 409:  # 409: OpenAI's own SDK retries a lock conflict
-        return "unavailable", status, retry_after_seconds(err.response.headers), None
+        return "unavailable", status, retry_after_from_wire(err.response.headers), None
     return _special_kind(err) or "bad_request", status, None, None
 
 
@@ -355,11 +356,11 @@ class OpenAIAdapter(Adapter):
         self._client.project = opts.get("project")
 
     def _error(self, err: BaseException) -> ProviderError:
-        return map_error(err, provider=self.config.name or self.kind, secret=self.config.credential)
+        return error_from_sdk(err, provider=self.config.name or self.kind, secret=self.config.credential)
 
     def _body(self, request: ChatRequest, **stream: Any) -> dict[str, Any]:
         """The JSON body: what `chat.completions.create` would send for these arguments."""
-        params = to_openai_request(request, max_tokens_param=self._max_tokens_param)
+        params = request_to_wire(request, max_tokens_param=self._max_tokens_param)
         extra_body = params.pop("extra_body", None)
         return params | stream | (extra_body or {})
 
@@ -373,7 +374,7 @@ class OpenAIAdapter(Adapter):
                                                cast_to=httpx2.Response)
             body = json.loads(response.content)
             # Non-JSON or wrongly shaped bodies surface here as ValueError / KeyError...
-            return from_openai_response(body, response.headers.get("x-request-id"))
+            return result_from_wire(body, response.headers.get("x-request-id"))
         except (openai.OpenAIError, httpx2.HTTPError, ValueError, AttributeError, TypeError, IndexError,
                 KeyError) as err:
             raise self._error(err) from None

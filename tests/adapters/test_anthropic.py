@@ -20,11 +20,11 @@ import pytest
 from providers.adapters import get_adapter
 from providers.adapters.anthropic import (
     JSON_INSTRUCTION,
-    StreamMapper,
-    from_anthropic_message,
-    to_anthropic_request,
-    to_provider_error,
-    to_usage,
+    StreamState,
+    error_from_sdk,
+    request_to_wire,
+    result_from_wire,
+    usage_from_wire,
 )
 from providers.types import ChatRequest, ImagePart, Message, ProviderError, TextPart, Tool, ToolCall
 from tests.fakes.anthropic_server import FakeAnthropicServer, message_json
@@ -210,16 +210,18 @@ def test_usage_counts_cache_reads_and_writes_as_input():
     usage = anthropic.types.Usage(
         input_tokens=10, cache_read_input_tokens=60, cache_creation_input_tokens=30, output_tokens=5
     )
-    result = to_usage(usage)
+    result = usage_from_wire(usage)
     assert (result.input_tokens, result.cached_tokens, result.cache_write_tokens) == (100, 60, 30)
     assert result.output_tokens == 5
 
 
 def test_a_message_delta_without_input_counts_keeps_message_starts():
-    start = to_usage(anthropic.types.Usage(input_tokens=40, cache_read_input_tokens=60, output_tokens=1))
+    start = usage_from_wire(
+        anthropic.types.Usage(input_tokens=40, cache_read_input_tokens=60, output_tokens=1)
+    )
     delta = anthropic.types.MessageDeltaUsage(output_tokens=9)
-    assert to_usage(delta, previous=start).input_tokens == 100
-    assert to_usage(delta, previous=start).output_tokens == 9
+    assert usage_from_wire(delta, previous=start).input_tokens == 100
+    assert usage_from_wire(delta, previous=start).output_tokens == 9
 
 
 # -- streaming ------------------------------------------------------------------------
@@ -265,9 +267,9 @@ async def test_closing_a_stream_early_stops_the_providers_stream(fake):
 
 
 def test_message_start_reports_usage_at_once():
-    mapper = StreamMapper()
+    state = StreamState()
     start = message_json(FakeReply(text="", input_tokens=30, cached_tokens=10), MODEL)
-    events = mapper.feed(_event({"type": "message_start", "message": dict(start, stop_reason=None)}))
+    events = state.events(_event({"type": "message_start", "message": dict(start, stop_reason=None)}))
     assert [e.type for e in events] == ["usage"] and events[0].usage.input_tokens == 30
 
 
@@ -278,7 +280,7 @@ def test_an_error_event_inside_a_200_stream_maps_by_its_type():
         response=httpx2.Response(200, request=httpx2.Request("POST", "http://127.0.0.1/v1/messages")),
         body={"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
     )
-    mapped = to_provider_error(error)
+    mapped = error_from_sdk(error)
     assert (mapped.kind, mapped.retryable, mapped.status) == ("unavailable", True, None)
 
 
@@ -305,23 +307,23 @@ def _event(data: dict):
     ],
 )
 def test_tool_choice_mapping(choice, parallel, expected):
-    params = to_anthropic_request(ask(tools=[WEATHER], tool_choice=choice, parallel_tool_calls=parallel))
+    params = request_to_wire(ask(tools=[WEATHER], tool_choice=choice, parallel_tool_calls=parallel))
     assert params.get("tool_choice") == expected
 
 
 def test_no_tools_means_no_tool_choice():
-    assert "tool_choice" not in to_anthropic_request(ask(tool_choice="required"))
+    assert "tool_choice" not in request_to_wire(ask(tool_choice="required"))
 
 
 def test_json_object_is_asked_for_in_the_system_prompt():
-    params = to_anthropic_request(ask(response_format={"type": "json_object"}))
+    params = request_to_wire(ask(response_format={"type": "json_object"}))
     assert params["system"] == f"Be terse.\n\n{JSON_INSTRUCTION}"
     assert "output_config" not in params
 
 
 def test_json_schema_uses_structured_outputs():
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
-    params = to_anthropic_request(
+    params = request_to_wire(
         ask(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
     )
     output = params["output_config"]["format"]
@@ -330,13 +332,13 @@ def test_json_schema_uses_structured_outputs():
 
 
 def test_temperature_wins_over_top_p_and_neither_is_sent_unset():
-    assert to_anthropic_request(ask(temperature=0.5, top_p=0.9))["extra_body"] == {"temperature": 0.5}
-    assert to_anthropic_request(ask(top_p=0.9))["extra_body"] == {"top_p": 0.9}
-    assert "extra_body" not in to_anthropic_request(ask())
+    assert request_to_wire(ask(temperature=0.5, top_p=0.9))["extra_body"] == {"temperature": 0.5}
+    assert request_to_wire(ask(top_p=0.9))["extra_body"] == {"top_p": 0.9}
+    assert "extra_body" not in request_to_wire(ask())
 
 
 def test_empty_turns_are_dropped_and_tool_results_may_hold_parts():
-    params = to_anthropic_request(
+    params = request_to_wire(
         ChatRequest(
             model=MODEL,
             messages=[
@@ -370,7 +372,7 @@ def test_tool_arguments_that_are_not_a_json_object_are_a_bad_request():
         ],
     )
     with pytest.raises(ProviderError) as caught:
-        to_anthropic_request(request)
+        request_to_wire(request)
     assert caught.value.kind == "bad_request"
 
 
@@ -391,13 +393,13 @@ def test_tool_arguments_that_are_not_a_json_object_are_a_bad_request():
 def test_stop_reasons_map_to_finish_reasons(stop_reason, finish):
     body = message_json(FakeReply(text="hi"), MODEL)
     body["stop_reason"] = stop_reason
-    assert from_anthropic_message(anthropic.types.Message.model_validate(body)).finish_reason == finish
+    assert result_from_wire(anthropic.types.Message.model_validate(body)).finish_reason == finish
 
 
 def test_a_message_maps_to_a_chat_result():
     reply = FakeReply(text="Two calls.", tool_calls=[FakeToolCall("a", {"x": 1}), FakeToolCall("b", {})])
     body = message_json(reply, MODEL)
-    result = from_anthropic_message(anthropic.types.Message.model_validate(body))
+    result = result_from_wire(anthropic.types.Message.model_validate(body))
     assert result.content == "Two calls."
     assert [(c.name, json.loads(c.arguments)) for c in result.tool_calls] == [("a", {"x": 1}), ("b", {})]
     assert result.tool_calls[0].id == body["content"][1]["id"]
@@ -406,7 +408,7 @@ def test_a_message_maps_to_a_chat_result():
 
 def test_a_body_that_is_not_a_message_is_unavailable():
     with pytest.raises(ProviderError) as caught:
-        from_anthropic_message("<html>oops</html>")
+        result_from_wire("<html>oops</html>")
     assert caught.value.kind == "unavailable"
 
 
@@ -444,15 +446,15 @@ def _status_error(status: int, error_type: str, message: str, headers: dict | No
     ],
 )
 def test_status_errors_map_to_the_taxonomy(status, error_type, message, kind):
-    assert to_provider_error(_status_error(status, error_type, message)).kind == kind
+    assert error_from_sdk(_status_error(status, error_type, message)).kind == kind
 
 
 def test_retry_after_is_read_from_the_header():
     assert (
-        to_provider_error(_status_error(429, "rate_limit_error", "slow", {"retry-after": "7"})).retry_after
+        error_from_sdk(_status_error(429, "rate_limit_error", "slow", {"retry-after": "7"})).retry_after
         == 7
     )
-    error = to_provider_error(_status_error(429, "rate_limit_error", "slow", {"retry-after-ms": "1500"}))
+    error = error_from_sdk(_status_error(429, "rate_limit_error", "slow", {"retry-after-ms": "1500"}))
     assert error.retry_after == 1.5
 
 

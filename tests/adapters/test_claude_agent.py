@@ -10,7 +10,7 @@ from contextlib import aclosing
 import pytest
 
 from providers.adapters import get_adapter
-from providers.adapters.claude_agent import classify_error
+from providers.adapters.claude_agent import error_kind_from_wire
 from providers.types import ChatRequest, Message, ProviderError, Tool, ToolCall
 from tests.fakes.claude_cli import FakeClaudeCLI
 from tests.fakes.common import Fault, FakeReply, FakeToolCall
@@ -192,4 +192,4 @@ async def test_concurrent_runs_pop_different_script_items(cli):
     ],
 )
 async def test_error_results_are_classified_by_status_and_text(text, status, kind):
-    assert classify_error(text, status)[0] == kind
+    assert error_kind_from_wire(text, status)[0] == kind

@@ -16,11 +16,11 @@ from google.genai import types as gt
 from providers.adapters import get_adapter
 from providers.adapters.gemini import (
     GeminiAdapter,
-    _StreamState,
-    from_gemini_response,
-    map_error,
+    StreamState,
+    error_from_sdk,
+    request_to_wire,
+    result_from_wire,
     scrub,
-    to_gemini_request,
 )
 from providers.types import ChatRequest, ImagePart, Message, ProviderError, TextPart, Tool, ToolCall
 from tests.fakes.common import Fault, FakeReply, FakeToolCall
@@ -303,7 +303,7 @@ def _api_error(code: int, message: str, status: str, **kw) -> genai_errors.APIEr
 
 
 def test_retry_after_falls_back_to_retry_info():
-    error = map_error(_api_error(429, "Quota exceeded", "RESOURCE_EXHAUSTED", retry_after=1.5))
+    error = error_from_sdk(_api_error(429, "Quota exceeded", "RESOURCE_EXHAUSTED", retry_after=1.5))
     assert (error.kind, error.retry_after, error.retryable) == ("rate_limited", 1.5, True)
 
 
@@ -323,7 +323,7 @@ def test_retry_after_falls_back_to_retry_info():
     ],
 )
 def test_api_errors_map_to_the_taxonomy(code, status, message, kind):
-    assert map_error(_api_error(code, message, status)).kind == kind
+    assert error_from_sdk(_api_error(code, message, status)).kind == kind
 
 
 def test_a_key_in_a_url_or_echoed_back_is_scrubbed():
@@ -331,7 +331,7 @@ def test_a_key_in_a_url_or_echoed_back_is_scrubbed():
     text = f"GET https://generativelanguage.googleapis.com/v1/models?key={key}&alt=sse failed for {key}"
     cleaned = scrub(text, key)
     assert key not in cleaned and "key=***" in cleaned
-    error = map_error(_api_error(400, f"bad request for key={key}", "INVALID_ARGUMENT"), credential=key)
+    error = error_from_sdk(_api_error(400, f"bad request for key={key}", "INVALID_ARGUMENT"), secret=key)
     assert key not in str(error)
 
 
@@ -343,26 +343,26 @@ def test_tool_choice_modes():
 
     def mode(choice):
         req = ChatRequest(model="m", messages=base, tools=[WEATHER], tool_choice=choice)
-        _, config = to_gemini_request(req)
+        _, config = request_to_wire(req)
         return config.tool_config.function_calling_config.mode.value if config.tool_config else None
 
     assert [mode(c) for c in (None, "auto", "none", "required")] == [None, "AUTO", "NONE", "ANY"]
 
 
 def test_json_object_sets_the_mime_type_only():
-    _, config = to_gemini_request(ChatRequest(model="m", messages=[Message(role="user", content="x")],
+    _, config = request_to_wire(ChatRequest(model="m", messages=[Message(role="user", content="x")],
                                               response_format={"type": "json_object"}))
     assert config.response_mime_type == "application/json" and config.response_json_schema is None
 
 
 def test_the_sdk_never_runs_tools_or_re_requests_by_itself():
-    _, config = to_gemini_request(ChatRequest(model="m", messages=[Message(role="user", content="x")]))
+    _, config = request_to_wire(ChatRequest(model="m", messages=[Message(role="user", content="x")]))
     assert config.automatic_function_calling.disable is True
     assert config.automatic_continuation is False
 
 
 def test_a_tool_result_for_an_unknown_call_uses_the_message_name():
-    contents, _ = to_gemini_request(ChatRequest(model="m", messages=[
+    contents, _ = request_to_wire(ChatRequest(model="m", messages=[
         Message(role="user", content="x"),
         Message(role="tool", tool_call_id="orphan", name="lookup", content="[1, 2]"),
     ]))
@@ -371,7 +371,7 @@ def test_a_tool_result_for_an_unknown_call_uses_the_message_name():
 
 
 def test_from_response_skips_thoughts_and_counts_usage():
-    result = from_gemini_response({
+    result = result_from_wire({
         "candidates": [{
             "content": {"role": "model", "parts": [
                 {"text": "Let me think...", "thought": True},
@@ -391,7 +391,7 @@ def test_from_response_skips_thoughts_and_counts_usage():
 
 
 def test_from_response_maps_calls_and_finish_reasons():
-    calls = from_gemini_response({"candidates": [{
+    calls = result_from_wire({"candidates": [{
         "content": {"role": "model",
                     "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}]},
         "finishReason": "STOP"}]})
@@ -401,19 +401,19 @@ def test_from_response_maps_calls_and_finish_reasons():
                              ("PROHIBITED_CONTENT", "content_filter"), ("SPII", "content_filter"),
                              ("BLOCKLIST", "content_filter"), ("MALFORMED_FUNCTION_CALL", "error")]:
         candidate = {"content": {"parts": [{"text": "x"}]}, "finishReason": reason}
-        result = from_gemini_response({"candidates": [candidate]})
+        result = result_from_wire({"candidates": [candidate]})
         assert result.finish_reason == expected, reason
 
 
 def test_a_blocked_prompt_is_content_filter():
-    result = from_gemini_response({"promptFeedback": {"blockReason": "SAFETY"},
+    result = result_from_wire({"promptFeedback": {"blockReason": "SAFETY"},
                                    "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9}})
     assert result.finish_reason == "content_filter" and result.content is None
     assert result.usage.input_tokens == 9
 
 
 def test_a_stream_without_a_finish_reason_is_incomplete():
-    state = _StreamState()
+    state = StreamState()
     chunk = {"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]}
     state.events(gt.GenerateContentResponse.model_validate(chunk))
     with pytest.raises(ProviderError) as caught:

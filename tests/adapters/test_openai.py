@@ -21,10 +21,10 @@ import pytest_asyncio
 from providers.adapters.openai import (
     OpenAIAdapter,
     StreamState,
-    from_openai_response,
-    normalize_finish,
-    retry_after_seconds,
-    to_openai_request,
+    finish_reason_from_wire,
+    request_to_wire,
+    result_from_wire,
+    retry_after_from_wire,
 )
 from providers.types import ChatRequest, ImagePart, Message, ProviderError, TextPart, Tool, ToolCall
 from tests.fakes.common import Fault, FakeReply, FakeToolCall
@@ -300,19 +300,19 @@ async def test_a_credential_echoed_by_the_server_is_scrubbed(fake):
 
 def test_tool_choice_mapping_and_no_tool_params_without_tools():
     for choice in ("auto", "none", "required"):
-        assert to_openai_request(ask(tools=[WEATHER], tool_choice=choice))["tool_choice"] == choice
-    bare = to_openai_request(ask(tool_choice="required", parallel_tool_calls=True))
+        assert request_to_wire(ask(tools=[WEATHER], tool_choice=choice))["tool_choice"] == choice
+    bare = request_to_wire(ask(tool_choice="required", parallel_tool_calls=True))
     assert "tool_choice" not in bare and "parallel_tool_calls" not in bare and "tools" not in bare
 
 
 def test_extra_passes_only_known_knobs():
     req = ask(extra={"reasoning_effort": "low", "allowed_tools": ["Read"], "extra_body": {"top_k": 5}})
-    params = to_openai_request(req)
+    params = request_to_wire(req)
     assert params["reasoning_effort"] == "low" and params["extra_body"] == {"top_k": 5}
     assert "allowed_tools" not in params
 
 
-def test_from_openai_response_maps_content_tools_and_usage():
+def test_result_from_wire_maps_content_tools_and_usage():
     completion = {
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-2024-08-06",
         "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
@@ -324,7 +324,7 @@ def test_from_openai_response_maps_content_tools_and_usage():
                   "prompt_tokens_details": {"cached_tokens": 64},
                   "completion_tokens_details": {"reasoning_tokens": 12}},
     }
-    result = from_openai_response(completion)
+    result = result_from_wire(completion)
     assert result.content is None and result.finish_reason == "tool_calls"
     assert [(c.id, c.name, c.arguments) for c in result.tool_calls] == [("call_a", "f", "{}")]
     u = result.usage
@@ -333,12 +333,12 @@ def test_from_openai_response_maps_content_tools_and_usage():
 
 
 def test_finish_reasons_normalise():
-    assert normalize_finish("length") == "length"
-    assert normalize_finish("content_filter") == "content_filter"
-    assert normalize_finish("function_call") == "tool_calls"
-    assert normalize_finish("eos") == "stop"  # unknown values from compatible servers
-    assert normalize_finish(None) == "stop"
-    assert normalize_finish("stop", has_tool_calls=True) == "tool_calls"
+    assert finish_reason_from_wire("length") == "length"
+    assert finish_reason_from_wire("content_filter") == "content_filter"
+    assert finish_reason_from_wire("function_call") == "tool_calls"
+    assert finish_reason_from_wire("eos") == "stop"  # unknown values from compatible servers
+    assert finish_reason_from_wire(None) == "stop"
+    assert finish_reason_from_wire("stop", has_tool_calls=True) == "tool_calls"
 
 
 def test_stream_state_without_finish_reason_is_an_error():
@@ -351,12 +351,12 @@ def test_stream_state_without_finish_reason_is_an_error():
 
 
 def test_retry_after_parsing():
-    assert retry_after_seconds({"retry-after": "3"}) == 3
-    assert retry_after_seconds({"retry-after": "0.5"}) == 0.5
-    assert retry_after_seconds({"retry-after": "soon"}) is None
+    assert retry_after_from_wire({"retry-after": "3"}) == 3
+    assert retry_after_from_wire({"retry-after": "0.5"}) == 0.5
+    assert retry_after_from_wire({"retry-after": "soon"}) is None
     past = email.utils.formatdate(time.time() - 60, usegmt=True)
-    assert retry_after_seconds({"retry-after": past}) == 0
-    assert retry_after_seconds({}) is None
+    assert retry_after_from_wire({"retry-after": past}) == 0
+    assert retry_after_from_wire({}) is None
 
 
 def test_the_adapter_does_not_import_django():
