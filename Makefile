@@ -1,6 +1,6 @@
 # The two quick-start commands are `make run` and `make test` (see README).
 # Everything installs into .venv; nothing is installed system-wide except what
-# the browser tests need from Debian (scripts/install-system-deps.sh).
+# the browser tests need from Debian (scripts/install-browser.sh).
 
 SYSTEM_PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -33,8 +33,11 @@ serve:
 	DEBUG=$${DEBUG:-1} $(PYTHON) manage.py bootstrap
 	DEBUG=$${DEBUG:-1} $(PYTHON) -m daphne -b $(HOST) -p $(PORT) -v 1 config.asgi:application
 
+# The whole suite: lint (ruff), the layer contracts (import-linter), then pytest.
 test: install-dev
 	sh scripts/install-browser.sh
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 # The benchmark (docs/PERFORMANCE.md); BENCH_ARGS=--quick for a shorter run.

@@ -19,6 +19,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
+from accounts.models import Membership
 OPERATORS = "operators"
 
 
@@ -41,8 +42,6 @@ def visible_team_ids(user) -> set[int] | None:
     """The teams whose money this user may see; None means every team."""
     if is_operator(user):
         return None
-    from accounts.models import Membership
-
     return set(Membership.objects.filter(user=user, role="lead").values_list("team_id", flat=True))
 
 

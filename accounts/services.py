@@ -1,4 +1,4 @@
-"""Dashboard writes to teams, memberships and API keys; each leaves an AuditEntry."""
+"""Writes to teams, memberships and API keys; each dashboard change leaves an AuditEntry."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from accounts.audit import audit_record
 from accounts.models import ApiKey, Membership, Team
+from accounts.snapshot import KeyInfo, load_key
 
 
 @transaction.atomic
@@ -51,3 +52,19 @@ def key_revoke(*, actor, key: ApiKey) -> bool:
                  summary=f"Revoked key '{key.name}' ({key.prefix}…) of team '{key.team.name}'",
                  before={"revoked_at": None}, after={"revoked_at": key.revoked_at.isoformat()})
     return True
+
+
+DASHBOARD_TEAM = "dashboard"
+
+
+@transaction.atomic
+def playground_key_ensure(user) -> KeyInfo:
+    """A dashboard user's key in the "dashboard" team, for the playground and the
+    staff websocket (created on first use; its raw value is never kept), so their
+    tries are Usage rows that costs and budgets see like any other."""
+    team, _ = Team.objects.get_or_create(name=DASHBOARD_TEAM)
+    name = f"playground: {user.username}"[:100]
+    key = ApiKey.objects.filter(team=team, name=name, revoked_at__isnull=True).first()
+    if key is None:
+        key, _raw = ApiKey.issue(team=team, name=name, scopes=["chat"])
+    return load_key(key.key_hash)

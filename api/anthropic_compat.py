@@ -12,18 +12,25 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest
 from ninja import Router, Schema
 
+from api.anthropic_wire import (
+    CountTokensIn,
+    MessagesIn,
+    error_json,
+    estimate_input_tokens,
+    to_chat_request,
+)
+from api.auth import ApiKeyAuth, begin_options
+from api.errors import CHAT, error_responses, sse_doc
+from api.responses import json_response, served_by_headers, streaming_response
 from gateway import pipeline
-from gateway.observability import tracing
-from api.anthropic_wire import CountTokensIn, MessagesIn, estimate_input_tokens, to_chat_request
-from api.auth import ApiKeyAuth
-from gateway.errors import CHAT, GatewayError, error_responses, sse_doc
-from gateway.limits import request_limits_check
-from api.openai_compat import served_by_headers
-from api.responses import json_response
-from providers.types import ChatRequest, ChatResult, StreamEvent, ToolCall, Usage
+from gateway.call import Call
+from gateway.config import config_cache
+from gateway.relay import relay, stream_start
+from gateway.routes import request_for_step, route_resolve
+from providers.types import ChatResult, StreamEvent, ToolCall, Usage
 
 router = Router(tags=["Anthropic compatible"], auth=ApiKeyAuth())
 
@@ -34,51 +41,6 @@ STOP_REASONS = {
     "content_filter": "refusal",
     "error": "end_turn",
 }
-
-# Anthropic's error `type` per HTTP status; its SDKs pick the exception class by status.
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-
-
-# -- errors -------------------------------------------------------------------------
-
-
-def owns(path: str) -> bool:
-    """Whether errors on this path are rendered in Anthropic's shape."""
-    return path == "/v1/messages" or path.startswith("/v1/messages/")
-
-
-def error_type(status: int) -> str:
-    return ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
-
-
-def error_json(status: int, message: str, code: str, request_id: str) -> dict[str, Any]:
-    # Our stable code rides in error.details.error_code, where the anthropic SDK
-    # reads a machine-readable cause (APIStatusError.error_code).
-    return {
-        "type": "error",
-        "request_id": request_id,
-        "error": {"type": error_type(status), "message": message, "details": {"error_code": code}},
-    }
-
-
-def error_response(error: GatewayError, request_id: str) -> HttpResponse:
-    body = error_json(error.status, error.message, error.code, request_id)
-    # `request-id` is the header Anthropic's SDKs read into their errors.
-    headers = {**error.headers, "request-id": request_id}
-    return json_response(body, request_id, status=error.status, headers=headers)
-
 
 # -- normalized -> Anthropic ----------------------------------------------------------
 
@@ -104,11 +66,11 @@ def tool_input(call: ToolCall) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"arguments": call.arguments}
 
 
-def message_id(call: pipeline.Call) -> str:
+def message_id(call: Call) -> str:
     return "msg_" + call.request_id[4:]
 
 
-def message_json(call: pipeline.Call, result: ChatResult) -> dict[str, Any]:
+def message_json(call: Call, result: ChatResult) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if result.content or not result.tool_calls:
         content.append({"type": "text", "text": result.content or ""})
@@ -135,7 +97,7 @@ class EventWriter:
     """Turns StreamEvents into Anthropic's SSE sequence: one content block open
     at a time, text and tool_use blocks numbered in the order they start."""
 
-    def __init__(self, call: pipeline.Call) -> None:
+    def __init__(self, call: Call) -> None:
         self.call = call
         self.blocks = 0  # blocks started so far
         self.open: int | None = None  # index of the open block
@@ -236,24 +198,6 @@ class EventWriter:
 # -- endpoints ----------------------------------------------------------------------------
 
 
-def _run_metadata(request: HttpRequest, call: pipeline.Call, body: MessagesIn) -> None:
-    metadata = body.metadata
-    call.run_id = request.headers.get("X-EP-Run-Id") or (metadata.run_id if metadata else None) or ""
-    call.step = request.headers.get("X-EP-Step") or (metadata.step if metadata else None) or ""
-
-
-async def _resolve(request: HttpRequest, model: str) -> pipeline.Route:
-    call: pipeline.Call = request.ep_call
-    route = pipeline.route_resolve(
-        snapshot=await pipeline.current_snapshot(),
-        model=model,
-        key=call.key,
-        persona_header=request.headers.get("X-Persona"),
-    )
-    call.persona = route.persona.slug if route.persona else ""
-    return route
-
-
 class AnthropicErrorDetails(Schema):
     error_code: str
 
@@ -276,16 +220,19 @@ class AnthropicErrorEnvelope(Schema):
              response={200: dict, **error_responses(*CHAT, schema=AnthropicErrorEnvelope)},
              openapi_extra=sse_doc("A message; or with `stream: true`, Anthropic's message stream events."))
 async def create_message(request: HttpRequest, body: MessagesIn):
-    call: pipeline.Call = request.ep_call
+    call: Call = request.ep_call
     call.stream = body.stream
-    _run_metadata(request, call, body)
-    route = await _resolve(request, body.model)
-    request_limits_check(messages=len(body.messages), max_tokens=body.max_tokens, route=route)
     chat_request = to_chat_request(body)
-    tracing.annotate_request(call, chat_request, requested_model=body.model)
+    metadata = body.metadata
+    route = await pipeline.begin(call, chat_request, model=body.model, **begin_options(
+        request, run_id=metadata.run_id if metadata else None, step=metadata.step if metadata else None))
     if body.stream:
-        return await _stream_response(call, route, chat_request)
-    result = await pipeline.chat_complete(call, route, chat_request)
+        events, first = await stream_start(call, route, chat_request)
+        writer = EventWriter(call)
+        stream = relay(call, events, writer.event, first=first, opening=writer.start(estimate_input_tokens(chat_request)),
+                       on_failure=lambda error: writer.error())
+        return streaming_response(call, stream, headers=served_by_headers(call) | {"request-id": call.request_id})
+    result = await pipeline.complete(call, route, chat_request)
     headers = served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}", "request-id": call.request_id}
     return json_response(message_json(call, result), call.request_id, headers=headers)
 
@@ -296,37 +243,15 @@ async def create_message(request: HttpRequest, body: MessagesIn):
     response={200: dict, **error_responses(*CHAT, schema=AnthropicErrorEnvelope)},
 )
 async def count_tokens(request: HttpRequest, body: CountTokensIn):
-    call: pipeline.Call = request.ep_call
-    route = await _resolve(request, body.model)
+    call: Call = request.ep_call
+    route = route_resolve(snapshot=await config_cache.snapshot(), model=body.model, key=call.key,
+                          persona_header=request.headers.get("X-Persona"))
+    call.persona = route.persona.slug if route.persona else ""
     # What the first step would be sent, persona system prompt included; an
     # estimate, since providers other than Anthropic have no such endpoint.
-    sent = pipeline.request_for_step(to_chat_request(body), route, route.steps[0])
+    sent = request_for_step(to_chat_request(body), route, route.steps[0])
     return json_response(
         {"input_tokens": estimate_input_tokens(sent)},
         call.request_id,
         headers={"request-id": call.request_id},
     )
-
-
-async def _stream_response(
-    call: pipeline.Call, route: pipeline.Route, chat_request: ChatRequest
-) -> HttpResponse:
-    events = pipeline.chat_stream(call, route, chat_request)
-    # Wait for the first event before answering: if every step fails before
-    # any token, the client gets a proper HTTP error instead of a 200 stream.
-    try:
-        first = await events.__anext__()
-    except StopAsyncIteration:
-        first = None
-    writer = EventWriter(call)
-    estimate = estimate_input_tokens(chat_request)
-
-    # A route that fails after a usage-only start ends in an in-band error event.
-    body = pipeline.relay(call, events, first, writer.event, opening=writer.start(estimate),
-                          on_failure=lambda error: writer.error())
-    response = StreamingHttpResponse(body, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Request-ID"] = response["request-id"] = call.request_id
-    for name, value in served_by_headers(call).items():
-        response[name] = value
-    return response

@@ -1,7 +1,8 @@
 """Anthropic Messages API request schema and its conversion to providers.types.
 
 Only the client-facing wire lives here (what Claude SDKs and Claude Code send
-us); api/anthropic_compat.py renders answers and serves the endpoints.
+us, and the error shape they parse); api/anthropic_compat.py renders answers
+and serves the endpoints.
 
 Choices worth knowing:
 - Unknown request fields (thinking, context_management, top_k, service_tier,
@@ -25,7 +26,10 @@ from typing import Annotated, Any, Literal
 from ninja import Field, Schema
 from pydantic import ConfigDict, Discriminator, Tag
 
-from gateway.errors import InvalidRequest
+from django.http import HttpResponse
+
+from api.responses import json_response
+from gateway.errors import GatewayError, InvalidRequest
 from providers.types import ChatRequest, ContentPart, ImagePart, Message, TextPart, Tool, ToolCall
 
 # Tokens we count for an image in count_tokens: Anthropic's cost of a
@@ -298,3 +302,45 @@ def estimate_input_tokens(request: ChatRequest) -> int:
         for t in request.tools
     ]
     return max(1, len("".join(pieces)) // 4) + images * IMAGE_TOKENS
+
+
+# Anthropic's error `type` per HTTP status; its SDKs pick the exception class by status.
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def owns(path: str) -> bool:
+    """Whether errors on this path are rendered in Anthropic's shape."""
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+def error_type(status: int) -> str:
+    return ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+
+
+def error_json(status: int, message: str, code: str, request_id: str) -> dict[str, Any]:
+    # Our stable code rides in error.details.error_code, where the anthropic SDK
+    # reads a machine-readable cause (APIStatusError.error_code).
+    return {
+        "type": "error",
+        "request_id": request_id,
+        "error": {"type": error_type(status), "message": message, "details": {"error_code": code}},
+    }
+
+
+def error_response(error: GatewayError, request_id: str) -> HttpResponse:
+    body = error_json(error.status, error.message, error.code, request_id)
+    # `request-id` is the header Anthropic's SDKs read into their errors.
+    headers = {**error.headers, "request-id": request_id}
+    return json_response(body, request_id, status=error.status, headers=headers)

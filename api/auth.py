@@ -5,33 +5,26 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
+from api.paths import request_id_of
 from gateway import pipeline
 from gateway.errors import InvalidRequest
-
-
-def request_id_of(request: HttpRequest) -> str:
-    request_id = getattr(request, "ep_request_id", None)
-    if request_id is None:
-        request_id = request.ep_request_id = pipeline.new_request_id()
-    return request_id
 
 
 class ApiKeyAuth(HttpBearer):
     """`Authorization: Bearer <key>` (or `x-api-key`, as Anthropic clients send it).
 
-    On success the request gets `ep_call`, the pipeline.Call that becomes its
-    one Usage row; from here on every outcome is recorded.
+    On success the request gets `ep_call`, the gateway.call.Call that becomes
+    its one Usage row; from here on every outcome is recorded.
     """
 
     is_async = True  # tells ninja to await __call__
 
     async def __call__(self, request: HttpRequest):
         refuse_key_in_query(request)
-        key = await pipeline.authenticate(bearer_token(request) or None)
-        request.ep_call = pipeline.Call(
-            request_id=request_id_of(request), endpoint=_endpoint_name(request.path), key=key
-        )
-        return key
+        call = await pipeline.call_open(bearer_token(request) or None, endpoint=_endpoint_name(request.path),
+                                        request_id=request_id_of(request))
+        request.ep_call = call
+        return call.key
 
     def authenticate(self, request, token):  # pragma: no cover - __call__ does the work
         raise NotImplementedError
@@ -65,3 +58,29 @@ def _bearer(header: str) -> str:
 
 def _endpoint_name(path: str) -> str:
     return path.strip("/").replace("/", ".")[:40]
+
+
+def begin_options(request: HttpRequest, *, run_id: str | None = None, step: str | None = None) -> dict:
+    """What an HTTP request's headers say about its call, as pipeline.begin's
+    keyword arguments: the persona (X-Persona), the workflow run and step
+    (X-EP-Run-Id / X-EP-Step, else the body's metadata) and the caller's own
+    deadline (X-EP-Timeout, in seconds, capped by the gateway's)."""
+    headers = request.headers
+    return {
+        "persona_header": headers.get("X-Persona"),
+        "run_id": headers.get("X-EP-Run-Id") or run_id or "",
+        "step": headers.get("X-EP-Step") or step or "",
+        "timeout": _timeout_header(headers.get("X-EP-Timeout")),
+    }
+
+
+def _timeout_header(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 86400:
+        raise InvalidRequest("X-EP-Timeout must be a positive number of seconds.", param="X-EP-Timeout")
+    return seconds

@@ -8,9 +8,10 @@ from dataclasses import asdict
 from django.http import HttpRequest
 from ninja import Router
 
-from gateway import pipeline
-from api.auth import refuse_key_in_query, request_id_of
-from gateway.errors import error_responses
+from gateway.config import config_cache
+from api.auth import refuse_key_in_query
+from api.paths import request_id_of
+from api.errors import error_responses
 from api.responses import json_response
 from providers.adapters import KIND_LABELS, adapter_class
 
@@ -32,7 +33,7 @@ def _provider_capabilities(provider) -> dict:
 @router.get("/capabilities", summary="What each provider supports", response={200: dict, **error_responses(400, 500, 503)})
 async def capabilities(request: HttpRequest):
     refuse_key_in_query(request)
-    snapshot = await pipeline.current_snapshot()
+    snapshot = await config_cache.snapshot()
     providers = {name: _provider_capabilities(p) for name, p in sorted(snapshot.providers.items())}
     personas = {
         slug: [f"{s.provider.name}/{s.model}" for s in persona.steps]

@@ -21,7 +21,8 @@ from ninja import Router
 
 from budgets.selectors import DIMENSIONS, spend_by, usage_visible
 from api.auth import ApiKeyAuth
-from gateway.errors import KEYED, InvalidRequest, error_responses
+from gateway.errors import InvalidRequest
+from api.errors import KEYED, error_responses
 from api.responses import json_response
 
 router = Router(tags=["Costs"], auth=ApiKeyAuth())

@@ -21,10 +21,13 @@ from ninja import Router
 
 from gateway import pipeline
 from budgets import shared_state as shared
-from api.auth import bearer_token, refuse_key_in_query, request_id_of
-from gateway.errors import PermissionDenied, error_responses
+from budgets.selectors import provider_stats
+from api.auth import bearer_token, refuse_key_in_query
+from api.paths import request_id_of
+from gateway.errors import PermissionDenied
+from api.errors import error_responses
 from providers.snapshot import ProviderInfo
-from gateway.config import Snapshot
+from gateway.config import Snapshot, config_cache
 from personas.snapshot import StepInfo
 from gateway.resilience import Breaker
 from api.responses import json_response
@@ -56,8 +59,6 @@ async def _redis_status() -> str:
 
 
 def _recent_stats() -> dict:
-    from budgets.selectors import provider_stats
-
     return provider_stats(since=timezone.now() - WINDOW)
 
 
@@ -125,7 +126,7 @@ async def health(request: HttpRequest, deep: bool = False):
     redis_state = await _redis_status()
     body = {"status": "ok", "database": "ok" if database else "down", "cache": redis_state, "providers": {}}
     if database:
-        snapshot = await pipeline.current_snapshot()
+        snapshot = await config_cache.snapshot()
         stats = await sync_to_async(_recent_stats, thread_sensitive=False)()
         models = _route_models(snapshot)
         body["providers"] = {name: await _provider_report(p, models[name], stats)

@@ -7,11 +7,10 @@ import asyncio
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
+from api.paths import is_api_path, request_id_of
+from gateway.call import Call
 from gateway.observability import logs, metrics, tracing
-from gateway import pipeline
-from api.auth import request_id_of
-
-API_PREFIXES = ("/v1/", "/api/", "/costs", "/health", "/capabilities", "/metrics")
+from gateway.recording import usage_record
 
 
 class LedgerMiddleware:
@@ -24,7 +23,7 @@ class LedgerMiddleware:
             markcoroutinefunction(self)
 
     async def __call__(self, request):
-        if not request.path.startswith(API_PREFIXES):
+        if not is_api_path(request.path):
             return await self.get_response(request)
         request_id = request_id_of(request)
         # Observability: the request span, the request id on each log line, in flight.
@@ -44,7 +43,7 @@ class LedgerMiddleware:
             raise
         if not response.has_header("X-Request-ID"):
             response["X-Request-ID"] = request_id
-        call: pipeline.Call | None = getattr(request, "ep_call", None)
+        call: Call | None = getattr(request, "ep_call", None)
         for name, value in (call.response_headers.items() if call is not None else ()):
             response[name] = value
         for name, value in tracing.response_headers(span).items():
@@ -54,7 +53,7 @@ class LedgerMiddleware:
         # A stream records its own row when it ends (it may outlive this call).
         if call is not None and not call.recorded and not getattr(response, "streaming", False):
             _file_outcome(call, response.status_code)
-            await pipeline.usage_record(call)
+            await usage_record(call)
         if call is None:
             tracing.http_end(span, response.status_code)
         if in_flight:
@@ -65,14 +64,14 @@ class LedgerMiddleware:
 async def _record_disconnect(request) -> None:
     """The client went away before the answer was ready (Django cancels the
     view): the request still gets its one row, with what it had used so far."""
-    call: pipeline.Call | None = getattr(request, "ep_call", None)
+    call: Call | None = getattr(request, "ep_call", None)
     if call is None or call.recorded:
         return
     call.mark_cancelled()
-    await asyncio.shield(pipeline.usage_record(call))
+    await asyncio.shield(usage_record(call))
 
 
-def _file_outcome(call: pipeline.Call, status: int) -> None:
+def _file_outcome(call: Call, status: int) -> None:
     call.http_status = status
     if status >= 400 and call.status == "ok":
         call.status = "refused" if status < 500 else "error"

@@ -11,22 +11,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest
 from ninja import Field, Router, Schema
 from pydantic import ConfigDict
 
 from api import openai_compat
-from gateway import pipeline
-from gateway.observability import tracing
-from api.auth import ApiKeyAuth
-from gateway.errors import CHAT, GatewayError, envelope, error_responses
-from gateway.limits import request_limits_check
+from api.auth import ApiKeyAuth, begin_options
+from api.errors import CHAT, envelope, error_responses
 from api.openai_compat import MessageIn, ToolIn
-from api.responses import json_response
+from api.responses import json_response, streaming_response
+from gateway import pipeline
+from gateway.call import Call, Route
+from gateway.errors import GatewayError
+from gateway.relay import relay, stream_start
 from providers.types import ChatRequest, ChatResult, StreamEvent
 
 router = Router(tags=["Native"], auth=ApiKeyAuth())
-TERMINAL = ("done", "error")
 
 
 # -- request ----------------------------------------------------------------------------
@@ -63,28 +63,26 @@ def to_chat_request(body: NativeChatIn) -> ChatRequest:
     ))
 
 
-def call_begin(call: pipeline.Call, body: NativeChatIn, snapshot) -> pipeline.Route:
-    """Fill the call from the body and resolve its route (raises GatewayError)."""
+async def native_begin(call: Call, body: NativeChatIn, chat_request: ChatRequest, **options) -> Route:
+    """pipeline.begin for a native body: its persona, and its workflow metadata."""
     call.stream = body.stream
-    if body.metadata is not None:
-        call.run_id, call.step = body.metadata.run_id, body.metadata.step
-    route = pipeline.route_resolve(snapshot=snapshot, model=body.persona, key=call.key)
-    call.persona = route.persona.slug if route.persona else ""
-    request_limits_check(messages=len(body.messages), max_tokens=body.max_tokens, route=route)
-    return route
+    metadata = body.metadata
+    options.setdefault("run_id", metadata.run_id if metadata else "")
+    options.setdefault("step", metadata.step if metadata else "")
+    return await pipeline.begin(call, chat_request, model=body.persona, **options)
 
 
 # -- the event format (shared with the websocket) --------------------------------------------
 
 
-def usage_json(call: pipeline.Call) -> dict:
+def usage_json(call: Call) -> dict:
     usage = call.usage
     return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             "cached_tokens": usage.cached_tokens, "reasoning_tokens": usage.reasoning_tokens,
             "cost_usd": str(call.cost)}
 
 
-def served_json(call: pipeline.Call) -> dict:
+def served_json(call: Call) -> dict:
     return {"request_id": call.request_id, "persona": call.persona, "provider": call.provider, "model": call.model}
 
 
@@ -92,7 +90,7 @@ def error_json(request_id: str, error: GatewayError) -> dict:
     return {"type": "error", **envelope(error, request_id)}
 
 
-def event_json(call: pipeline.Call, event: StreamEvent) -> dict:
+def event_json(call: Call, event: StreamEvent) -> dict:
     """One pipeline StreamEvent as the JSON object clients receive."""
     if event.type == "delta":
         return {"type": "delta", "text": event.text}
@@ -120,7 +118,7 @@ def cancelled_error(reason: str) -> GatewayError:
 # -- the endpoint --------------------------------------------------------------------------
 
 
-def result_json(call: pipeline.Call, result: ChatResult) -> dict:
+def result_json(call: Call, result: ChatResult) -> dict:
     calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in result.tool_calls]
     return {**served_json(call), "content": result.content, "tool_calls": calls,
             "finish_reason": result.finish_reason, "usage": usage_json(call)}
@@ -135,47 +133,19 @@ SSE_DOC = {"responses": {200: {"description": "JSON; or with `stream: true`, ser
              response={200: dict, **error_responses(*CHAT)},
              openapi_extra=SSE_DOC)
 async def chat(request: HttpRequest, body: NativeChatIn):
-    call: pipeline.Call = request.ep_call
-    route = call_begin(call, body, await pipeline.current_snapshot())
+    call: Call = request.ep_call
     chat_request = to_chat_request(body)
-    tracing.annotate_request(call, chat_request, requested_model=body.persona)
+    metadata = body.metadata
+    route = await native_begin(call, body, chat_request, **begin_options(
+        request, run_id=metadata.run_id if metadata else None, step=metadata.step if metadata else None))
     if body.stream:
-        return await _sse_response(call, route, chat_request)
-    result = await pipeline.chat_complete(call, route, chat_request)
+        events, first = await stream_start(call, route, chat_request)
+        stream = relay(call, events, lambda event: sse(event_json(call, event)), first=first,
+                       on_failure=lambda error: sse(error_json(call.request_id, error)))
+        return streaming_response(call, stream)
+    result = await pipeline.complete(call, route, chat_request)
     return json_response(result_json(call, result), call.request_id)
 
 
 def sse(data: dict) -> bytes:
     return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-async def _sse_response(call: pipeline.Call, route: pipeline.Route, chat_request: ChatRequest) -> HttpResponse:
-    events = pipeline.chat_stream(call, route, chat_request)
-    # The first event decides the answer: a route that cannot start at all is
-    # a proper HTTP error (raised here, enveloped by the API), not a 200 stream.
-    first = await anext(events, None)
-
-    async def body():
-        terminal = None
-        try:
-            event = first
-            while event is not None:
-                if event.type in TERMINAL:
-                    terminal = event_json(call, event)
-                    break
-                yield sse(event_json(call, event))
-                event = await anext(events, None)
-        except BaseException:  # the client went away (cancelled) or the loop is stopping
-            call.mark_cancelled()
-            raise
-        finally:
-            await events.aclose()
-            await pipeline.usage_record(call)
-        # After the row is written: a client that saw `done` finds its Usage row.
-        yield sse(terminal or error_json(call.request_id, GatewayError("The stream ended early.", code="stream_ended")))
-
-    response = StreamingHttpResponse(body(), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
-    response["X-Request-ID"] = call.request_id
-    return response

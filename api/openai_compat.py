@@ -2,7 +2,7 @@
 
 Only conversion lives here: OpenAI's request schema -> providers.types, and
 ChatResult / StreamEvents -> OpenAI's response and chunk objects. The work is
-gateway.pipeline's.
+gateway.pipeline's, and streams leave through gateway.relay.
 """
 
 from __future__ import annotations
@@ -11,17 +11,19 @@ import json
 import time
 from typing import Any, Literal
 
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema
 from pydantic import ConfigDict
 
 from api import idempotency
+from api.auth import ApiKeyAuth, begin_options
+from api.errors import CHAT, KEYED, envelope, error_response, error_responses, sse_doc
+from api.responses import json_response, served_by_headers, streaming_response
 from gateway import pipeline
-from gateway.observability import tracing
-from api.auth import ApiKeyAuth
-from gateway.errors import CHAT, KEYED, GatewayError, InvalidRequest, envelope, error_responses, sse_doc
-from gateway.limits import request_limits_check
-from api.responses import json_response
+from gateway.call import Call
+from gateway.config import config_cache
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.relay import relay, stream_start
 from providers.types import (
     ChatRequest,
     ChatResult,
@@ -177,7 +179,7 @@ def _tool_calls_json(calls: list[ToolCall]) -> list[dict]:
     return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
 
 
-def completion_json(call: pipeline.Call, result: ChatResult) -> dict:
+def completion_json(call: Call, result: ChatResult) -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": result.content}
     if result.tool_calls:
         message["tool_calls"] = _tool_calls_json(result.tool_calls)
@@ -194,7 +196,7 @@ def completion_json(call: pipeline.Call, result: ChatResult) -> dict:
 class ChunkWriter:
     """Turns StreamEvents into OpenAI chat.completion.chunk SSE lines."""
 
-    def __init__(self, call: pipeline.Call, include_usage: bool) -> None:
+    def __init__(self, call: Call, include_usage: bool) -> None:
         self.call = call
         self.include_usage = include_usage
         self.created = int(time.time())
@@ -219,7 +221,7 @@ class ChunkWriter:
         if event.type == "done":
             return self._done(event)
         if event.type == "error":
-            return self._error()
+            return self.error()
         return b""  # usage is sent once, at the end
 
     def _tool_call_delta(self, event: StreamEvent) -> dict:
@@ -237,8 +239,8 @@ class ChunkWriter:
             out += b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
         return out + b"data: [DONE]\n\n"
 
-    def _error(self) -> bytes:
-        # In-band error after content was sent; no [DONE], so clients see the cut.
+    def error(self) -> bytes:
+        # In-band error after the answer started; no [DONE], so clients see the cut.
         error = GatewayError(self.call.error_message or "provider failed", code=self.call.error_code or "provider_error")
         error.type = "upstream_error"
         return b"data: " + json.dumps(envelope(error, self.call.request_id)).encode() + b"\n\n"
@@ -247,93 +249,41 @@ class ChunkWriter:
 # -- endpoints --------------------------------------------------------------------------
 
 
-def _run_metadata(request: HttpRequest, call: pipeline.Call, metadata: dict[str, str] | None) -> None:
-    metadata = metadata or {}
-    call.run_id = request.headers.get("X-EP-Run-Id") or metadata.get("run_id", "")
-    call.step = request.headers.get("X-EP-Step") or metadata.get("step", "")
-    call.timeout = _timeout_header(request)
-
-
-def _timeout_header(request: HttpRequest) -> float | None:
-    """X-EP-Timeout: the caller's own deadline in seconds (capped by the gateway's)."""
-    value = request.headers.get("X-EP-Timeout")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < 86400:
-        raise InvalidRequest("X-EP-Timeout must be a positive number of seconds.", param="X-EP-Timeout")
-    return seconds
-
-
-def served_by_headers(call: pipeline.Call) -> dict[str, str]:
-    return {"X-EP-Persona": call.persona, "X-EP-Provider": call.provider, "X-EP-Model": call.model}
-
-
 @router.post("/chat/completions", summary="Create a chat completion (OpenAI format)",
              response={200: dict, **error_responses(*CHAT)},
              openapi_extra=sse_doc("A chat.completion; or with `stream: true`, chat.completion.chunk events."))
 async def chat_completions(request: HttpRequest, body: ChatCompletionIn):
-    call: pipeline.Call = request.ep_call
+    call: Call = request.ep_call
     call.stream = body.stream
-    _run_metadata(request, call, body.metadata)
-    snapshot = await pipeline.current_snapshot()
-    route = pipeline.route_resolve(
-        snapshot=snapshot, model=body.model, key=call.key, persona_header=request.headers.get("X-Persona")
-    )
-    call.persona = route.persona.slug if route.persona else ""
-    request_limits_check(messages=len(body.messages), max_tokens=body.max_completion_tokens or body.max_tokens,
-                         route=route)
     chat_request = to_chat_request(body)
-    tracing.annotate_request(call, chat_request, requested_model=body.model)
+    metadata = body.metadata or {}
+    route = await pipeline.begin(call, chat_request, model=body.model,
+                                 **begin_options(request, run_id=metadata.get("run_id"), step=metadata.get("step")))
     if body.stream:
         if request.headers.get(idempotency.HEADER):
             raise InvalidRequest("Idempotency-Key is supported for non-streaming requests only.",
                                  code="idempotency_not_supported_for_streams", param=idempotency.HEADER)
+        events, first = await stream_start(call, route, chat_request)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await _stream_response(call, route, chat_request, include_usage)
+        writer = ChunkWriter(call, include_usage)
+        stream = relay(call, events, writer.event, first=first, opening=writer.first(),
+                       on_failure=lambda error: writer.error())
+        return streaming_response(call, stream, headers=served_by_headers(call))
 
     async def complete() -> HttpResponse:
-        result = await pipeline.chat_complete(call, route, chat_request)
+        result = await pipeline.complete(call, route, chat_request)
         headers = served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}"}
         return json_response(completion_json(call, result), call.request_id, headers=headers)
 
-    return await idempotency.idempotent(request, complete, on_error=lambda e: _error_response(request, e))
-
-
-def _error_response(request: HttpRequest, error: GatewayError) -> HttpResponse:
-    from api.urls import error_response  # api imports this module
-
-    return error_response(request, error)
-
-
-async def _stream_response(call, route, chat_request, include_usage: bool) -> HttpResponse:
-    events = pipeline.chat_stream(call, route, chat_request)
-    # Wait for the first event before answering: if every step fails before
-    # any token, the client gets a proper HTTP error instead of a 200 stream.
-    try:
-        first = await events.__anext__()
-    except StopAsyncIteration:
-        first = None
-    writer = ChunkWriter(call, include_usage)
-
-    body = pipeline.relay(call, events, first, writer.event, opening=writer.first())
-    response = StreamingHttpResponse(body, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Request-ID"] = call.request_id
-    for name, value in served_by_headers(call).items():
-        response[name] = value
-    return response
+    return await idempotency.idempotent(request, complete, on_error=lambda e: error_response(request, e))
 
 
 @router.get("/models", summary="List the personas (and models) this key can call",
             response={200: dict, **error_responses(*KEYED)})
 async def list_models(request: HttpRequest):
-    call: pipeline.Call = request.ep_call
+    call: Call = request.ep_call
     call.endpoint = "models"
-    snapshot = await pipeline.current_snapshot()
+    snapshot = await config_cache.snapshot()
     data = [{"id": slug, "object": "model", "created": 0, "owned_by": "persona"} for slug in sorted(snapshot.personas)]
     if call.key.has_scope("direct"):
         for provider in snapshot.providers.values():

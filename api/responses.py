@@ -1,10 +1,12 @@
-"""Small response helpers shared by the API modules."""
+"""Response helpers shared by the API's wire formats."""
 
 from __future__ import annotations
 
 import json
 
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
+
+from gateway.call import Call
 
 
 def json_response(data, request_id: str, *, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
@@ -15,6 +17,22 @@ def json_response(data, request_id: str, *, status: int = 200, headers: dict[str
         json.dumps(data, separators=(",", ":"), default=str), content_type="application/json", status=status
     )
     response["X-Request-ID"] = request_id
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def served_by_headers(call: Call) -> dict[str, str]:
+    """Which persona, provider and model answered."""
+    return {"X-EP-Persona": call.persona, "X-EP-Provider": call.provider, "X-EP-Model": call.model}
+
+
+def streaming_response(call: Call, body, *, headers: dict[str, str] | None = None) -> StreamingHttpResponse:
+    """An SSE answer: never cached, never buffered by a proxy, with its request id."""
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
+    response["X-Request-ID"] = call.request_id
     for name, value in (headers or {}).items():
         response[name] = value
     return response

@@ -19,9 +19,11 @@ from django.http import HttpRequest
 from ninja import Query, Router
 
 from api.auth import ApiKeyAuth
-from gateway.errors import KEYED, InvalidRequest, NotFound, error_responses
+from gateway.errors import InvalidRequest, NotFound
+from api.errors import KEYED, error_responses
 from accounts.snapshot import KeyInfo
 from api.responses import json_response
+from budgets.models import Usage
 
 router = Router(tags=["Runs"], auth=ApiKeyAuth())
 
@@ -48,8 +50,6 @@ def _distinct(values) -> list[str]:
 
 
 def _ledger(team_id: int | None):
-    from budgets.models import Usage
-
     rows = Usage.objects.exclude(run_id="")
     return rows if team_id is None else rows.filter(team_id=team_id)
 

@@ -22,7 +22,7 @@ BUCKETS = [
                                      "django/contrib/auth/middleware", "django/contrib/messages", "django_htmx",
                                      "django/utils/deprecation.py")),
     ("django-ninja (routing, auth, pydantic in)", ("ninja/",)),
-    ("gateway pipeline", ("gateway/pipeline.py",)),
+    ("gateway request core", ("gateway/pipeline.py", "gateway/relay.py", "gateway/recording.py", "gateway/routes.py")),
     ("ASGI server (daphne/twisted/uvicorn/granian)", ("daphne", "twisted", "uvicorn", "granian", "h11", "httptools")),
     ("channel layer / events", ("channels", "gateway/events.py")),
     ("redis", ("redis/",)),

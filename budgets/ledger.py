@@ -24,100 +24,25 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
-import fcntl
-import functools
 import os
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-import psycopg
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
-from django.db.models import F, Q, Sum
+from django.db import DatabaseError, transaction
+from django.db.models import F, Sum
 from django.utils import timezone
 
+from budgets import ledger_store as store
+from budgets.ledger_store import ZERO
 from budgets.models import Alert, BudgetCounter, Reservation, Usage
+from budgets.periods import ledger_filter, period_start
 from budgets.snapshot import BudgetInfo
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class _ThreadDatabase(threading.local):
-    wrapper = None
-
-
-_thread_database = _ThreadDatabase()
-
-
-def _db():
-    """This thread's default database connection. `django.db.connection` is a
-    proxy that looks the connection up in asgiref's Local on every attribute
-    access: ~35 lookups per ledger op, 15% of the writer's CPU. The writer is
-    one plain thread, so its connection object is found once and kept."""
-    wrapper = _thread_database.wrapper
-    if wrapper is None:
-        wrapper = _thread_database.wrapper = connections[DEFAULT_DB_ALIAS]
-    return wrapper
-
-
-class _SqliteWriterLock:
-    """SQLite has one writer. Writers that meet its lock wait in SQLite's busy
-    handler, which sleeps 1, 2, 5, 10 ... up to 100 ms between tries: with two
-    gateway processes, one process's writer kept losing and its worker idled at
-    ~65% of a core (docs/PERFORMANCE.md). So writers queue on locks that wake
-    the next waiter the moment they are released: a thread lock within the
-    process, then an flock on a file beside the database across processes."""
-
-    def __init__(self) -> None:
-        self._thread_lock = threading.Lock()
-        self._fd: int | None = None
-        self._fd_key: tuple[int, str] | None = None
-
-    def _file(self) -> int | None:
-        name = str(_db().settings_dict.get("NAME") or "")
-        if not name or name.startswith("file:") or ":memory:" in name:
-            return None  # in-memory: one process only, the thread lock is enough
-        key = (os.getpid(), name)
-        if self._fd_key != key:
-            self._fd = os.open(f"{name}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
-            self._fd_key = key
-        return self._fd
-
-    def __enter__(self):
-        self._thread_lock.acquire()
-        try:
-            fd = self._file()
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            self._thread_lock.release()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            if self._fd is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            self._thread_lock.release()
-
-
-_sqlite_writer = _SqliteWriterLock()
-
-
-def _writing():
-    """Hold the writers' queue for one SQLite write transaction (see _SqliteWriterLock)."""
-    return _sqlite_writer if _db().vendor == "sqlite" else contextlib.nullcontext()
-ZERO = Decimal(0)
-CENT_MILLIONTH = Decimal("0.00000001")
-
 
 class BudgetRefusal(Exception):
     """No room in a hard budget; carries what the client needs to know."""
@@ -129,32 +54,6 @@ class BudgetRefusal(Exception):
 
 class BudgetStoreDown(Exception):
     """The database that enforces budgets could not be reached: refuse, never admit."""
-
-
-def period_start(period: str, now: datetime) -> datetime:
-    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "day":
-        return day
-    if period == "week":
-        return day - timedelta(days=day.weekday())
-    if period == "month":
-        return day.replace(day=1)
-    return EPOCH
-
-
-def scope_filter(*, scope: str, team_id: int | None, key_id: int | None, persona: str | None) -> Q:
-    """The Usage rows a budget of this scope covers (the period is added by callers)."""
-    if scope == "team":
-        return Q(team_id=team_id)
-    if scope == "key":
-        return Q(api_key_id=key_id)
-    if scope == "persona":
-        return Q(persona=persona or "")
-    return Q()
-
-
-def ledger_filter(budget: BudgetInfo) -> Q:
-    return scope_filter(scope=budget.scope, team_id=budget.team_id, key_id=budget.key_id, persona=budget.persona)
 
 
 _counter_ids: dict[tuple[int, datetime], int] = {}
@@ -174,16 +73,11 @@ def _counter_id(budget: BudgetInfo, start: datetime) -> int:
     if counter_id is None:
         spent = Usage.objects.filter(ledger_filter(budget), created_at__gte=start).aggregate(s=Sum("cost_usd"))["s"]
         BudgetCounter.objects.bulk_create(
-            [BudgetCounter(budget_id=budget.id, period_start=start, spent=_money(spent))], ignore_conflicts=True
+            [BudgetCounter(budget_id=budget.id, period_start=start, spent=store.money(spent))], ignore_conflicts=True
         )
         counter_id = existing.first()
     _counter_ids[(budget.id, start)] = counter_id
     return counter_id
-
-
-def _money(value) -> Decimal:
-    # SQLite sums decimals as floats: round back to the ledger's 8 places.
-    return Decimal(value or 0).quantize(CENT_MILLIONTH)
 
 
 def forget_counters() -> None:
@@ -323,9 +217,9 @@ class LedgerWriter:
         ops = [op for op in batch if not (isinstance(op, _Settle) and op.row is None)]
         try:
             if ops:
-                with _writing():
+                with store.writing():
                     ids = _prepare(ops)
-                    with _transaction():
+                    with store.transaction():
                         results = _apply(ops, ids)
         except (DatabaseError, _Fallback):
             _after_error()
@@ -340,9 +234,9 @@ class LedgerWriter:
 
     def _execute_alone(self, op) -> None:
         try:
-            with _writing():
+            with store.writing():
                 ids = _prepare([op])
-                with _transaction():
+                with store.transaction():
                     [result] = _apply([op], ids)
         except DatabaseError as error:
             _after_error()
@@ -368,7 +262,7 @@ def _resolve(future: Future, *, value=None, error: BaseException | None = None) 
 def _after_error() -> None:
     forget_counters()
     try:
-        _db().close_if_unusable_or_obsolete()
+        store.thread_connection().close_if_unusable_or_obsolete()
     except DatabaseError:
         pass
 
@@ -381,42 +275,6 @@ atexit.register(writer.flush)
 # a reservation arriving after its request's settlement is dropped, not held.
 SETTLED_MEMORY = 10_000
 _settled_recently: OrderedDict[str, None] = OrderedDict()
-
-
-@contextlib.contextmanager
-def _transaction():
-    """One write transaction of the writer, on the driver's own connection with
-    BEGIN and COMMIT as statements: the writer's statements are fixed SQL, and
-    Django's transaction and cursor bookkeeping cost more than they do.
-
-    PostgreSQL: psycopg in pipeline mode, so a batch costs two round trips (its
-    reads, then its writes with the COMMIT) instead of one per statement,
-    1.1 ms -> ~0.35 ms per transaction here. SQLite: BEGIN IMMEDIATE, as
-    Django's atomic() would (transaction_mode). Errors come out as Django's
-    DatabaseError, as from the ORM."""
-    db = _db()
-    db.ensure_connection()
-    conn = db.connection
-    with db.wrap_database_errors:
-        if db.vendor == "postgresql":
-            try:
-                with conn.pipeline():
-                    conn.execute("BEGIN")
-                    yield
-                    conn.execute("COMMIT")
-            except BaseException:
-                if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    conn.execute("ROLLBACK")
-                raise
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
 
 def _prepare(ops: list) -> dict[tuple[int, datetime], tuple[int, BudgetInfo]]:
@@ -454,8 +312,8 @@ def _apply_unchecked(ops: list, counters: dict) -> list[dict]:
     # PostgreSQL these three statements go out together (one round trip).
     released = {}
     if settles:
-        rows_inserted = _insert_rows([op.row for op in settles])
-        reservations_deleted = _release([op.row.request_id for op in settles])
+        rows_inserted = store.insert_rows([op.row for op in settles])
+        reservations_deleted = store.release([op.row.request_id for op in settles])
     state = _locked_counters(ids)
     if settles:
         rows_inserted()
@@ -510,64 +368,17 @@ def _apply_unchecked(ops: list, counters: dict) -> list[dict]:
             new_reservations.append((op.request_id, c, op.amount, expires))
         results[id(op)] = {"value": [Held(c, op.amount) for _, c in counters]}
     if new_reservations:
-        _insert_reservations(new_reservations)
+        store.insert_reservations(new_reservations)
     changed = sorted(delta_spent.keys() | delta_reserved.keys())  # one lock order across processes
     if changed:
-        with _cursor() as cursor:
+        with store.open_cursor() as cursor:
             cursor.executemany(
-                f"UPDATE {_table(BudgetCounter)} SET spent = spent + %s, reserved = reserved + %s WHERE id = %s",
+                f"UPDATE {store.table(BudgetCounter)} SET spent = spent + %s, reserved = reserved + %s WHERE id = %s",
                 [(delta_spent.get(c, ZERO), delta_reserved.get(c, ZERO), c) for c in changed])
     for op in settles:  # savepoints, rare: only when a threshold was crossed
         if results[id(op)]["value"]:
             results[id(op)]["value"] = [c for c in results[id(op)]["value"] if _alert_row_created(c)]
     return [results[id(op)] for op in ops]
-
-
-def _cursor():
-    """A cursor of the driver itself for the writer's fixed statements (inside
-    _transaction). PostgreSQL: psycopg's server-side binding cursor (Django's
-    ClientCursor quotes every parameter into the SQL text in Python, a fifth of
-    the writer's CPU for the Usage row's thirty columns). SQLite: sqlite3's,
-    with the %s placeholders turned into ? once per statement text."""
-    db = _db()
-    db.ensure_connection()
-    if db.vendor == "postgresql":
-        return psycopg.Cursor(db.connection)
-    return _SqliteCursor(db.connection.cursor())
-
-
-class _SqliteCursor:
-    """sqlite3's cursor with the %s placeholders the statements are written with."""
-
-    def __init__(self, cursor) -> None:
-        self._cursor = cursor
-
-    def execute(self, sql: str, params=()) -> None:
-        self._cursor.execute(_qmark(sql), params)
-
-    def executemany(self, sql: str, seq) -> None:
-        self._cursor.executemany(_qmark(sql), seq)
-
-    def fetchall(self):
-        return self._cursor.fetchall()
-
-    def fetchone(self):
-        return self._cursor.fetchone()
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._cursor.close()
-
-
-@functools.lru_cache(maxsize=1024)
-def _qmark(sql: str) -> str:
-    return sql.replace("%s", "?")
 
 
 class _CounterGone(Exception):
@@ -581,11 +392,11 @@ def _locked_counters(ids: dict) -> dict[int, list[Decimal]]:
     if not ids:
         return {}
     wanted = sorted(set(ids.values()))
-    lock = " FOR UPDATE" if _db().features.has_select_for_update else ""
-    with _cursor() as cursor:
-        cursor.execute(f"SELECT id, spent, reserved FROM {_table(BudgetCounter)} "
+    lock = " FOR UPDATE" if store.thread_connection().features.has_select_for_update else ""
+    with store.open_cursor() as cursor:
+        cursor.execute(f"SELECT id, spent, reserved FROM {store.table(BudgetCounter)} "
                        f"WHERE id IN ({', '.join(['%s'] * len(wanted))}) ORDER BY id{lock}", wanted)
-        state = {cid: [_money(spent), _money(reserved)] for cid, spent, reserved in cursor.fetchall()}
+        state = {cid: [store.money(spent), store.money(reserved)] for cid, spent, reserved in cursor.fetchall()}
     missing = [key for key, cid in ids.items() if cid not in state]
     if missing:
         for key in missing:
@@ -598,85 +409,6 @@ def _locked_counters(ids: dict) -> dict[int, list[Decimal]]:
 # CPU than the database does for these few, fixed statements.
 
 
-@functools.cache
-def _quoted_table(model, vendor: str) -> str:
-    return _db().ops.quote_name(model._meta.db_table)
-
-
-def _table(model) -> str:
-    return _quoted_table(model, _db().vendor)
-
-
-@functools.cache
-def _insert_shape(model, vendor: str) -> tuple[list, str]:
-    """The fields an INSERT of `model` sets (all but the primary key) and their quoted columns."""
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    return fields, ", ".join(_db().ops.quote_name(f.column) for f in fields)
-
-
-def _insert_rows(rows: list[Usage]) -> Callable[[], None]:
-    """Usage.objects.bulk_create, minus the compiler: each field prepares its own value.
-    Sends the INSERT; the function returned reads the new ids (in pipeline mode,
-    after the round trip that carries the statements sent with it)."""
-    db = _db()
-    fields, columns = _insert_shape(Usage, db.vendor)
-    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params = [f.get_db_prep_save(f.pre_save(row, True), db) for row in rows for f in fields]
-    returning = db.features.can_return_rows_from_bulk_insert
-    cursor = _cursor()
-    cursor.execute(f"INSERT INTO {_table(Usage)} ({columns}) VALUES {', '.join([one] * len(rows))}"
-                   + (" RETURNING id" if returning else ""), params)
-
-    def read_ids() -> None:
-        with cursor:
-            if returning:
-                for row, (pk,) in zip(rows, cursor.fetchall()):
-                    row.pk = pk
-        for row in rows:
-            row._state.adding, row._state.db = False, _db().alias
-
-    return read_ids
-
-
-def _insert_reservations(held: list[tuple[str, int, Decimal, datetime]]) -> None:
-    expires_at = Reservation._meta.get_field("expires_at")
-    amount = Reservation._meta.get_field("amount")
-    params = [value for request_id, counter_id, money, expires in held
-              for value in (request_id, counter_id, amount.get_db_prep_save(money, _db()),
-                            expires_at.get_db_prep_save(expires, _db()))]
-    with _cursor() as cursor:
-        cursor.execute(f"INSERT INTO {_table(Reservation)} (request_id, counter_id, amount, expires_at) VALUES "
-                       + ", ".join(["(%s, %s, %s, %s)"] * len(held)), params)
-
-
-def _release(request_ids: list[str]) -> Callable[[], dict[int, Decimal]]:
-    """Delete these requests' reservations. Sends the DELETE; the function
-    returned reads what each counter gets back (as _insert_rows)."""
-    where = f"WHERE request_id IN ({', '.join(['%s'] * len(request_ids))})"
-    cursor = _cursor()
-    if not _db().features.can_return_rows_from_bulk_insert:  # no DELETE ... RETURNING
-        with cursor:
-            cursor.execute(f"SELECT counter_id, amount FROM {_table(Reservation)} {where}", request_ids)
-            held = cursor.fetchall()
-            if held:
-                cursor.execute(f"DELETE FROM {_table(Reservation)} {where}", request_ids)
-        return lambda: _by_counter(held)
-    cursor.execute(f"DELETE FROM {_table(Reservation)} {where} RETURNING counter_id, amount", request_ids)
-
-    def read_released() -> dict[int, Decimal]:
-        with cursor:
-            return _by_counter(cursor.fetchall())
-
-    return read_released
-
-
-def _by_counter(held) -> dict[int, Decimal]:
-    released: dict[int, Decimal] = {}
-    for counter_id, amount in held:
-        released[counter_id] = released.get(counter_id, ZERO) + _money(amount)
-    return released
-
-
 def _alert_row_created(crossing: Crossing) -> bool:
     """The alert's row, unless this budget, threshold and period already has one
     (ON CONFLICT: a duplicate must not undo the batch's ledger rows)."""
@@ -685,11 +417,11 @@ def _alert_row_created(crossing: Crossing) -> bool:
     message = f"Budget '{budget.name}' is {pct}% used: ${crossing.spent:.4f} of ${budget.limit:.2f} ({crossing.threshold}% alert)."
     alert = Alert(budget_id=budget.id, threshold=crossing.threshold, period_start=crossing.period_start,
                   message=message[:300])
-    db = _db()
-    fields, columns = _insert_shape(Alert, db.vendor)
+    db = store.thread_connection()
+    fields, columns = store.insert_shape(Alert, db.vendor)
     params = [f.get_db_prep_save(f.pre_save(alert, True), db) for f in fields]
-    with _cursor() as cursor:
-        cursor.execute(f"INSERT INTO {_table(Alert)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "
+    with store.open_cursor() as cursor:
+        cursor.execute(f"INSERT INTO {store.table(Alert)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "
                        "ON CONFLICT DO NOTHING RETURNING id", params)
         return cursor.fetchone() is not None
 
@@ -698,7 +430,7 @@ def reservations_expire(now: datetime | None = None) -> int:
     """Release reservations whose request never settled (its process died)."""
     now = now or timezone.now()
     released = 0
-    with _writing(), transaction.atomic():
+    with store.writing(), transaction.atomic():
         for reservation in Reservation.objects.select_for_update().filter(expires_at__lt=now):
             BudgetCounter.objects.filter(id=reservation.counter_id).update(reserved=F("reserved") - reservation.amount)
             reservation.delete()

@@ -12,17 +12,33 @@ over by the tokens of the requests in flight, which OpenAI's limits also allow).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from budgets import shared_state as shared
-from gateway.errors import RateLimited, ServiceUnavailable
 from accounts.snapshot import KeyInfo
+from budgets import shared_state as shared
 from budgets.snapshot import RateLimitInfo
 
+log = logging.getLogger("budgets.ratelimit")
+
 WINDOW = 60
+
+
+class RateLimitRefusal(Exception):
+    """A window is full: the pipeline answers 429 with these headers."""
+
+    def __init__(self, message: str, *, retry_after: int, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.headers = headers
+
+
+class RateLimitStoreDown(Exception):
+    """Redis is unreachable: limits that cannot be checked are not enforced, so the pipeline refuses (503)."""
 
 # KEYS: request-count keys then token-count keys; ARGV: request limits, token limits, ttl.
 _ADMIT = """
@@ -97,9 +113,7 @@ async def rate_limit_admit(key: KeyInfo, limits: list[RateLimitInfo]) -> Admissi
         try:
             refused = int(await shared.async_redis().eval(_ADMIT, len(keys), *keys, *args, WINDOW * 2))
         except RedisError:
-            # Limits we cannot check are limits we cannot enforce: refuse.
-            raise ServiceUnavailable("The rate-limit store is unreachable; try again shortly.",
-                                     code="rate_limit_store_unavailable") from None
+            raise RateLimitStoreDown() from None
     else:
         refused = _local.admit(keys, args)
     reset = max(1, int((window + 1) * WINDOW - now + 0.999))
@@ -107,10 +121,9 @@ async def rate_limit_admit(key: KeyInfo, limits: list[RateLimitInfo]) -> Admissi
     if refused:
         which = "tokens" if refused > len(limits) else "requests"
         limit = limits[(refused - 1) % len(limits)]
-        raise RateLimited(
+        raise RateLimitRefusal(
             f"Rate limit reached for {limit.scope} ({which} per minute); retry in {reset} s.",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": str(reset), **headers},
+            retry_after=reset, headers=headers,
         )
     return Admission(headers=headers, token_keys=[p[1] for p in pairs])
 
@@ -127,6 +140,8 @@ def _headers(limit: RateLimitInfo, reset: int) -> dict[str, str]:
 
 
 async def rate_limit_add_tokens(admission: Admission, tokens: int) -> None:
+    """Count an answered request's tokens. Never raises: the answer is already
+    decided, and a Redis outage here must not turn it into an error."""
     if not admission.token_keys or tokens <= 0:
         return
     if shared.redis_enabled():
@@ -134,6 +149,9 @@ async def rate_limit_add_tokens(admission: Admission, tokens: int) -> None:
         for key in admission.token_keys:
             pipe.incrby(key, tokens)
             pipe.expire(key, WINDOW * 2)
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except RedisError:
+            log.warning("could not count %d tokens against the rate limits (Redis unreachable)", tokens)
     else:
         _local.add_tokens(admission.token_keys, tokens)

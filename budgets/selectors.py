@@ -15,7 +15,7 @@ from django.db.models import Avg, Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from budgets import ledger
+from budgets import periods
 from budgets.models import Budget, Usage
 
 ZERO = Decimal(0)
@@ -50,8 +50,8 @@ def day_start(now: datetime | None = None) -> datetime:
 
 def period_start(period: str, now: datetime | None = None) -> datetime | None:
     """The start (UTC) of the budget period containing `now`; None for lifetime."""
-    start = ledger.period_start(period, now or timezone.now())
-    return None if start == ledger.EPOCH else start
+    start = periods.period_start(period, now or timezone.now())
+    return None if start == periods.EPOCH else start
 
 
 def spend_total(*, team_ids: set[int] | None, since: datetime | None, until: datetime | None = None) -> Decimal:
@@ -126,7 +126,7 @@ def provider_stats(*, since: datetime) -> dict[str, RequestStats]:
 
 def budget_spend(budget: Budget, now: datetime | None = None) -> Decimal:
     """What the ledger says this budget's scope has spent in its current period."""
-    scope = ledger.scope_filter(scope=budget.scope, team_id=budget.team_id, key_id=budget.api_key_id,
+    scope = periods.scope_filter(scope=budget.scope, team_id=budget.team_id, key_id=budget.api_key_id,
                                 persona=budget.persona.slug if budget.persona else "")
     rows = Usage.objects.filter(scope)
     start = period_start(budget.period, now)

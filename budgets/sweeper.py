@@ -10,6 +10,9 @@ import logging
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from budgets.alerts import webhooks_deliver_due
+from budgets.ledger import reservations_expire
+
 log = logging.getLogger("budgets.sweeper")
 
 _task: asyncio.Task | None = None
@@ -17,9 +20,6 @@ _wake: asyncio.Event | None = None
 
 
 def _sweep() -> None:
-    from budgets.alerts import webhooks_deliver_due
-    from budgets.ledger import reservations_expire
-
     webhooks_deliver_due()
     reservations_expire()
 

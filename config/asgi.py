@@ -1,6 +1,6 @@
 """ASGI entry point: HTTP through Django, websockets through Channels.
 
-HTTP is split by path. The API (API_PATHS: what Hive and scripts call) goes to
+HTTP is split by path. The API (api.paths: what Hive and scripts call) goes to
 ApiHandler: the same URLconf and views, but a middleware chain of async-native
 middleware only. Django's MiddlewareMixin middlewares (sessions, auth, CSRF,
 messages...) each hop through a thread under ASGI, and Django's handler sends
@@ -33,10 +33,9 @@ from django.urls import set_script_prefix
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
 
-from config.backpressure import Backpressure
+from api.paths import is_api_path
 from api.websocket.routing import OriginCheck, allowed_origins, websocket_urlpatterns
-
-API_PATHS = ("/v1/", "/api/v1/", "/health", "/costs", "/capabilities")
+from config.backpressure import Backpressure
 
 
 class ApiSecurityHeaders:
@@ -160,7 +159,7 @@ class ApiHandler(ASGIHandler):
 
 def http_router(api_app, site_app):
     async def route(scope, receive, send) -> None:
-        app = api_app if scope["path"].startswith(API_PATHS) else site_app
+        app = api_app if is_api_path(scope["path"]) else site_app
         await app(scope, receive, send)
 
     return route

@@ -59,7 +59,6 @@ def ensure_port_free(host: str, port: int) -> None:
 def run_worker(host: str, port: int, backlog: int, log_level: str) -> None:
     import uvicorn  # imported in the worker: the parent stays small
 
-    sock = bind(host, port, backlog)
     config = uvicorn.Config(
         APP, loop="uvloop", http="httptools", ws="websockets-sansio", lifespan="off",
         access_log=False,  # one log line per request costs more than the request (PERFORMANCE_NOTES)
@@ -72,6 +71,10 @@ def run_worker(host: str, port: int, backlog: int, log_level: str) -> None:
     # 20-45 ms every ~1.2 s under load: measured, not kept.)
     gc.collect()
     gc.freeze()
+    # Listen only now: the kernel spreads new connections over every listening
+    # socket, so a socket bound before the ~1 s of imports would hold a share of
+    # them waiting (a replaced worker's first requests took that long).
+    sock = bind(host, port, backlog)
     uvicorn.Server(config).run(sockets=[sock])
 
 

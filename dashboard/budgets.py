@@ -10,7 +10,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from budgets import services as editing, selectors
-from dashboard.budget_forms import BudgetForm
+from dashboard.forms import BudgetForm
 from budgets.models import Alert, Budget
 from accounts.audit import snapshot
 from dashboard.rendering import render_page

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard import charts
 from budgets import selectors
-from dashboard.budget_forms import UsageFilterForm
+from dashboard.forms import UsageFilterForm
 from dashboard.rendering import render_page
 from accounts.models import Team
 from accounts.roles import costs_required, visible_team_ids

@@ -1,11 +1,18 @@
-"""Dashboard forms of the gateway core: keys, teams, memberships."""
+"""The dashboard's forms: what operators and team leads may type, checked before any service runs."""
 
 from __future__ import annotations
+
+import json
 
 from django import forms
 from django.contrib.auth import get_user_model
 
 from accounts.models import SCOPES, Membership, Team
+from budgets.models import Budget, Usage
+from personas.models import Persona
+from providers.models import Model, Provider
+
+# -- teams, keys and memberships -----------------------------------------------
 
 
 class KeyForm(forms.Form):
@@ -33,3 +40,191 @@ class MembershipForm(forms.Form):
         if not get_user_model().objects.filter(username=username).exists():
             raise forms.ValidationError(f"There is no user '{username}'. Create the user in Django admin first.")
         return username
+
+
+# -- personas and their routes -------------------------------------------------
+
+
+# Parameters a route step may set that the pipeline understands (the rest go
+# to the adapter as extras); numbers are range-checked so a typo cannot reach
+# a provider as a 400 in production.
+NUMERIC_RANGES = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "max_tokens": (1, 1_000_000)}
+
+
+def parse_params(text: str) -> dict:
+    text = (text or "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise forms.ValidationError(f"Parameters are not valid JSON: {error.msg} (line {error.lineno}).")
+    if not isinstance(value, dict):
+        raise forms.ValidationError('Parameters must be a JSON object, e.g. {"temperature": 0.2}.')
+    for name, (low, high) in NUMERIC_RANGES.items():
+        if name in value:
+            number = value[name]
+            if isinstance(number, bool) or not isinstance(number, int | float) or not low <= number <= high:
+                raise forms.ValidationError(f"{name} must be a number from {low:g} to {high:g}.")
+    return value
+
+
+class ParamsField(forms.CharField):
+    widget = forms.Textarea(attrs={"rows": 1, "spellcheck": "false"})
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(required=False, **kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return json.dumps(value) if value else ""
+        return value
+
+    def clean(self, value) -> dict:
+        return parse_params(super().clean(value))
+
+
+class PersonaForm(forms.ModelForm):
+    default_params = ParamsField(label="Default parameters (JSON)")
+
+    class Meta:
+        model = Persona
+        fields = ["slug", "name", "description", "system_prompt", "default_params", "max_output_tokens", "enabled"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2}), "system_prompt": forms.Textarea(attrs={"rows": 4})}
+
+
+class StepForm(forms.Form):
+    provider = forms.ModelChoiceField(queryset=Provider.objects.order_by("name"), to_field_name="name")
+    model = forms.CharField(max_length=200)
+    params = ParamsField(label="Parameters (JSON)")
+    fallback_on_client_error = forms.BooleanField(required=False, label="Also fall back on bad requests")
+
+    def clean_model(self) -> str:
+        model = self.cleaned_data["model"].strip()
+        if not model:
+            raise forms.ValidationError("Name the model this step calls.")
+        return model
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(required=False, label="Persona map file (JSON)")
+    text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 6}), label="…or paste it here")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        upload = data.get("file")
+        raw = upload.read().decode("utf-8", "replace") if upload else data.get("text", "")
+        if not raw.strip():
+            raise forms.ValidationError("Choose a file or paste the persona map.")
+        try:
+            data["map"] = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(f"The persona map is not valid JSON: {error.msg} (line {error.lineno}).")
+        return data
+
+
+# -- providers and models ------------------------------------------------------
+
+
+class ProviderForm(forms.ModelForm):
+    # Never rendered back: the field is always empty; leaving it empty keeps
+    # the stored credential.
+    credential = forms.CharField(
+        required=False, strip=True, widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        label="API key", help_text="Write-only: leave empty to keep the stored key.",
+    )
+    clear_credential = forms.BooleanField(required=False, label="Remove the stored API key")
+    options = ParamsField(label="Adapter options (JSON)")
+    base_url = forms.URLField(required=False, assume_scheme="https", label="Base URL",
+                              help_text="Empty means the provider's public API.")
+
+    class Meta:
+        model = Provider
+        fields = ["name", "kind", "base_url", "enabled", "connect_timeout", "read_timeout", "options"]
+
+    # Where a provider points and what it runs (options such as claude_agent's
+    # cli_path) are for admins only: an operator who could aim the stored
+    # credential and every prompt at any URL could exfiltrate both (docs/SECURITY.md).
+    ADMIN_ONLY = ("base_url", "options")
+
+    def __init__(self, *args, user=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if user is None or not user.is_superuser:
+            for name in self.ADMIN_ONLY:
+                field = self.fields[name]
+                field.disabled = True
+                field.help_text = "Only an admin may change this."
+                # A disabled field cleans its initial value: give it in the posted (text) form.
+                self.initial[name] = field.prepare_value(self.initial.get(name, field.initial))
+
+
+class ModelForm(forms.ModelForm):
+    class Meta:
+        model = Model
+        fields = ["name", "input_price", "output_price", "cached_input_price", "context_window",
+                  "max_output_tokens", "enabled"]
+        labels = {"input_price": "Input $/M tokens", "output_price": "Output $/M tokens",
+                  "cached_input_price": "Cached input $/M tokens"}
+
+    def __init__(self, *args, provider: Provider, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance.provider = provider
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        clash = Model.objects.filter(provider=self.instance.provider, name=name).exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise forms.ValidationError(f"{self.instance.provider.name} already has a model '{name}'.")
+        return name
+
+
+# -- budgets and the usage filter ----------------------------------------------
+
+
+class ThresholdsField(forms.CharField):
+    def prepare_value(self, value):
+        return ", ".join(str(v) for v in value) if isinstance(value, list) else value
+
+    def clean(self, value) -> list[int]:
+        text = super().clean(value) or ""
+        try:
+            numbers = sorted({int(part) for part in text.replace(" ", "").split(",") if part})
+        except ValueError:
+            raise forms.ValidationError("Thresholds are whole percentages separated by commas, e.g. 50, 80, 100.")
+        if any(not 1 <= n <= 1000 for n in numbers):
+            raise forms.ValidationError("Each threshold is a percentage from 1 to 1000.")
+        return numbers
+
+
+class BudgetForm(forms.ModelForm):
+    thresholds = ThresholdsField(required=False, initial="50, 80, 100", help_text="Alert at these percentages.")
+
+    class Meta:
+        model = Budget
+        fields = ["name", "scope", "team", "api_key", "persona", "period", "limit_usd", "hard", "thresholds", "enabled"]
+        labels = {"limit_usd": "Limit (USD)", "api_key": "API key", "hard": "Refuse requests over the limit"}
+
+    def clean(self) -> dict:
+        data = super().clean()
+        scope = data.get("scope")
+        target = {"team": "team", "key": "api_key", "persona": "persona"}.get(scope)
+        if target and not data.get(target):
+            self.add_error(target, f"A {scope} budget needs a {self.fields[target].label.lower()}.")
+        for other in ("team", "api_key", "persona"):
+            if other != target:
+                data[other] = None  # a global budget must not silently carry a team
+        limit = data.get("limit_usd")
+        if limit is not None and limit <= 0:
+            self.add_error("limit_usd", "The limit must be more than $0.")
+        return data
+
+
+class UsageFilterForm(forms.Form):
+    team = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    persona = forms.CharField(required=False)
+    provider = forms.CharField(required=False)
+    model = forms.CharField(required=False)
+    status = forms.ChoiceField(required=False, choices=[("", "any")] + Usage.STATUSES)
+    run_id = forms.CharField(required=False, label="Run id")
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))

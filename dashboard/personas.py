@@ -14,8 +14,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.audit import snapshot
 from dashboard.rendering import render_page, wants_fragment
 from accounts.roles import operator_required
-from personas import editing
-from dashboard.persona_forms import ImportForm, PersonaForm, StepForm
+from personas import services
+from dashboard.forms import ImportForm, PersonaForm, StepForm
 from personas.models import Persona, RouteStep
 from personas.services import PersonaMapError, persona_map_export
 from providers.models import Provider
@@ -33,7 +33,7 @@ def persona_list(request: HttpRequest) -> HttpResponse:
 def persona_create(request: HttpRequest) -> HttpResponse:
     form = PersonaForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        persona = editing.persona_save(actor=request.user, persona=form.save(commit=False), before=None)
+        persona = services.persona_save(actor=request.user, persona=form.save(commit=False), before=None)
         messages.success(request, f"Persona '{persona.slug}' created. Now give it a route.")
         return redirect("personas:edit", slug=persona.slug)
     return render_page(request, "personas/form.html", {"form": form}, status=400 if form.errors else 200)
@@ -67,10 +67,10 @@ def _chain_context(persona: Persona, *, focus: int | None = None, focus_dir: str
 @require_http_methods(["GET", "POST"])
 def persona_edit(request: HttpRequest, slug: str) -> HttpResponse:
     persona = get_object_or_404(Persona, slug=slug)
-    before = snapshot(persona, editing.PERSONA_FIELDS)
+    before = snapshot(persona, services.PERSONA_FIELDS)
     form = PersonaForm(request.POST or None, instance=persona)
     if request.method == "POST" and form.is_valid():
-        persona = editing.persona_save(actor=request.user, persona=form.save(commit=False), before=before)
+        persona = services.persona_save(actor=request.user, persona=form.save(commit=False), before=before)
         messages.success(request, f"Persona '{persona.slug}' saved.")
         return redirect("personas:edit", slug=persona.slug)
     context = _chain_context(persona, form=form)
@@ -95,7 +95,7 @@ def step_add(request: HttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         return _chain_response(request, persona, chain_error=_first_error(form), add_form=form)
     data = form.cleaned_data
-    step = editing.route_step_add(actor=request.user, persona=persona, provider=data["provider"], model=data["model"],
+    step = services.route_step_add(actor=request.user, persona=persona, provider=data["provider"], model=data["model"],
                                   params=data["params"], fallback_on_client_error=data["fallback_on_client_error"])
     return _chain_response(request, persona, notice=f"Added {step.provider.name}/{step.model} as the last step.")
 
@@ -108,7 +108,7 @@ def step_update(request: HttpRequest, slug: str, step_id: int) -> HttpResponse:
     if not form.is_valid():
         return _chain_response(request, step.persona, chain_error=_first_error(form), focus=step.pk)
     data = form.cleaned_data
-    editing.route_step_update(actor=request.user, step=step, provider=data["provider"], model=data["model"],
+    services.route_step_update(actor=request.user, step=step, provider=data["provider"], model=data["model"],
                               params=data["params"], fallback_on_client_error=data["fallback_on_client_error"])
     return _chain_response(request, step.persona, notice=f"Saved {data['provider'].name}/{data['model']}.")
 
@@ -119,7 +119,7 @@ def step_move(request: HttpRequest, slug: str, step_id: int, direction: str) -> 
     if direction not in ("up", "down"):
         raise Http404("Steps move up or down.")
     step = get_object_or_404(RouteStep.objects.select_related("persona", "provider"), pk=step_id, persona__slug=slug)
-    moved = editing.route_step_move(actor=request.user, step=step, offset=-1 if direction == "up" else 1)
+    moved = services.route_step_move(actor=request.user, step=step, offset=-1 if direction == "up" else 1)
     notice = f"Moved {step.provider.name}/{step.model} {direction}." if moved else "That step is already there."
     return _chain_response(request, step.persona, notice=notice, focus=step.pk, focus_dir=direction)
 
@@ -129,7 +129,7 @@ def step_move(request: HttpRequest, slug: str, step_id: int, direction: str) -> 
 def step_remove(request: HttpRequest, slug: str, step_id: int) -> HttpResponse:
     step = get_object_or_404(RouteStep.objects.select_related("persona", "provider"), pk=step_id, persona__slug=slug)
     persona, label = step.persona, f"{step.provider.name}/{step.model}"
-    editing.route_step_remove(actor=request.user, step=step)
+    services.route_step_remove(actor=request.user, step=step)
     return _chain_response(request, persona, notice=f"Removed {label} from the route.")
 
 
@@ -154,7 +154,7 @@ def map_import(request: HttpRequest) -> HttpResponse:
     form = ImportForm(request.POST, request.FILES)
     if form.is_valid():
         try:
-            result = editing.persona_map_import_audited(actor=request.user, data=form.cleaned_data["map"])
+            result = services.persona_map_import_audited(actor=request.user, data=form.cleaned_data["map"])
         except PersonaMapError as error:
             messages.error(request, f"Nothing was imported: {error}")
         else:

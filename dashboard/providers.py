@@ -18,9 +18,9 @@ from accounts.audit import snapshot
 from dashboard.rendering import render_page, wants_fragment
 from gateway.resilience import breaker_states
 from accounts.roles import async_operator_required, operator_required
-from providers import editing
+from providers import services
 from providers.connection import connection_test
-from dashboard.provider_forms import ModelForm, ProviderForm
+from dashboard.forms import ModelForm, ProviderForm
 from providers.models import Model, Provider
 
 
@@ -41,7 +41,7 @@ def _open_breakers(provider: Provider) -> list[str]:
 
 
 def _save(request: HttpRequest, form: ProviderForm, before: dict | None) -> Provider:
-    return editing.provider_save(
+    return services.provider_save(
         actor=request.user, provider=form.save(commit=False), before=before,
         credential=form.cleaned_data["credential"], clear_credential=form.cleaned_data["clear_credential"],
     )
@@ -62,7 +62,7 @@ def provider_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def provider_edit(request: HttpRequest, name: str) -> HttpResponse:
     provider = get_object_or_404(Provider, name=name)
-    before = snapshot(provider, editing.PROVIDER_FIELDS)
+    before = snapshot(provider, services.PROVIDER_FIELDS)
     form = ProviderForm(request.POST or None, instance=provider, user=request.user)
     if request.method == "POST" and form.is_valid():
         provider = _save(request, form, before)
@@ -79,7 +79,7 @@ def model_add(request: HttpRequest, name: str) -> HttpResponse:
     provider = get_object_or_404(Provider, name=name)
     form = ModelForm(request.POST, provider=provider, prefix="new")
     if form.is_valid():
-        model = editing.model_save(actor=request.user, model=form.save(commit=False), before=None)
+        model = services.model_save(actor=request.user, model=form.save(commit=False), before=None)
         messages.success(request, f"Added model {model}.")
     else:
         messages.error(request, "The model was not added: " + "; ".join(e for errs in form.errors.values() for e in errs))
@@ -90,7 +90,7 @@ def model_add(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def model_delete(request: HttpRequest, name: str, model_id: int) -> HttpResponse:
     model = get_object_or_404(Model.objects.select_related("provider"), pk=model_id, provider__name=name)
-    editing.model_delete(actor=request.user, model=model)
+    services.model_delete(actor=request.user, model=model)
     messages.success(request, f"Removed model {name}/{model.name}.")
     return redirect("providers:edit", name=name)
 

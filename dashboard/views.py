@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from budgets import selectors
 from budgets.models import Alert
-from accounts import services as editing
+from accounts import services
 from dashboard.rendering import render_page
 from dashboard.forms import KeyForm, MembershipForm, TeamForm
 from accounts.models import ApiKey, AuditEntry, Team
@@ -88,7 +88,7 @@ def keys(request: HttpRequest) -> HttpResponse:
     form = KeyForm(request.POST)
     if not form.is_valid():
         return _keys_page(request, key_form=form, status=400)
-    key, raw = editing.key_create(actor=request.user, **form.cleaned_data)
+    key, raw = services.key_create(actor=request.user, **form.cleaned_data)
     # Rendered, not redirected: the raw key exists only in this response.
     return _keys_page(request, new_key={"key": key, "raw": raw})
 
@@ -97,7 +97,7 @@ def keys(request: HttpRequest) -> HttpResponse:
 @require_POST
 def key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
     key = get_object_or_404(ApiKey.objects.select_related("team"), pk=key_id)
-    if editing.key_revoke(actor=request.user, key=key):
+    if services.key_revoke(actor=request.user, key=key):
         messages.success(request, f"Key '{key.name}' ({key.prefix}…) of team '{key.team.name}' is revoked.")
     return redirect("dashboard:keys")
 
@@ -108,7 +108,7 @@ def team_create(request: HttpRequest) -> HttpResponse:
     form = TeamForm(request.POST)
     if not form.is_valid():
         return _keys_page(request, team_form=form, status=400)
-    team = editing.team_create(actor=request.user, name=form.cleaned_data["name"])
+    team = services.team_create(actor=request.user, name=form.cleaned_data["name"])
     messages.success(request, f"Team '{team.name}' created.")
     return redirect("dashboard:keys")
 
@@ -119,7 +119,7 @@ def membership_set(request: HttpRequest) -> HttpResponse:
     form = MembershipForm(request.POST)
     if not form.is_valid():
         return _keys_page(request, member_form=form, status=400)
-    m = editing.membership_set(actor=request.user, **form.cleaned_data)
+    m = services.membership_set(actor=request.user, **form.cleaned_data)
     messages.success(request, f"{m.user.username} is now {m.get_role_display().lower()} of team '{m.team.name}'.")
     return redirect("dashboard:keys")
 

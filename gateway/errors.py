@@ -3,8 +3,6 @@ turned into the one JSON envelope in one place (api/urls.py)."""
 
 from __future__ import annotations
 
-from ninja import Schema
-
 from providers.types import ProviderError
 
 
@@ -119,52 +117,3 @@ class UpstreamFailed(GatewayError):
     @property
     def usage_status(self) -> str:
         return "error"
-
-
-# -- the envelope in the OpenAPI schema (security issue 11) -----------------------------
-
-
-class ErrorBody(Schema):
-    type: str
-    code: str
-    message: str
-    param: str | None = None
-    request_id: str
-
-
-class ErrorEnvelope(Schema):
-    """What every refusal and failure answers with (OpenAI's error shape)."""
-
-    error: ErrorBody
-
-
-# Every route that takes an API key can answer these before its own work:
-# a bad or missing key (401), a key in the query string (400), a rate limit
-# or budget (429), the key or config store down (503), a bug (500).
-KEYED = (400, 401, 429, 500, 503)
-# A chat route can also refuse the model (403 direct scope, 404 unknown), the
-# body (413), and report the provider's failure after every fallback (502, 504).
-CHAT = (*KEYED, 403, 404, 413, 502, 504)
-
-
-def sse_doc(description: str) -> dict:
-    """openapi_extra for a route that answers JSON, or SSE when asked to stream."""
-    return {"responses": {200: {"description": description,
-                                "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}
-
-
-def error_responses(*statuses: int, schema: type = ErrorEnvelope) -> dict[int, type]:
-    """`response=` entries declaring the error envelope for these statuses."""
-    return {status: schema for status in sorted(set(statuses))}
-
-
-def envelope(error: GatewayError, request_id: str) -> dict:
-    return {
-        "error": {
-            "type": error.type,
-            "code": error.code,
-            "message": error.message,
-            "param": error.param,
-            "request_id": request_id,
-        }
-    }

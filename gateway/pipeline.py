@@ -1,139 +1,52 @@
-"""One request: authenticate -> resolve route -> (reserve budget) -> call adapter
-with fallback -> settle -> record exactly one Usage row.
+"""One request: open the call (authenticate) -> begin (resolve the route, check
+limits, annotate the trace) -> admit (rate limits, budget reservation) ->
+complete or stream, with retries, breakers and fallback -> settle -> exactly one
+Usage row (gateway/recording.py). Streams reach the client through
+gateway/relay.py.
 
-The wire formats (OpenAI, native, websocket) live elsewhere and only convert
-to and from the normalized types in providers/types.py.
+Every surface (OpenAI, Anthropic and native HTTP, the websocket, the
+dashboard's playground) converts its wire format to providers.types and calls
+these same functions; nothing else starts or ends a request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from decimal import Decimal
-from typing import Any
 
 from django.conf import settings
 
-from budgets import pricing
-from budgets.ratelimit import Admission, rate_limit_admit
-from gateway.observability import tracing
-from gateway.errors import (
-    AuthenticationFailed,
-    BudgetExceeded,
-    GatewayError,
-    NotFound,
-    PermissionDenied,
-    ServiceUnavailable,
-    UpstreamFailed,
-)
-from budgets.snapshot import BudgetInfo
-from accounts.snapshot import KeyInfo
-from personas.snapshot import PersonaInfo, StepInfo
-from gateway.config import Snapshot, config_cache
 from accounts.models import hash_key
-from gateway.recording import account, estimate_tokens, settle, usage_event, usage_record  # noqa: F401 (re-exported)
+from accounts.snapshot import KeyInfo
+from budgets import pricing
+from budgets.ledger import BudgetRefusal, BudgetStoreDown, budget_reserve_async
+from budgets.ratelimit import RateLimitRefusal, RateLimitStoreDown, rate_limit_admit
+from gateway.call import Call, Deadline, Route, new_request_id
+from gateway.config import config_cache
+from gateway.errors import AuthenticationFailed, BudgetExceeded, RateLimited, ServiceUnavailable, UpstreamFailed
+from gateway.observability import tracing
+from gateway.recording import account, settle
 from gateway.resilience import (
     Breaker,
-    Deadline,
     backoff_delay,
     counts_against_breaker,
     max_attempts,
     plan_steps,
     timed_events,
 )
+from gateway.routes import request_for_step, request_limits_check, route_resolve
+from personas.snapshot import StepInfo
 from providers.adapters import get_adapter
-from providers.types import ChatRequest, ChatResult, Message, ProviderError, StreamEvent, Usage
+from providers.types import ChatRequest, ChatResult, ProviderError, StreamEvent
 
 log = logging.getLogger("gateway.pipeline")
 
-PERSONA_PREFIX = "persona/"
-# Request fields a route step's params may override; other step params go to
-# ChatRequest.extra for the adapter (e.g. claude_agent's allowed_tools).
-OVERRIDABLE = ("temperature", "top_p", "max_tokens", "stop", "seed", "response_format", "parallel_tool_calls")
 
-
-def new_request_id() -> str:
-    # An identifier, not a secret: 128 random bits without uuid4's os.urandom
-    # syscall and UUID object (3% of a request's CPU in the profile).
-    return f"req_{random.getrandbits(128):032x}"
-
-
-@dataclass(slots=True)
-class Call:
-    """One request through the gateway; it becomes exactly one Usage row."""
-
-    request_id: str
-    endpoint: str
-    key: KeyInfo | None = None
-    started: float = field(default_factory=time.perf_counter)
-    stream: bool = False
-    persona: str = ""
-    provider: str = ""
-    model: str = ""
-    usage: Usage = field(default_factory=Usage)
-    cost: Decimal = Decimal(0)
-    status: str = "ok"
-    http_status: int = 200
-    error_code: str = ""
-    error_message: str = ""
-    ttft_ms: int | None = None
-    attempts: int = 0
-    run_id: str = ""
-    step: str = ""
-    recorded: bool = False
-    admitted: bool = False
-    budgets: list[BudgetInfo] = field(default_factory=list)
-    held: list = field(default_factory=list)  # budgets.ledger.Held
-    admission: Admission | None = None
-    # Headers every response to this request carries (rate limits).
-    response_headers: dict[str, str] = field(default_factory=dict)
-    timeout: float | None = None  # the caller's own deadline (X-EP-Timeout), seconds
-    deadline: Deadline | None = None
-    attempt_log: list[dict] = field(default_factory=list)
-    # Observability (gateway/observability/tracing.py): the request span, and its trace id for the Usage row.
-    span: object = None
-    trace_id: str = ""
-
-    def deadline_seconds(self) -> float:
-        limit = settings.EP_DEFAULT_DEADLINE_SECONDS
-        return min(self.timeout, limit) if self.timeout else limit
-
-    def log_attempt(self, step: StepInfo, outcome: str, started: float) -> None:
-        self.attempt_log.append({
-            "provider": step.provider.name, "model": step.model, "outcome": outcome,
-            "ms": int((time.monotonic() - started) * 1000),
-        })
-        tracing.attempt_logged(self, step, outcome, started)  # the attempt's span
-
-    def fail(self, error: GatewayError) -> None:
-        self.status = error.usage_status
-        self.http_status = error.status
-        self.error_code = error.code
-        self.error_message = error.message[:300]
-
-    def mark_cancelled(self, code: str = "client_disconnected") -> None:
-        """The client stopped the request; the row keeps the tokens counted so far."""
-        if self.status == "ok":
-            self.status, self.http_status, self.error_code = "cancelled", 499, code
-
-    def mark_first_token(self) -> None:
-        if self.ttft_ms is None:
-            self.ttft_ms = int((time.perf_counter() - self.started) * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    label: str  # the persona slug, or provider/model for a direct call
-    persona: PersonaInfo | None
-    steps: tuple[StepInfo, ...]
-    max_output_tokens: int | None = None  # the tighter of the persona's and the key's caps
-
-
-# -- authenticate ------------------------------------------------------------------
+# -- open and begin --------------------------------------------------------------------
 
 
 async def authenticate(raw_key: str | None) -> KeyInfo:
@@ -146,61 +59,27 @@ async def authenticate(raw_key: str | None) -> KeyInfo:
     return info
 
 
-# -- resolve -----------------------------------------------------------------------
+async def call_open(raw_key: str | None, *, endpoint: str, request_id: str | None = None,
+                    stream: bool = False) -> Call:
+    """Authenticate a key and open the Call that becomes the request's one Usage row."""
+    key = await authenticate(raw_key)
+    return Call(request_id=request_id or new_request_id(), endpoint=endpoint, key=key, stream=stream)
 
 
-def route_resolve(*, snapshot: Snapshot, model: str, key: KeyInfo, persona_header: str | None = None) -> Route:
-    name = (persona_header or model or "").strip()
-    slug = name.removeprefix(PERSONA_PREFIX)
-    persona = snapshot.personas.get(slug)
-    if persona is not None:
-        if not persona.steps:
-            raise NotFound(f"Persona '{slug}' has no route: add a provider and model to it.", code="route_empty")
-        caps = [c for c in (persona.max_output_tokens, key.max_output_tokens) if c]
-        return Route(slug, persona, persona.steps, min(caps) if caps else None)
-    if "/" in name and not name.startswith(PERSONA_PREFIX):
-        return _direct_route(snapshot, name, key)
-    known = ", ".join(sorted(snapshot.personas)) or "none"
-    raise NotFound(
-        f"Unknown persona '{slug}'. Known personas: {known}.", code="model_not_found", param="model"
-    )
-
-
-def _direct_route(snapshot: Snapshot, name: str, key: KeyInfo) -> Route:
-    provider_name, model = name.split("/", 1)
-    provider = snapshot.providers.get(provider_name)
-    if provider is None or not model:
-        raise NotFound(f"Unknown persona or provider/model '{name}'.", code="model_not_found", param="model")
-    if not key.has_scope("direct"):
-        raise PermissionDenied(
-            f"This API key may call personas only, not '{name}' directly (it needs the 'direct' scope).",
-            code="direct_model_not_allowed",
-        )
-    step = StepInfo(0, provider, model, {}, 1, False)
-    return Route(name, None, (step,), key.max_output_tokens)
-
-
-def request_for_step(base: ChatRequest, route: Route, step: StepInfo) -> ChatRequest:
-    """The caller's request as this step sends it: persona prompt, defaults, overrides, caps."""
-    persona = route.persona
-    request = replace(base, model=step.model, messages=list(base.messages), extra=dict(base.extra))
-    if persona is not None:
-        if persona.system_prompt:
-            request.messages.insert(0, Message(role="system", content=persona.system_prompt))
-        for name, value in persona.default_params.items():
-            if name in OVERRIDABLE and getattr(request, name) in (None, []):
-                setattr(request, name, value)
-    for name, value in step.params.items():
-        if name in OVERRIDABLE:
-            setattr(request, name, value)
-        else:
-            request.extra[name] = value
-    # A caller asking above the cap was refused already (gateway/limits.py); this
-    # clamps what the operator's defaults and step params ask for.
-    cap = route.max_output_tokens
-    if cap:
-        request.max_tokens = min(request.max_tokens or cap, cap)
-    return request
+async def begin(call: Call, request: ChatRequest, *, model: str, persona_header: str | None = None,
+                run_id: str = "", step: str = "", timeout: float | None = None) -> Route:
+    """Resolve the route for `model`, refuse what is over a limit, and put the
+    request on the trace; raises GatewayError (filed on the call by the caller's
+    error handling). The answer comes from `complete` or `stream` after this."""
+    call.run_id, call.step = run_id[:100], step[:100]
+    if timeout is not None:
+        call.timeout = timeout
+    route = route_resolve(snapshot=await config_cache.snapshot(), model=model, key=call.key,
+                          persona_header=persona_header)
+    call.persona = route.persona.slug if route.persona else ""
+    request_limits_check(messages=len(request.messages), max_tokens=request.max_tokens, route=route)
+    tracing.annotate_request(call, request, requested_model=model)
+    return route
 
 
 # -- call with fallback ------------------------------------------------------------------
@@ -259,7 +138,15 @@ async def admit(call: Call, route: Route, base: ChatRequest) -> None:
     call.deadline = Deadline.after(call.deadline_seconds())
     call.persona = call.persona or (route.persona.slug if route.persona else "")
     snapshot = await config_cache.snapshot()
-    call.admission = await rate_limit_admit(call.key, snapshot.rate_limits_for(call.key))
+    try:
+        call.admission = await rate_limit_admit(call.key, snapshot.rate_limits_for(call.key))
+    except RateLimitRefusal as refusal:
+        raise RateLimited(refusal.message, code="rate_limit_exceeded",
+                          headers={"Retry-After": str(refusal.retry_after), **refusal.headers}) from None
+    except RateLimitStoreDown:
+        # Limits we cannot check are limits we cannot enforce: refuse.
+        raise ServiceUnavailable("The rate-limit store is unreachable; try again shortly.",
+                                 code="rate_limit_store_unavailable") from None
     call.response_headers.update(call.admission.headers)
     call.budgets = snapshot.budgets_for(call.key, call.persona)
     if not any(b.hard for b in call.budgets):
@@ -271,8 +158,6 @@ async def admit(call: Call, route: Route, base: ChatRequest) -> None:
 
 
 async def _reserve(call: Call, amount: Decimal) -> None:
-    from budgets.ledger import BudgetRefusal, BudgetStoreDown, budget_reserve_async
-
     try:
         call.held = await budget_reserve_async(request_id=call.request_id, budgets=call.budgets, amount=amount)
     except BudgetRefusal as refusal:
@@ -288,7 +173,7 @@ async def _reserve(call: Call, amount: Decimal) -> None:
 # -- call with fallback ------------------------------------------------------------------
 
 
-async def chat_complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
+async def complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
     """The first step (in route order) that answers, each with its retries."""
     await admit(call, route, base)
     last_error: ProviderError | None = None
@@ -325,7 +210,7 @@ async def _complete_step(call: Call, route: Route, step: StepInfo, base: ChatReq
         except ProviderError as provider_error:
             error = provider_error
         else:
-            call.log_attempt(step, "ok", started)
+            _attempt_logged(call, step, "ok", started)
             await breaker.succeeded()
             return result
         await _after_failure(call, step, breaker, error, started, attempt)
@@ -335,7 +220,7 @@ async def _complete_step(call: Call, route: Route, step: StepInfo, base: ChatReq
 async def _after_failure(call: Call, step: StepInfo, breaker: Breaker, error: ProviderError,
                          started: float, attempt: int) -> None:
     """Record a failed attempt; return after the backoff if it should be retried, else raise."""
-    call.log_attempt(step, error.kind, started)
+    _attempt_logged(call, step, error.kind, started)
     log.warning("provider %s/%s failed (%s), attempt %d", step.provider.name, step.model, error.kind, attempt)
     state = await breaker.failed() if counts_against_breaker(error) else await breaker.succeeded()
     if not error.retryable or attempt >= max_attempts(step) or state == "open":
@@ -346,12 +231,21 @@ async def _after_failure(call: Call, step: StepInfo, breaker: Breaker, error: Pr
     await asyncio.sleep(delay)
 
 
+def _attempt_logged(call: Call, step: StepInfo, outcome: str, started: float) -> None:
+    """One provider attempt, on the call's log (the Usage row) and as a trace span."""
+    call.attempt_log.append({
+        "provider": step.provider.name, "model": step.model, "outcome": outcome,
+        "ms": int((time.monotonic() - started) * 1000),
+    })
+    tracing.attempt_logged(call, step, outcome, started)
+
+
 def _circuit_open(call: Call, step: StepInfo, breaker: Breaker) -> ProviderError:
-    call.log_attempt(step, "circuit_open", time.monotonic())
+    _attempt_logged(call, step, "circuit_open", time.monotonic())
     return ProviderError("unavailable", f"circuit breaker open for {breaker.name}", provider=step.provider.name)
 
 
-async def chat_stream(call: Call, route: Route, base: ChatRequest) -> AsyncIterator[StreamEvent]:
+async def stream(call: Call, route: Route, base: ChatRequest) -> AsyncIterator[StreamEvent]:
     """Stream from the first step that produces content; retry and fall back only
     before anything reached the client. Ends with `done`, or raises UpstreamFailed
     if no step could start, or yields an `error` event after content was sent."""
@@ -361,7 +255,7 @@ async def chat_stream(call: Call, route: Route, base: ChatRequest) -> AsyncItera
         call.provider, call.model = step.provider.name, step.model
         request = request_for_step(base, route, step)
         try:
-            async with _closing(_stream_step(call, step, request)) as events:
+            async with aclosing(_stream_step(call, step, request)) as events:
                 async for event in events:
                     account(call, step, request, event)
                     yield event
@@ -387,7 +281,7 @@ async def _stream_step(call: Call, step: StepInfo, request: ChatRequest) -> Asyn
         started = time.monotonic()
         held: list[StreamEvent] = []  # usage before content: released with the content
         sent_content, error = False, None
-        async with _closing(adapter.stream(request)) as raw:
+        async with aclosing(adapter.stream(request)) as raw:
             async for event in timed_events(raw, step, call.deadline):
                 if event.type == "error" and not sent_content:
                     error = event.error
@@ -420,59 +314,9 @@ CONTENT = ("delta", "tool_call", "done")
 
 async def _stream_outcome(call: Call, step: StepInfo, breaker: Breaker, last: StreamEvent, started: float) -> None:
     if last.type == "done":
-        call.log_attempt(step, "ok", started)
+        _attempt_logged(call, step, "ok", started)
         await breaker.succeeded()
         return
-    call.log_attempt(step, last.error.kind, started)
+    _attempt_logged(call, step, last.error.kind, started)
     if counts_against_breaker(last.error):
         await breaker.failed()
-
-
-class _closing:
-    """async-with for an async generator: closes it (and so the upstream call)."""
-
-    def __init__(self, agen) -> None:
-        self.agen = agen
-
-    async def __aenter__(self):
-        return self.agen
-
-    async def __aexit__(self, *exc) -> None:
-        await self.agen.aclose()
-
-
-async def relay(call: Call, events: AsyncIterator[StreamEvent], first: StreamEvent | None,
-                render: Callable[[StreamEvent], Any], *, opening: Any = None,
-                on_failure: Callable[[GatewayError], Any] | None = None) -> AsyncIterator[Any]:
-    """A stream as a client receives it, in any wire format (`render`).
-
-    However it ends (done, a provider error, the client gone, a route that fails
-    after a usage-only start), the upstream call is closed and the request's one
-    Usage row is written with the tokens counted so far.
-    """
-    try:
-        if opening is not None:
-            yield opening
-        event = first
-        while event is not None:
-            if event.type in ("done", "error"):
-                # The row exists before the client sees the end of the stream.
-                await usage_record(call)
-            yield render(event)
-            event = await anext(events, None)
-    except GatewayError as error:
-        if on_failure is None:
-            raise
-        call.fail(error)  # the 200 is already sent: end in-band
-        await usage_record(call)
-        yield on_failure(error)
-    except BaseException:  # the client went away (cancelled) or the loop is stopping
-        call.mark_cancelled()
-        raise
-    finally:
-        await events.aclose()
-        await usage_record(call)
-
-
-async def current_snapshot() -> Snapshot:
-    return await config_cache.snapshot()

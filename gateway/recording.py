@@ -3,7 +3,6 @@
 `settle` keeps a call's usage and cost current (so a cut or cancelled stream
 is billed for what it got); `usage_record` writes the row through the ledger's
 writer, settles the budgets, and tells metrics, tracing and the live feed.
-Split from gateway/pipeline.py, which re-exports what callers use.
 """
 
 from __future__ import annotations
@@ -12,22 +11,21 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 
-from budgets import pricing
+from budgets import pricing, sweeper
+from budgets.alerts import alerts_dispatch
+from budgets.ledger import usage_settle_async
+from budgets.models import Usage as UsageRow
 from budgets.ratelimit import rate_limit_add_tokens
-from budgets import sweeper as background
 from gateway import events
-from gateway.observability import metrics, tracing
+from gateway.call import Call
 from gateway.errors import UpstreamFailed
+from gateway.observability import metrics, tracing
 from personas.snapshot import StepInfo
 from providers.types import ChatRequest, StreamEvent, Usage
-
-if TYPE_CHECKING:
-    from gateway.pipeline import Call
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -57,9 +55,7 @@ def settle(call: Call, step: StepInfo, usage: Usage) -> None:
     call.cost = pricing.cost_of(kind=step.provider.kind, model=step.model, info=info, usage=usage)
 
 
-def _usage_row(call: Call):
-    from budgets.models import Usage as UsageRow
-
+def _usage_row(call: Call) -> UsageRow:
     return UsageRow(
         request_id=call.request_id,
         team_id=call.key.team_id if call.key else None,
@@ -88,10 +84,7 @@ def _usage_row(call: Call):
     )
 
 
-async def _settle_and_alert(call: Call) -> tuple[object, list[dict]]:
-    from budgets.alerts import alerts_dispatch
-    from budgets.ledger import usage_settle_async
-
+async def _settle_and_alert(call: Call) -> tuple[UsageRow, list[dict]]:
     row = _usage_row(call)
     # The ledger's writer thread batches this with other requests' writes and
     # resumes us after its commit: the row is durable before we answer.
@@ -135,8 +128,8 @@ async def usage_record(call: Call) -> None:
     for alert in alerts:
         await events.publish("alert", alert)
     if alerts:
-        background.kick()
+        sweeper.kick()
     else:
-        background.ensure_started()
+        sweeper.ensure_started()
 
 

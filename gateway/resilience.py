@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from gateway.observability import metrics
 from budgets import shared_state as shared
+from gateway.call import Deadline
+from gateway.observability import metrics
 from personas.snapshot import StepInfo
 from providers.types import ProviderError, StreamEvent
 
@@ -35,18 +36,6 @@ CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
 
 
 # -- deadline and backoff ----------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Deadline:
-    at: float  # time.monotonic() when the request must be answered
-
-    @classmethod
-    def after(cls, seconds: float) -> Deadline:
-        return cls(time.monotonic() + seconds)
-
-    def remaining(self) -> float:
-        return self.at - time.monotonic()
 
 
 def option(step: StepInfo, name: str, default: float) -> float:

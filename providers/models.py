@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from providers import crypto
 from providers.adapters import KIND_LABELS
+from providers.validation import base_url_validate
 
 
 class Provider(models.Model):
@@ -25,8 +26,6 @@ class Provider(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from providers.validation import base_url_validate
-
         try:
             base_url_validate(self.base_url)
         except ValidationError as error:

@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from budgets.ledger import period_start
+from budgets.periods import period_start
 from budgets.models import Budget, BudgetCounter, Reservation, Usage
 from budgets.pricing import cost_of
 from providers.snapshot import ModelInfo

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from contextlib import aclosing
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
@@ -18,18 +19,23 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from pydantic import ValidationError
 
-from gateway import events, pipeline
-from gateway.observability import logs, tracing
-from api import native as native_api
-from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied, RateLimited
+from accounts.roles import is_operator
+from accounts.services import playground_key_ensure
 from accounts.snapshot import KeyInfo
+from api import native as native_api
+from api.auth import SECRET_PARAMS
+from api.errors import internal_error
+from gateway import events, pipeline
+from gateway.call import Call, new_request_id
+from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied, RateLimited
+from gateway.observability import logs, tracing
+from gateway.recording import usage_record
+from gateway.relay import TERMINAL, relay
 
 log = logging.getLogger("api.websocket.consumers")
 
 SUBPROTOCOL = "ep.v1"
 KEY_SUBPROTOCOL = "ep.key."
-# Query parameters that would put a secret in URLs, and so in every proxy's access log.
-SECRET_PARAMS = {"key", "api_key", "apikey", "token", "access_token", "authorization", "auth"}
 # Requests in flight on one socket. With Backpressure each waits on at most one
 # outgoing frame, so this also bounds what a socket can hold in memory.
 MAX_IN_FLIGHT = 16
@@ -78,8 +84,6 @@ async def chat_key(scope: dict) -> KeyInfo:
     if user is None:
         raise AuthenticationFailed("Send an API key, or log in to the dashboard as staff.")
     # A staff user's tries are billed like the playground's: to their dashboard-team key.
-    from dashboard.playground import playground_key_ensure
-
     return await sync_to_async(playground_key_ensure)(user)
 
 
@@ -96,8 +100,6 @@ async def events_allowed(scope: dict) -> None:
 def _may_watch_everything(scope: dict) -> bool:
     """Staff and operators see every team's events; team leads do not (the
     feed is not filtered by team), so their overview refreshes instead."""
-    from accounts.roles import is_operator
-
     user = scope.get("user")
     return bool(staff_user(scope) or (user is not None and user.is_active and is_operator(user)))
 
@@ -159,7 +161,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "ep.no-layer"  # no such layer: a chat socket needs no channel-layer inbox
 
     async def connect(self) -> None:
-        self.requests: dict[Any, tuple[asyncio.Task, pipeline.Call]] = {}
+        self.requests: dict[Any, tuple[asyncio.Task, Call]] = {}
         self.closing = False
         try:
             self.key = await chat_key(self.scope)
@@ -188,7 +190,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise RateLimited(f"At most {MAX_IN_FLIGHT} requests may be in flight on one socket.",
                               code="too_many_requests")
         body = chat_frame_validate(frame)
-        call = pipeline.Call(request_id=pipeline.new_request_id(), endpoint="ws.chat", key=self.key, stream=True)
+        call = Call(request_id=new_request_id(), endpoint="ws.chat", key=self.key, stream=True)
         task = asyncio.create_task(self._run(client_id, call, body))
         self.requests[client_id] = (task, call)
 
@@ -199,47 +201,45 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._emit(client_id, native_api.error_json(
                 "", FrameError(f"No request with id {client_id!r} is in flight.", code="unknown_id", param="id")))
             return
-        entry[0].cancel()
+        task, call = entry
+        call.mark_cancelled("client_cancelled")  # filed before the task stops, so its row says why
+        task.cancel()
 
     async def _refuse(self, client_id: Any, error: GatewayError) -> None:
-        call = pipeline.Call(request_id=pipeline.new_request_id(), endpoint="ws.chat", key=self.key, stream=True)
+        call = Call(request_id=new_request_id(), endpoint="ws.chat", key=self.key, stream=True)
         call.fail(error)
-        await pipeline.usage_record(call)
+        await usage_record(call)
         await self._emit(client_id, native_api.error_json(call.request_id, error))
 
-    async def _run(self, client_id: Any, call: pipeline.Call, body: ChatFrame) -> None:
-        final = None
-        stream = None
+    async def _run(self, client_id: Any, call: Call, body: ChatFrame) -> None:
+        """One chat frame, streamed back as frames through the one relay."""
         logs.bind_request(call.request_id, tracing.trace_id_hex(tracing.span_of(call)))  # ids on log lines
+        final = None
         try:
-            route = native_api.call_begin(call, body, await pipeline.current_snapshot())
-            stream = pipeline.chat_stream(call, route, native_api.to_chat_request(body))
-            async for event in stream:
-                data = native_api.event_json(call, event)
-                if event.type in native_api.TERMINAL:
-                    final = data
-                    break
-                await self._emit(client_id, data)
-        except GatewayError as error:
+            chat_request = native_api.to_chat_request(body)
+            route = await native_api.native_begin(call, body, chat_request)
+            stream = pipeline.stream(call, route, chat_request)
+            async with aclosing(relay(call, stream, lambda event: native_api.event_json(call, event),
+                                      on_failure=lambda error: native_api.error_json(call.request_id, error))) as frames:
+                async for frame in frames:
+                    if frame["type"] in TERMINAL:
+                        self.requests.pop(client_id, None)  # the id is free again before the client reads the end
+                    await self._emit(client_id, frame)
+        except GatewayError as error:  # refused before the stream began
             call.fail(error)
             final = native_api.error_json(call.request_id, error)
         except asyncio.CancelledError:
-            # Ours: a cancel frame, or the socket closed. Settle and report; do not re-raise.
-            call.mark_cancelled("client_disconnected" if self.closing else "client_cancelled")
-            final = None if self.closing else native_api.error_json(
-                call.request_id, native_api.cancelled_error("Cancelled by the client."))
+            # Ours: a cancel frame (filed on the call already), or the socket closed. Report; do not re-raise.
+            if not self.closing:
+                final = native_api.error_json(call.request_id, native_api.cancelled_error("Cancelled by the client."))
         except Exception:
             log.exception("websocket chat request %s failed", call.request_id)
-            error = GatewayError("Internal error; quote the request id when reporting it.", status=500,
-                                 code="internal_error")
-            call.fail(error)
-            final = native_api.error_json(call.request_id, error)
+            call.fail(internal_error())
+            final = native_api.error_json(call.request_id, internal_error())
         finally:
-            if stream is not None:
-                await stream.aclose()  # stops the upstream call if it is still running
-            await pipeline.usage_record(call)
+            await usage_record(call)  # a no-op when the relay wrote it
             self.requests.pop(client_id, None)
-        if final is not None:  # after the row is written, so `done` means "recorded"
+        if final is not None:  # after the row is written, so the end means "recorded"
             await self._emit(client_id, final)
 
     async def _emit(self, client_id: Any, data: dict) -> None:

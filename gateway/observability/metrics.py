@@ -1,4 +1,4 @@
-"""Prometheus metrics, served at GET /metrics (see docs/OBSERVABILITY.md).
+"""Prometheus metrics, served at GET /metrics (api/metrics.py) (see docs/OBSERVABILITY.md).
 
 What is counted where:
 - requests, latency and time to first token, tokens and cost: from each
@@ -27,13 +27,12 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
-from ninja import Router
-from ninja.security import HttpBearer
+from django.db import connection
+from django.utils import timezone
 
-from gateway.errors import error_responses
+from budgets.periods import period_start
+from budgets.models import Budget, BudgetCounter
 
 log = logging.getLogger("gateway.observability.metrics")
 
@@ -201,11 +200,6 @@ class BudgetCollector:
     """Spend, reservations and limit of each enabled budget in its current period."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from django.utils import timezone
-
-        from budgets.ledger import period_start
-        from budgets.models import Budget, BudgetCounter
-
         labels = ["budget", "budget_id", "scope", "period"]
         families = {
             "spent": GaugeMetricFamily("ep_budget_spent_usd", "Spent in the current period.", labels=labels),
@@ -239,8 +233,6 @@ _budgets.register(BudgetCollector())
 
 def exposition() -> tuple[bytes, str]:
     """The scrape body and its content type. Blocking (files, one query): run it in a thread."""
-    from django.db import connection
-
     try:
         body = generate_latest(_exposed if MULTIPROC_DIR else _registry)
         try:
@@ -250,39 +242,3 @@ def exposition() -> tuple[bytes, str]:
     finally:
         connection.close()
     return body, CONTENT_TYPE_LATEST
-
-
-# -- GET /metrics ------------------------------------------------------------------------------
-
-
-class ScraperAuth(HttpBearer):
-    """An API key with the admin scope (Prometheus: `authorization: credentials_file`),
-    or anyone when EP_METRICS_PUBLIC=1. A keyed scrape is an authenticated
-    request like any other, so it leaves its Usage row (cost 0)."""
-
-    is_async = True
-
-    async def __call__(self, request: HttpRequest):
-        from api.auth import ApiKeyAuth, refuse_key_in_query
-        from gateway.errors import PermissionDenied
-
-        refuse_key_in_query(request)
-        if settings.EP_METRICS_PUBLIC:
-            return True
-        key = await ApiKeyAuth()(request)
-        if not key.has_scope("admin"):
-            raise PermissionDenied("Metrics need an API key with the admin scope.", code="admin_scope_required")
-        return key
-
-    def authenticate(self, request, token):  # pragma: no cover - __call__ does the work
-        raise NotImplementedError
-
-
-router = Router(tags=["Operations"], auth=ScraperAuth())
-
-
-@router.get("/metrics", summary="Prometheus metrics (admin key)",
-            response={200: None, **error_responses(400, 401, 403, 500, 503)}, include_in_schema=True)
-async def metrics_view(request: HttpRequest):
-    body, content_type = await sync_to_async(exposition, thread_sensitive=False)()
-    return HttpResponse(body, content_type=content_type)

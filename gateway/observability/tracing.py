@@ -12,7 +12,7 @@ for streams that outlive the middleware. Websocket calls, which pass no
 middleware, get their span on first use. Spans are never made "current": an
 attempt span may open in one `__anext__` of a stream and close in another,
 where a contextvar token could not be detached; parents are passed explicitly.
-Attempt spans come from Call.log_attempt (see `attempt_logged`).
+Attempt spans come from the pipeline, once per provider attempt (see `attempt_logged`).
 
 Off, the tracer is the no-op one: spans cost nothing and the trace id is "".
 """
@@ -29,13 +29,16 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from gateway.config import config_cache
 from gateway.observability.logs import redact
+
+from providers.types import ChatResult, ProviderError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
 
     from personas.snapshot import StepInfo
-    from gateway.pipeline import Call
+    from gateway.call import Call
     from providers.types import ChatRequest
 
 # Provider kind -> gen_ai.system (the semantic conventions' well-known values).
@@ -200,8 +203,6 @@ def http_end(span: Span, status: int) -> None:
 
 
 async def _system_of(provider_name: str) -> str:
-    from gateway.config import config_cache
-
     try:
         provider = (await config_cache.snapshot()).providers.get(provider_name)
     except Exception:  # noqa: BLE001 - the config store is down: the span still ends, less precise
@@ -212,7 +213,7 @@ async def _system_of(provider_name: str) -> str:
 
 # -- attempt spans -------------------------------------------------------------------------
 #
-# Made from Call.log_attempt, which the pipeline calls once per provider attempt
+# Made by the pipeline once per provider attempt
 # (answer, failure, or a step skipped by its open breaker): the span is opened
 # retroactively at the attempt's start and ended now. A successful attempt's span
 # stays open until request_end, where the call's usage and model are known (a
@@ -270,8 +271,6 @@ def _end_answered(call: Call) -> None:
 def annotate_attempt(span: Span, result_or_error: Any) -> None:
     """Record an attempt's outcome on its span: a ChatResult, a ProviderError,
     any other exception, or an error kind as the attempt log names it."""
-    from providers.types import ChatResult, ProviderError
-
     if not span.is_recording():
         return
     outcome = result_or_error
