@@ -23,10 +23,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
+from django.http import HttpResponse
 from ninja import Field, Schema
 from pydantic import ConfigDict, Discriminator, Tag
-
-from django.http import HttpResponse
 
 from api.responses import json_response
 from gateway.errors import GatewayError, InvalidRequest

@@ -8,11 +8,11 @@ from dataclasses import asdict
 from django.http import HttpRequest
 from ninja import Router
 
-from gateway.config import config_cache
 from api.auth import refuse_key_in_query
-from api.paths import request_id_of
 from api.errors import error_responses
+from api.paths import request_id_of
 from api.responses import json_response
+from gateway.config import config_cache
 from providers.adapters import KIND_LABELS, adapter_class
 
 router = Router(tags=["Providers"])

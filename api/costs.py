@@ -19,11 +19,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from ninja import Router
 
-from budgets.selectors import DIMENSIONS, spend_by, usage_visible
 from api.auth import ApiKeyAuth
-from gateway.errors import InvalidRequest
 from api.errors import KEYED, error_responses
 from api.responses import json_response
+from budgets.selectors import DIMENSIONS, spend_by, usage_visible
+from gateway.errors import InvalidRequest
 
 router = Router(tags=["Costs"], auth=ApiKeyAuth())
 GroupBy = Literal["team", "persona", "provider", "model", "key", "run"]

@@ -19,19 +19,19 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Router
 
-from gateway import pipeline
+from api.auth import bearer_token, refuse_key_in_query
+from api.errors import error_responses
+from api.paths import request_id_of
+from api.responses import json_response
 from budgets import shared_state as shared
 from budgets.selectors import provider_stats
-from api.auth import bearer_token, refuse_key_in_query
-from api.paths import request_id_of
-from gateway.errors import PermissionDenied
-from api.errors import error_responses
-from providers.snapshot import ProviderInfo
+from gateway import pipeline
 from gateway.config import Snapshot, config_cache
-from personas.snapshot import StepInfo
+from gateway.errors import PermissionDenied
 from gateway.resilience import Breaker
-from api.responses import json_response
+from personas.snapshot import StepInfo
 from providers.adapters import get_adapter
+from providers.snapshot import ProviderInfo
 from providers.types import ChatRequest, Message, ProviderError
 
 router = Router(tags=["Health"])

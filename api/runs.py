@@ -18,12 +18,12 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.http import HttpRequest
 from ninja import Query, Router
 
-from api.auth import ApiKeyAuth
-from gateway.errors import InvalidRequest, NotFound
-from api.errors import KEYED, error_responses
 from accounts.snapshot import KeyInfo
+from api.auth import ApiKeyAuth
+from api.errors import KEYED, error_responses
 from api.responses import json_response
 from budgets.models import Usage
+from gateway.errors import InvalidRequest, NotFound
 
 router = Router(tags=["Runs"], auth=ApiKeyAuth())
 

@@ -25,8 +25,8 @@ django.setup()
 from django.core.management import call_command
 from django.db.models import Count, Sum
 
-from budgets.models import Budget, BudgetCounter, Reservation, Usage
 from accounts.models import ApiKey, Team
+from budgets.models import Budget, BudgetCounter, Reservation, Usage
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 

@@ -44,6 +44,7 @@ from budgets.models import Alert, BudgetCounter, Reservation, Usage
 from budgets.periods import ledger_filter, period_start
 from budgets.snapshot import BudgetInfo
 
+
 class BudgetRefusal(Exception):
     """No room in a hard budget; carries what the client needs to know."""
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from budgets.models import Alert, Budget
 from accounts.audit import audit_record, changed, snapshot
+from budgets.models import Alert, Budget
 
 BUDGET_FIELDS = ["name", "scope", "team", "api_key", "persona", "period", "limit_usd", "hard", "thresholds", "enabled"]
 

@@ -9,12 +9,13 @@ from django.shortcuts import get_object_or_404, redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from budgets import services as editing, selectors
-from dashboard.forms import BudgetForm
-from budgets.models import Alert, Budget
 from accounts.audit import snapshot
-from dashboard.rendering import render_page
 from accounts.roles import costs_required, is_operator, operator_required, visible_team_ids
+from budgets import selectors
+from budgets import services as editing
+from budgets.models import Alert, Budget
+from dashboard.forms import BudgetForm
+from dashboard.rendering import render_page
 
 
 @costs_required

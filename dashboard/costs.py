@@ -14,12 +14,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
-from dashboard import charts
-from budgets import selectors
-from dashboard.forms import UsageFilterForm
-from dashboard.rendering import render_page
 from accounts.models import Team
 from accounts.roles import costs_required, visible_team_ids
+from budgets import selectors
+from dashboard import charts
+from dashboard.forms import UsageFilterForm
+from dashboard.rendering import render_page
 
 PERIODS = (7, 30, 90)
 BREAKDOWNS = [("team", "Team"), ("persona", "Persona"), ("provider", "Provider"), ("model", "Model"),

@@ -12,10 +12,10 @@ from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.audit import snapshot
-from dashboard.rendering import render_page, wants_fragment
 from accounts.roles import operator_required
-from personas import services
 from dashboard.forms import ImportForm, PersonaForm, StepForm
+from dashboard.rendering import render_page, wants_fragment
+from personas import services
 from personas.models import Persona, RouteStep
 from personas.services import PersonaMapError, persona_map_export
 from providers.models import Provider

@@ -13,14 +13,14 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from budgets import selectors
 from accounts.audit import snapshot
+from accounts.roles import async_operator_required, operator_required
+from budgets import selectors
+from dashboard.forms import ModelForm, ProviderForm
 from dashboard.rendering import render_page, wants_fragment
 from gateway.resilience import breaker_states
-from accounts.roles import async_operator_required, operator_required
 from providers import services
 from providers.connection import connection_test
-from dashboard.forms import ModelForm, ProviderForm
 from providers.models import Model, Provider
 
 

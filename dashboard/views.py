@@ -13,13 +13,13 @@ from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from budgets import selectors
-from budgets.models import Alert
 from accounts import services
-from dashboard.rendering import render_page
-from dashboard.forms import KeyForm, MembershipForm, TeamForm
 from accounts.models import ApiKey, AuditEntry, Team
 from accounts.roles import admin_required, operator_required, visible_team_ids
+from budgets import selectors
+from budgets.models import Alert
+from dashboard.forms import KeyForm, MembershipForm, TeamForm
+from dashboard.rendering import render_page
 from providers.models import Provider
 
 FEED_ROWS = 15

@@ -27,7 +27,13 @@ from budgets.ledger import BudgetRefusal, BudgetStoreDown, budget_reserve_async
 from budgets.ratelimit import RateLimitRefusal, RateLimitStoreDown, rate_limit_admit
 from gateway.call import Call, Deadline, Route, new_request_id
 from gateway.config import config_cache
-from gateway.errors import AuthenticationFailed, BudgetExceeded, RateLimited, ServiceUnavailable, UpstreamFailed
+from gateway.errors import (
+    AuthenticationFailed,
+    BudgetExceeded,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamFailed,
+)
 from gateway.observability import tracing
 from gateway.recording import account, settle
 from gateway.resilience import (

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from accounts.audit import audit_record, changed, snapshot
 from personas.models import Persona, RouteStep
 from providers.adapters import ADAPTERS
 from providers.models import Provider
 from providers.services import DEFAULT_MODELS
-from accounts.audit import audit_record, changed, snapshot
 
 DEMO_PERSONAS = {
     "architect": "You are the team's software architect: you design systems and explain trade-offs.",

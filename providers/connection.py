@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
-from providers.snapshot import provider_info as _provider_info
 from providers.adapters import adapter_class
 from providers.models import Provider
 from providers.services import DEFAULT_MODELS
+from providers.snapshot import provider_info as _provider_info
 from providers.types import ChatRequest, Message, ProviderError
 
 

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from accounts.audit import audit_record, changed, snapshot
 from providers import crypto
 from providers.models import Model, Provider
-from accounts.audit import audit_record, changed, snapshot
 
 ENV_KINDS = ("openai", "anthropic", "gemini")
 DEFAULT_MODELS = {

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import httpx
 
-from config.asgi import ApiSecurityHeaders, api_middleware
 from api.middleware import LedgerMiddleware
+from config.asgi import ApiSecurityHeaders, api_middleware
 from config.security_headers import DATA_POLICY, ContentSecurityPolicyMiddleware
 
 

@@ -13,8 +13,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from budgets.periods import period_start
 from budgets.models import Budget, BudgetCounter, Reservation, Usage
+from budgets.periods import period_start
 from budgets.pricing import cost_of
 from providers.snapshot import ModelInfo
 from providers.types import Usage as Tokens
@@ -117,8 +117,8 @@ def test_costs_export_csv_and_refuse_a_bad_range(live, world):
 def test_every_authenticated_route_is_async():
     """ApiKeyAuth is async: on a sync operation ninja would take the coroutine
     it returns for a successful login. Every operation behind it must be async."""
-    from api.urls import api
     from api.auth import ApiKeyAuth
+    from api.urls import api
 
     checked = 0
     for _prefix, router in api._routers:

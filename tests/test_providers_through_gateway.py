@@ -14,7 +14,7 @@ from budgets.models import Usage
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 from tests.fakes.anthropic_server import FakeAnthropicServer
-from tests.fakes.common import Fault, FakeReply, FakeToolCall
+from tests.fakes.common import FakeReply, FakeToolCall, Fault
 from tests.fakes.gemini_server import FakeGeminiServer
 from tests.fakes.openai_server import FakeOpenAIServer
 

@@ -15,7 +15,7 @@ import pytest
 from budgets.models import Usage
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
-from tests.fakes.common import Fault, FakeReply
+from tests.fakes.common import FakeReply, Fault
 from tests.fakes.openai_server import FakeOpenAIServer
 
 MODEL = "gpt-4o-mini"
@@ -237,9 +237,9 @@ def test_the_providers_page_shows_an_open_breaker(db, world, client):
     from django.contrib.auth import get_user_model
 
     from budgets import shared_state as shared
+    from gateway.resilience import Breaker
     from personas.snapshot import StepInfo
     from providers.snapshot import provider_info as _provider_info
-    from gateway.resilience import Breaker
 
     client.force_login(get_user_model().objects.create_superuser("root", "root@localhost", "a-long-password-1"))
     step = StepInfo(0, _provider_info(world.demo, []), "demo", {"breaker_failures": 1}, 1, False)

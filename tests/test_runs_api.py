@@ -8,8 +8,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from budgets.models import Usage
 from api.runs import run_status
+from budgets.models import Usage
 
 
 def chat(live, key: str, persona: str, *, run_id: str, step: str, via: str = "headers") -> httpx.Response:

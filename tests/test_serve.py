@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.conftest import ARTIFACTS, ROOT, _free_port, server_env
 
 pytestmark = pytest.mark.django_db(transaction=True)

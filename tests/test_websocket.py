@@ -8,7 +8,6 @@ import socket
 import time
 
 import httpx
-import pytest
 from websockets.exceptions import InvalidStatus
 
 from budgets.models import Usage

@@ -9,7 +9,6 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-
 MOVED = ("team", "apikey", "membership", "auditentry")
 
 

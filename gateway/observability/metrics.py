@@ -31,8 +31,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from budgets.periods import period_start
 from budgets.models import Budget, BudgetCounter
+from budgets.periods import period_start
 
 log = logging.getLogger("gateway.observability.metrics")
 

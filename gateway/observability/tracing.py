@@ -31,14 +31,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from gateway.config import config_cache
 from gateway.observability.logs import redact
-
 from providers.types import ChatResult, ProviderError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
 
-    from personas.snapshot import StepInfo
     from gateway.call import Call
+    from personas.snapshot import StepInfo
     from providers.types import ChatRequest
 
 # Provider kind -> gen_ai.system (the semantic conventions' well-known values).

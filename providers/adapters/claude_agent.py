@@ -44,10 +44,11 @@ from claude_agent_sdk import (
     RateLimitEvent,
     ResultMessage,
     SdkMcpTool,
+    TextBlock,
+    ToolUseBlock,
     create_sdk_mcp_server,
 )
 from claude_agent_sdk import StreamEvent as SDKStreamEvent
-from claude_agent_sdk import ToolUseBlock, TextBlock
 
 from providers.adapters.base import Adapter, AdapterConfig
 from providers.types import (

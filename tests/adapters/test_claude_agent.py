@@ -13,7 +13,7 @@ from providers.adapters import get_adapter
 from providers.adapters.claude_agent import error_kind_from_wire
 from providers.types import ChatRequest, Message, ProviderError, Tool, ToolCall
 from tests.fakes.claude_cli import FakeClaudeCLI
-from tests.fakes.common import Fault, FakeReply, FakeToolCall
+from tests.fakes.common import FakeReply, FakeToolCall, Fault
 
 pytestmark = pytest.mark.asyncio
 

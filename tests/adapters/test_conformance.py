@@ -12,8 +12,8 @@ import json
 import pytest
 
 from providers.adapters import get_adapter
-from providers.types import ChatRequest, Message, ProviderError, Tool, ToolCall
-from tests.fakes.common import Fault, FakeReply, FakeToolCall
+from providers.types import ChatRequest, Message, ProviderError, Tool
+from tests.fakes.common import FakeReply, FakeToolCall, Fault
 
 pytestmark = pytest.mark.asyncio
 

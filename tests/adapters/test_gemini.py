@@ -23,7 +23,7 @@ from providers.adapters.gemini import (
     scrub,
 )
 from providers.types import ChatRequest, ImagePart, Message, ProviderError, TextPart, Tool, ToolCall
-from tests.fakes.common import Fault, FakeReply, FakeToolCall
+from tests.fakes.common import FakeReply, FakeToolCall, Fault
 from tests.fakes.gemini_server import FakeGeminiServer, error_body
 
 WEATHER = Tool(

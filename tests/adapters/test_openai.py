@@ -27,7 +27,7 @@ from providers.adapters.openai import (
     retry_after_from_wire,
 )
 from providers.types import ChatRequest, ImagePart, Message, ProviderError, TextPart, Tool, ToolCall
-from tests.fakes.common import Fault, FakeReply, FakeToolCall
+from tests.fakes.common import FakeReply, FakeToolCall, Fault
 
 WEATHER = Tool(
     name="get_weather",

@@ -6,8 +6,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from budgets.models import Usage
 from accounts.models import AuditEntry
+from budgets.models import Usage
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 from tests.dashboard.conftest import log_in, screenshot

@@ -7,8 +7,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from budgets.models import Budget
 from accounts.models import ApiKey, AuditEntry
+from budgets.models import Budget
 from providers.models import Provider
 from tests.dashboard.conftest import log_in, screenshot
 

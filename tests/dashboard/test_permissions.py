@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from budgets.models import Budget, Usage
 from accounts.models import AuditEntry
+from budgets.models import Budget, Usage
 from personas.models import Persona
 from tests.dashboard.conftest import client_for
 

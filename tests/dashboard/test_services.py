@@ -11,9 +11,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import AuditEntry
 from budgets import selectors
 from budgets.models import Alert, Budget, Usage
-from accounts.models import AuditEntry
 from personas.models import Persona
 from tests.dashboard.conftest import client_for
 

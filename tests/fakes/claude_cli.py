@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from providers.adapters.base import AdapterConfig
-from tests.fakes.common import Fault, FakeReply, Script
+from tests.fakes.common import FakeReply, Fault, Script
 
 SCRIPT = Path(__file__).with_name("claude_cli") / "fake_claude.py"
 

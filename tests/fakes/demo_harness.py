@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 
 from providers.adapters.base import AdapterConfig
-from tests.fakes.common import Fault, FakeReply
+from tests.fakes.common import FakeReply, Fault
 
 _STATUS_KINDS = {429: "rate_limited", 500: "unavailable", 503: "unavailable", 400: "bad_request", 401: "auth"}
 

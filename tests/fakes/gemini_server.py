@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from providers.adapters.base import AdapterConfig
-from tests.fakes.common import Fault, FakeProviderServer, FakeReply, sleep_or_disconnect, sse
+from tests.fakes.common import FakeProviderServer, FakeReply, Fault, sleep_or_disconnect, sse
 
 # google.rpc.Code names the Gemini API puts in `error.status`, per HTTP status.
 STATUS_NAMES = {

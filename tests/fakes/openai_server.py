@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from providers.adapters.base import AdapterConfig
-from tests.fakes.common import Fault, FakeProviderServer, FakeReply, sleep_or_disconnect, sse
+from tests.fakes.common import FakeProviderServer, FakeReply, Fault, sleep_or_disconnect, sse
 
 # OpenAI's own error `type` per status; `code` comes from Fault.error_type.
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",

@@ -12,13 +12,13 @@ import pytest
 from django.core import serializers
 from django.test import Client
 
-from budgets.models import Usage
 from accounts.models import ApiKey, AuditEntry
+from budgets.models import Usage
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 from tests.conftest import start_daphne, stop_process
 from tests.dashboard.conftest import client_for
-from tests.fakes.common import Fault, FakeReply
+from tests.fakes.common import FakeReply, Fault
 from tests.fakes.openai_server import FakeOpenAIServer
 
 PROVIDER_CANARY = "sk-canary-provider-5f1e0c9a7b3d2e4f6a8b"

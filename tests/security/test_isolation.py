@@ -13,8 +13,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from budgets.models import Alert, Budget, Usage
 from accounts.models import ApiKey, AuditEntry, Team
+from budgets.models import Alert, Budget, Usage
 from personas.models import Persona, RouteStep
 from providers.models import Model
 from tests.dashboard.conftest import client_for

@@ -7,8 +7,8 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, get_resolver
 from ninja.utils import normalize_path
 
-from api.urls import api
 from api.auth import ApiKeyAuth
+from api.urls import api
 from api.websocket.routing import websocket_urlpatterns
 
 # Who may use each dashboard route (by URL name), see accounts/roles.py:
