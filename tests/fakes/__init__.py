@@ -1,7 +1,7 @@
 """Wire-level fake providers. FAKES maps a provider kind to its harness class.
 
 Every harness has the same surface, used by the conformance battery
-(tests/adapters/test_conformance.py):
+(tests/providers/test_adapter_conformance.py):
     kind, model, scriptable, reports_reasoning_tokens, start(), stop(), reset(),
     script(*FakeReply|Fault), context_length_fault() -> Fault,
     adapter_config(credential=..., **overrides) -> providers.adapters.base.AdapterConfig,

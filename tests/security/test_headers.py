@@ -1,7 +1,7 @@
 """Dashboard hardening: security headers on pages and API answers, session and
 CSRF cookies, CSRF on every form. Websockets check origin and key before
-accept: tests/test_websocket.py::test_the_handshake_is_refused_before_accept
-and tests/test_live_events.py::test_the_feed_needs_an_admin_key_or_staff."""
+accept: tests/api/test_websocket.py::test_the_handshake_is_refused_before_accept
+and tests/gateway/test_live_events.py::test_the_feed_needs_an_admin_key_or_staff."""
 
 from __future__ import annotations
 

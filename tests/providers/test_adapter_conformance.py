@@ -2,7 +2,7 @@
 
 Each adapter is driven through its real SDK against the wire-level fake of its
 provider (tests/fakes). The battery asserts on our normalized types only; what
-each provider received on the wire is checked in tests/adapters/test_<kind>.py.
+each provider received on the wire is checked in tests/providers/test_<kind>_adapter.py.
 """
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ def test_the_grafana_dashboard_queries_only_what_the_gateway_exports(db, world):
                                 input_tokens=1, output_tokens=1, cost_usd=Decimal("0.1"), latency_ms=5, ttft_ms=2))
     metrics.set_breaker_state("demo", "demo", 0)
     exported = {s.name for f in text_string_to_metric_families(metrics.exposition()[0].decode()) for s in f.samples}
-    platform = Path(__file__).resolve().parent.parent / "platform"
+    platform = Path(__file__).resolve().parents[2] / "platform"
     dashboard = json.loads((platform / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     queried = {name for expr in exprs for name in re.findall(r"\bep_[a-z_]+", expr)}

@@ -20,7 +20,7 @@ from accounts.models import ApiKey, Team, hash_key
 from personas.models import Persona
 from providers.models import Provider
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SEED_MAP = {
     "architect": {"provider": "openai", "model": "gpt-4"},
     "developer": {"provider": "gemini", "model": "gemini-pro"},

@@ -18,11 +18,11 @@ import claude_agent_sdk
 import pytest
 
 from budgets.models import Usage
+from tests.api.test_anthropic_endpoint import INPUT_PRICE, OUTPUT_PRICE, add_persona, add_provider
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.common import FakeReply
 from tests.fakes.gemini_server import FakeGeminiServer
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.test_anthropic_endpoint import INPUT_PRICE, OUTPUT_PRICE, add_persona, add_provider
 
 CLAUDE = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
 STRACE = "/usr/bin/strace"
