@@ -114,3 +114,21 @@ def established(port: int) -> int:
         if parts[2] == wanted and parts[3] == "01":
             count += 1
     return count
+
+
+def listening(port: int) -> int:
+    """Listening sockets on 127.0.0.1:port (from /proc/net/tcp): one per worker of config.serve."""
+    wanted = f"0100007F:{port:04X}"
+    return sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+               if line.split()[1] == wanted and line.split()[3] == "0A")
+
+
+def wait_listening(port: int, count: int, *, timeout: float = 60.0) -> None:
+    """Until `count` sockets listen on the port. config.serve's workers listen only once their
+    application is loaded, so /health answering means one worker is ready, not all of them;
+    a load that starts before the others listen would pin its connections to the first."""
+    deadline = time.monotonic() + timeout
+    while listening(port) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count} listeners on port {port} not ready after {timeout:.0f}s")
+        time.sleep(0.1)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
 import report
-from procs import Proc, established, wait_http
+from procs import Proc, established, wait_http, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -260,6 +260,8 @@ def run_gateway(variant: str, server: str, workers: int, secs: float, args, *, m
                    log=RESULTS / f"gateway-{variant}-{server}.log", cwd=ROOT)
     try:
         wait_http(f"http://{HOST}:{GATEWAY_PORT}/health", proc=gateway)
+        if server == "serve":
+            wait_listening(GATEWAY_PORT, workers)
         headers = {"Authorization": f"Bearer {key}"}
         url = f"http://{HOST}:{GATEWAY_PORT}/v1/chat/completions"
         result = {"server": server, "workers": workers,
