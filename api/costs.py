@@ -6,7 +6,6 @@ A key sees its own team's costs; an admin-scoped key sees every team.
 
 from __future__ import annotations
 
-import csv
 import io
 from datetime import UTC, datetime, time, timedelta
 from typing import Literal
@@ -22,6 +21,7 @@ from ninja import Router
 from api.auth import ApiKeyAuth
 from api.errors import KEYED, error_responses
 from api.responses import json_response
+from budgets.exports import csv_writer
 from budgets.selectors import DIMENSIONS, spend_by, usage_visible
 from gateway.errors import InvalidRequest
 
@@ -55,7 +55,7 @@ def _series(rows, field: str) -> list[dict]:
 
 def _csv(groups: list[dict], group_by: str) -> HttpResponse:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv_writer(out)  # cells a spreadsheet would run as formulas are neutralised
     writer.writerow([group_by, "cost_usd", "requests", "tokens"])
     for g in groups:
         writer.writerow([g["group"], g["cost_usd"], g["requests"], g["tokens"]])

@@ -6,7 +6,6 @@ team lead's numbers are their teams' alone; naming another team is a 404.
 
 from __future__ import annotations
 
-import csv
 from datetime import UTC, datetime, time, timedelta
 
 from django.core.paginator import Paginator
@@ -17,6 +16,7 @@ from django.views.decorators.http import require_GET
 from accounts.models import Team
 from accounts.roles import costs_required, visible_team_ids
 from budgets import selectors
+from budgets.exports import csv_writer
 from dashboard import charts
 from dashboard.forms import UsageFilterForm
 from dashboard.rendering import render_page
@@ -67,7 +67,7 @@ def costs(request: HttpRequest) -> HttpResponse:
 def _csv(team_ids: set[int] | None, since: datetime, days: int) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="costs-last-{days}-days.csv"'
-    writer = csv.writer(response)
+    writer = csv_writer(response)  # cells a spreadsheet would run as formulas are neutralised
     writer.writerow(["created_at", "request_id", "team", "persona", "provider", "model", "status",
                      "input_tokens", "output_tokens", "cost_usd", "run_id", "step"])
     rows = selectors.usage_visible(team_ids=team_ids).filter(created_at__gte=since).select_related("team")

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ARTIFACTS
@@ -115,6 +117,38 @@ def log_in(page, username: str) -> None:
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url("**/dashboard/")
+
+
+class FormSession:
+    """A browser's session over plain HTTP against the live server: form posts
+    with the CSRF token, cookies kept by hand. The live server (DEBUG off)
+    marks its cookies Secure, which httpx sends only over https, while
+    browsers send them to 127.0.0.1 too."""
+
+    def __init__(self, live) -> None:
+        self.url = live.url
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items()), **kwargs.pop("headers", {})}
+        response = httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+        for header in response.headers.get_list("set-cookie"):
+            for name, morsel in SimpleCookie(header).items():
+                self.cookies[name] = morsel.value
+        return response
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, data: dict, **kwargs) -> httpx.Response:
+        if "csrftoken" not in self.cookies:
+            self.get("/login/")
+        return self.request("POST", path, data={**data, "csrfmiddlewaretoken": self.cookies["csrftoken"]}, **kwargs)
+
+    def log_in(self, username: str, password: str = PASSWORD, path: str = "/login/") -> httpx.Response:
+        """The login form posted; a success is a redirect (302), a refusal the page again."""
+        self.get(path)
+        return self.post(path, {"username": username, "password": password})
 
 
 def screenshot(page, name: str) -> Path:
