@@ -319,9 +319,13 @@ ERROR_TYPES = {
 }
 
 
-def owns(path: str) -> bool:
-    """Whether errors on this path are rendered in Anthropic's shape."""
-    return path == "/v1/messages" or path.startswith("/v1/messages/")
+def owns(path: str, headers) -> bool:
+    """Whether errors on this request are rendered in Anthropic's shape: the
+    Messages API's paths, and the model list when an Anthropic SDK asks for it
+    (it sends `anthropic-version`; OpenAI's SDKs do not)."""
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return True
+    return (path == "/v1/models" or path.startswith("/v1/models/")) and "anthropic-version" in headers
 
 
 def error_type(status: int) -> str:

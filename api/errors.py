@@ -10,6 +10,7 @@ in Anthropic's shape (api/anthropic_wire.py).
 from __future__ import annotations
 
 import logging
+import re
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotFound, HttpResponseServerError
@@ -88,14 +89,34 @@ def error_response(request: HttpRequest, error: GatewayError) -> HttpResponse:
     if call is not None:
         call.fail(error)
     request_id = request_id_of(request)
-    if anthropic_wire.owns(request.path):  # Claude clients parse Anthropic's error shape
+    if anthropic_wire.owns(request.path, request.headers):  # Claude clients parse Anthropic's error shape
         return anthropic_wire.error_response(error, request_id)
     return json_response(envelope(error, request_id), request_id, status=error.status, headers=error.headers)
 
 
-def _describe_validation(errors: list[dict]) -> tuple[str, str | None]:
+# How pydantic names the branches of a union in an error's location ("str",
+# "list[ContentPartIn]", "function-after[...]"): not a field the client sent.
+_UNION_BRANCH = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\]|function-\w+\[.*\]|"
+                           r"[A-Z]\w*)$")
+
+
+def _most_telling(errors: list[dict]) -> dict:
+    """The error to report. When a value fails every branch of a union, pydantic
+    lists one error per branch, the first being "should be a valid string" for
+    the plain-string branch; the deepest one names the real problem."""
     first = errors[0] if errors else {}
-    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "payload")]
+    loc = [str(part) for part in first.get("loc", ())]
+    branch_at = next((i for i, part in enumerate(loc) if _UNION_BRANCH.match(part)), None)
+    if branch_at is None:
+        return first
+    same_value = [e for e in errors if [str(p) for p in e.get("loc", ())][:branch_at] == loc[:branch_at]]
+    return max(same_value, key=lambda e: len(e.get("loc", ())))
+
+
+def _describe_validation(errors: list[dict]) -> tuple[str, str | None]:
+    first = _most_telling(errors)
+    loc = [str(part) for part in first.get("loc", ())
+           if part not in ("body", "payload") and not _UNION_BRANCH.match(str(part))]
     # ninja names the body parameter; drop it so `param` is the client's field.
     if loc and loc[0] == "body":
         loc = loc[1:]

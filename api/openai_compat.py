@@ -1,4 +1,4 @@
-"""POST /v1/chat/completions and GET /v1/models in OpenAI's wire format.
+"""POST /v1/chat/completions in OpenAI's wire format.
 
 Only conversion lives here: OpenAI's request schema -> providers.types, and
 ChatResult / StreamEvents -> OpenAI's response and chunk objects. The work is
@@ -17,11 +17,10 @@ from pydantic import ConfigDict
 
 from api import idempotency
 from api.auth import ApiKeyAuth, begin_options
-from api.errors import CHAT, KEYED, envelope, error_response, error_responses, sse_doc
+from api.errors import CHAT, envelope, error_response, error_responses, sse_doc
 from api.responses import json_response, served_by_headers, streaming_response
 from gateway import pipeline
 from gateway.call import Call
-from gateway.config import config_cache
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.relay import relay, stream_start
 from providers.types import (
@@ -48,7 +47,11 @@ class ImageURL(Schema):
 
 
 class ContentPartIn(Schema):
-    type: Literal["text", "image_url"]
+    # Any type is read, so one this gateway cannot carry (file, input_audio...)
+    # is refused by name in _content rather than as a failed union branch.
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(..., max_length=40)
     text: str | None = None
     image_url: ImageURL | None = None
 
@@ -76,6 +79,7 @@ class FunctionDef(Schema):
     name: str = Field(..., min_length=1, max_length=64)
     description: str = ""
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
 class ToolIn(Schema):
@@ -88,8 +92,8 @@ class StreamOptions(Schema):
 
 
 class ChatCompletionIn(Schema):
-    # Unknown OpenAI parameters (logprobs, penalties, ...) are accepted and
-    # ignored, as OpenAI-compatible servers commonly do.
+    # Unknown OpenAI parameters (penalties, ...) are accepted and ignored, as
+    # OpenAI-compatible servers commonly do; route-step params can set them.
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(..., min_length=1, max_length=300)
@@ -101,7 +105,9 @@ class ChatCompletionIn(Schema):
     top_p: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    n: int | None = Field(None, ge=1, le=1)
+    n: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -121,8 +127,12 @@ def _content(content: str | list[ContentPartIn] | None):
     for part in content:
         if part.type == "text":
             parts.append(TextPart(part.text or ""))
-        elif part.image_url is not None:
+        elif part.type == "image_url" and part.image_url is not None:
             parts.append(ImagePart(part.image_url.url, part.image_url.detail))
+        else:
+            raise InvalidRequest(
+                f"Content parts of type '{part.type}' are not supported here: send 'text' or 'image_url' "
+                "(with its url) parts.", code="unsupported_content_type", param="messages")
     return parts
 
 
@@ -142,13 +152,23 @@ def _tool_choice(choice: str | dict | None) -> str | None:
 
 
 def to_chat_request(body: ChatCompletionIn) -> ChatRequest:
+    if body.n is not None and body.n > 1:
+        raise InvalidRequest(
+            f"n={body.n}: this gateway answers with one choice per request, so every choice is routed, "
+            "budgeted and billed on its own; send n requests instead.", code="n_not_supported", param="n")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidRequest("top_logprobs needs logprobs: true.", param="top_logprobs")
+    if body.logprobs and body.stream:
+        raise InvalidRequest("logprobs are returned for non-streaming requests only.",
+                             code="logprobs_not_supported_for_streams", param="logprobs")
     if body.tool_choice not in (None, "auto", "none", "required") and isinstance(body.tool_choice, str):
         raise InvalidRequest("tool_choice must be 'auto', 'none', 'required' or name a function.", param="tool_choice")
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     return ChatRequest(
         model=body.model,
         messages=[_message(m) for m in body.messages],
-        tools=[Tool(t.function.name, t.function.description, t.function.parameters or {"type": "object", "properties": {}})
+        tools=[Tool(t.function.name, t.function.description,
+                    t.function.parameters or {"type": "object", "properties": {}}, t.function.strict)
                for t in body.tools or []],
         tool_choice=_tool_choice(body.tool_choice),
         parallel_tool_calls=body.parallel_tool_calls,
@@ -159,6 +179,8 @@ def to_chat_request(body: ChatCompletionIn) -> ChatRequest:
         response_format=body.response_format,
         seed=body.seed,
         user=body.user,
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs,
     )
 
 
@@ -188,7 +210,8 @@ def completion_json(call: Call, result: ChatResult) -> dict:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": call.model,
-        "choices": [{"index": 0, "message": message, "finish_reason": result.finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": result.finish_reason,
+                     "logprobs": result.logprobs}],
         "usage": usage_json(result.usage),
     }
 
@@ -276,17 +299,3 @@ async def chat_completions(request: HttpRequest, body: ChatCompletionIn):
         return json_response(completion_json(call, result), call.request_id, headers=headers)
 
     return await idempotency.idempotent(request, complete, on_error=lambda e: error_response(request, e))
-
-
-@router.get("/models", summary="List the personas (and models) this key can call",
-            response={200: dict, **error_responses(*KEYED)})
-async def list_models(request: HttpRequest):
-    call: Call = request.ep_call
-    call.endpoint = "models"
-    snapshot = await config_cache.snapshot()
-    data = [{"id": slug, "object": "model", "created": 0, "owned_by": "persona"} for slug in sorted(snapshot.personas)]
-    if call.key.has_scope("direct"):
-        for provider in snapshot.providers.values():
-            data += [{"id": f"{provider.name}/{m}", "object": "model", "created": 0, "owned_by": provider.name}
-                     for m in sorted(provider.models)]
-    return json_response({"object": "list", "data": data}, call.request_id)

@@ -5,7 +5,20 @@ from __future__ import annotations
 
 from ninja import NinjaAPI
 
-from api import anthropic_compat, capabilities, costs, errors, health, metrics, native, openai_compat, runs
+from api import (
+    anthropic_compat,
+    capabilities,
+    costs,
+    errors,
+    health,
+    metrics,
+    models,
+    native,
+    openai_compat,
+    openai_completions,
+    openai_embeddings,
+    runs,
+)
 
 api = NinjaAPI(
     title="Execution Platform",
@@ -16,6 +29,9 @@ api = NinjaAPI(
     urls_namespace="api",
 )
 api.add_router("/v1", openai_compat.router)  # OpenAI clients
+api.add_router("/v1", openai_embeddings.router)
+api.add_router("/v1", openai_completions.router)  # the legacy text completions
+api.add_router("/v1", models.router)  # OpenAI and Anthropic SDKs both list models here
 api.add_router("/v1", anthropic_compat.router)  # Claude SDKs and Claude Code
 api.add_router("/api/v1", native.router)  # Hive's native chat, JSON or SSE
 api.add_router("/api/v1/runs", runs.router)  # workflow runs: what each run's steps cost

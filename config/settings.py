@@ -182,6 +182,8 @@ EP_FIRST_TOKEN_TIMEOUT_SECONDS = envfloat("EP_FIRST_TOKEN_TIMEOUT_SECONDS", 60.0
 EP_STREAM_IDLE_TIMEOUT_SECONDS = envfloat("EP_STREAM_IDLE_TIMEOUT_SECONDS", 30.0)  # (idle_timeout)
 EP_IDEMPOTENCY_TTL_SECONDS = envint("EP_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
 EP_MAX_MESSAGES = envint("EP_MAX_MESSAGES", 1000)
+# Texts in one /v1/embeddings request (OpenAI accepts 2,048).
+EP_MAX_EMBEDDING_INPUTS = envint("EP_MAX_EMBEDDING_INPUTS", 2048)
 # Provider base URLs on loopback or private addresses (a local vLLM/Ollama, the
 # test suite's fakes); off by default so a base URL cannot reach internal
 # services. Link-local and cloud metadata addresses are refused either way.

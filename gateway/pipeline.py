@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from dataclasses import replace
 from decimal import Decimal
+from typing import TypeVar
 
 from django.conf import settings
 
@@ -30,6 +32,7 @@ from gateway.config import config_cache
 from gateway.errors import (
     AuthenticationFailed,
     BudgetExceeded,
+    InvalidRequest,
     RateLimited,
     ServiceUnavailable,
     UpstreamFailed,
@@ -46,10 +49,20 @@ from gateway.resilience import (
 )
 from gateway.routes import request_for_step, request_limits_check, route_resolve
 from personas.snapshot import StepInfo
-from providers.adapters import get_adapter
-from providers.types import ChatRequest, ChatResult, ProviderError, StreamEvent
+from providers.adapters import adapter_class, get_adapter
+from providers.adapters.base import Adapter
+from providers.types import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
+    ProviderError,
+    StreamEvent,
+)
 
 log = logging.getLogger("gateway.pipeline")
+
+Answer = TypeVar("Answer", ChatResult, EmbeddingResult)
 
 
 # -- open and begin --------------------------------------------------------------------
@@ -77,14 +90,36 @@ async def begin(call: Call, request: ChatRequest, *, model: str, persona_header:
     """Resolve the route for `model`, refuse what is over a limit, and put the
     request on the trace; raises GatewayError (filed on the call by the caller's
     error handling). The answer comes from `complete` or `stream` after this."""
+    route = await _route_open(call, model=model, persona_header=persona_header, run_id=run_id, step=step,
+                              timeout=timeout)
+    request_limits_check(messages=len(request.messages), max_tokens=request.max_tokens, route=route)
+    if _needs(request):
+        _usable_steps(route, _needs(request))  # refused now, with the reason, if no step can
+    tracing.annotate_request(call, request, requested_model=model)
+    return route
+
+
+async def begin_embedding(call: Call, request: EmbeddingRequest, *, model: str, persona_header: str | None = None,
+                          run_id: str = "", step: str = "", timeout: float | None = None) -> Route:
+    """`begin` for an embeddings request: its route must have a step that serves embeddings."""
+    route = await _route_open(call, model=model, persona_header=persona_header, run_id=run_id, step=step,
+                              timeout=timeout)
+    if len(request.inputs) > settings.EP_MAX_EMBEDDING_INPUTS:
+        raise InvalidRequest(f"This request has {len(request.inputs)} inputs; this gateway embeds at most "
+                             f"{settings.EP_MAX_EMBEDDING_INPUTS} per request.", code="too_many_inputs", param="input")
+    _usable_steps(route, ("embeddings",))
+    tracing.annotate_request(call, None, requested_model=model, operation="embeddings")
+    return route
+
+
+async def _route_open(call: Call, *, model: str, persona_header: str | None, run_id: str, step: str,
+                      timeout: float | None) -> Route:
     call.run_id, call.step = run_id[:100], step[:100]
     if timeout is not None:
         call.timeout = timeout
     route = route_resolve(snapshot=await config_cache.snapshot(), model=model, key=call.key,
                           persona_header=persona_header)
     call.persona = route.persona.slug if route.persona else ""
-    request_limits_check(messages=len(request.messages), max_tokens=request.max_tokens, route=route)
-    tracing.annotate_request(call, request, requested_model=model)
     return route
 
 
@@ -97,8 +132,9 @@ def _should_fall_back(error: ProviderError, step: StepInfo) -> bool:
     return error.retryable or step.fallback_on_client_error
 
 
-def _usable_steps(route: Route) -> list[StepInfo]:
-    """Enabled steps; raises when the route has none."""
+def _usable_steps(route: Route, needs: tuple[str, ...] = ()) -> list[StepInfo]:
+    """Enabled steps whose provider has every capability in `needs` (e.g.
+    "embeddings", "logprobs"); raises when the route has none."""
     steps = [s for s in route.steps if s.provider.enabled]
     if not steps:
         raise UpstreamFailed(
@@ -106,7 +142,20 @@ def _usable_steps(route: Route) -> list[StepInfo]:
             provider=route.label,
             attempts=0,
         )
-    return steps
+    capable = [s for s in steps if all(getattr(adapter_class(s.provider.kind).capabilities, n) for n in needs)]
+    if not capable:
+        serving = ", ".join(f"{s.provider.name}/{s.model}" for s in steps)
+        need = " and ".join(needs)
+        raise InvalidRequest(
+            f"'{route.label}' routes to {serving}, which does not serve {need}; "
+            f"use a persona or provider/model that does (GET /capabilities lists them).",
+            code=f"{needs[0]}_not_supported", param="model")
+    return capable
+
+
+def _needs(request: ChatRequest) -> tuple[str, ...]:
+    """The capabilities a chat request asks of its provider beyond plain chat."""
+    return ("logprobs",) if request.logprobs else ()
 
 
 # -- admit: rate limits, then budget reservation ---------------------------------------
@@ -126,7 +175,7 @@ def _max_output(step: StepInfo, request: ChatRequest) -> int:
 def worst_case(route: Route, base: ChatRequest) -> Decimal:
     """The most this call can cost on any step of its route."""
     costs = []
-    for step in _usable_steps(route):
+    for step in _usable_steps(route, _needs(base)):
         request = request_for_step(base, route, step)
         info = step.provider.models.get(step.model)
         costs.append(pricing.worst_case_cost(kind=step.provider.kind, model=step.model, info=info,
@@ -136,8 +185,22 @@ def worst_case(route: Route, base: ChatRequest) -> Decimal:
 
 
 async def admit(call: Call, route: Route, base: ChatRequest) -> None:
-    """Rate limits, then reserve the worst case against every hard budget.
-    Refuses (raises) before any provider is called."""
+    """Rate limits, then reserve the worst case of this chat request against every
+    hard budget. Refuses (raises) before any provider is called."""
+
+    def ceiling() -> Decimal:
+        if base.max_tokens is None:
+            # The reservation assumes this many output tokens: make it a real bound.
+            base.max_tokens = min(_max_output(s, request_for_step(base, route, s))
+                                  for s in _usable_steps(route, _needs(base)))
+        return worst_case(route, base)
+
+    await _admit(call, route, ceiling)
+
+
+async def _admit(call: Call, route: Route, ceiling: Callable[[], Decimal]) -> None:
+    """Rate limits, then reserve `ceiling()` (the most the call can cost) against
+    every hard budget that applies; `ceiling` runs only when one does."""
     if call.admitted:
         return
     call.admitted = True
@@ -157,10 +220,7 @@ async def admit(call: Call, route: Route, base: ChatRequest) -> None:
     call.budgets = snapshot.budgets_for(call.key, call.persona)
     if not any(b.hard for b in call.budgets):
         return
-    if base.max_tokens is None:
-        # The reservation assumes this many output tokens: make it a real bound.
-        base.max_tokens = min(_max_output(s, request_for_step(base, route, s)) for s in _usable_steps(route))
-    await _reserve(call, worst_case(route, base))
+    await _reserve(call, ceiling())
 
 
 async def _reserve(call: Call, amount: Decimal) -> None:
@@ -180,13 +240,34 @@ async def _reserve(call: Call, amount: Decimal) -> None:
 
 
 async def complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
-    """The first step (in route order) that answers, each with its retries."""
+    """The chat answer of the first step (in route order) that answers, each with its retries."""
     await admit(call, route, base)
+    return await _first_answer(call, route, _needs(base),
+                               lambda adapter, step: adapter.chat(request_for_step(base, route, step)))
+
+
+async def embed(call: Call, route: Route, base: EmbeddingRequest) -> EmbeddingResult:
+    """Vectors from the first step (in route order) that serves embeddings, each with its retries."""
+    await _admit(call, route, lambda: _embedding_worst_case(route, base))
+    return await _first_answer(call, route, ("embeddings",),
+                               lambda adapter, step: adapter.embed(replace(base, model=step.model)))
+
+
+def _embedding_worst_case(route: Route, request: EmbeddingRequest) -> Decimal:
+    tokens = sum(len(text) for text in request.inputs) // 3 + len(request.inputs)  # a ceiling, as for chat
+    return max(pricing.worst_case_cost(kind=s.provider.kind, model=s.model, info=s.provider.models.get(s.model),
+                                       input_tokens=tokens, max_output=0)
+               for s in _usable_steps(route, ("embeddings",)))
+
+
+async def _first_answer(call: Call, route: Route, needs: tuple[str, ...],
+                        invoke: Callable[[Adapter, StepInfo], Awaitable[Answer]]) -> Answer:
+    """`invoke` on each capable step in route order until one answers; settles the call."""
     last_error: ProviderError | None = None
-    for step in plan_steps(_usable_steps(route)):
+    for step in plan_steps(_usable_steps(route, needs)):
         call.provider, call.model = step.provider.name, step.model
         try:
-            result = await _complete_step(call, route, step, base)
+            result = await _complete_step(call, step, invoke)
         except ProviderError as error:
             last_error = error
             if not _should_fall_back(error, step) or call.deadline.remaining() <= 0:
@@ -198,19 +279,19 @@ async def complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
     raise UpstreamFailed(last_error, provider=call.provider, attempts=call.attempts)
 
 
-async def _complete_step(call: Call, route: Route, step: StepInfo, base: ChatRequest) -> ChatResult:
+async def _complete_step(call: Call, step: StepInfo,
+                         invoke: Callable[[Adapter, StepInfo], Awaitable[Answer]]) -> Answer:
     """One step with its retries; raises the last ProviderError when it gives up."""
     breaker = Breaker(step)
     if not await breaker.allow():
         raise _circuit_open(call, step, breaker)
     adapter = get_adapter(step.provider.adapter_config)
-    request = request_for_step(base, route, step)
     for attempt in range(1, max_attempts(step) + 1):
         call.attempts += 1
         started = time.monotonic()
         try:
             async with asyncio.timeout(max(0.0, call.deadline.remaining())):
-                result = await adapter.chat(request)
+                result = await invoke(adapter, step)
         except TimeoutError:
             error = ProviderError("timeout", "the request's deadline passed", provider=step.provider.name)
         except ProviderError as provider_error:
@@ -257,7 +338,7 @@ async def stream(call: Call, route: Route, base: ChatRequest) -> AsyncIterator[S
     if no step could start, or yields an `error` event after content was sent."""
     await admit(call, route, base)
     last_error: ProviderError | None = None
-    for step in plan_steps(_usable_steps(route)):
+    for step in plan_steps(_usable_steps(route, _needs(base))):
         call.provider, call.model = step.provider.name, step.model
         request = request_for_step(base, route, step)
         try:

@@ -68,6 +68,9 @@ class Tool:
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    # Ask the provider to hold the model to `parameters` exactly (OpenAI's strict
+    # function calling); providers without the feature ignore it.
+    strict: bool | None = None
 
 
 # "auto" | "none" | "required" | a tool name to force
@@ -89,6 +92,10 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     seed: int | None = None
     user: str | None = None
+    # Token log probabilities of the answer (OpenAI's logprobs / top_logprobs);
+    # only routes whose providers have them accept these (Capabilities.logprobs).
+    logprobs: bool = False
+    top_logprobs: int | None = None
     # Adapter-specific knobs that come from the route step's params (e.g.
     # claude_agent's allowed_tools); adapters ignore keys they do not know.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -126,6 +133,25 @@ class ChatResult:
     usage: Usage = field(default_factory=Usage)
     model: str = ""  # the model that answered, as the provider named it
     provider_request_id: str | None = None
+    # The answer's token log probabilities in OpenAI's shape ({"content": [...]}),
+    # when the request asked for them.
+    logprobs: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    model: str  # the provider's model name
+    inputs: list[str]  # texts; token arrays are decoded or refused at the edge
+    dimensions: int | None = None
+    user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EmbeddingResult:
+    vectors: list[list[float]]  # one per input, in order
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
 
 
 StreamEventType = Literal["delta", "tool_call", "usage", "done", "error"]
@@ -218,4 +244,7 @@ class Capabilities:
     json_schema: bool = False
     system_prompt: bool = True
     reports_cost: bool = False
+    embeddings: bool = False
+    logprobs: bool = False
+    strict_tools: bool = False
     notes: str = ""

@@ -142,15 +142,18 @@ def span_of(call: Call) -> Span:
     return call.span
 
 
-def annotate_request(call: Call, request: ChatRequest, *, requested_model: str = "") -> None:
-    """What the client asked for, on the request span (call before the pipeline runs)."""
+def annotate_request(call: Call, request: ChatRequest | None, *, requested_model: str = "",
+                     operation: str = "chat") -> None:
+    """What the client asked for, on the request span (call before the pipeline runs).
+    `request` is the chat request; None for operations without chat parameters."""
     span = span_of(call)
     if not span.is_recording():
         return
-    params = _drop_none({"gen_ai.request.max_tokens": request.max_tokens,
-                         "gen_ai.request.temperature": request.temperature,
-                         "gen_ai.request.top_p": request.top_p})
-    span.set_attributes({"gen_ai.request.model": requested_model or request.model} | params)
+    params = {} if request is None else _drop_none({"gen_ai.request.max_tokens": request.max_tokens,
+                                                     "gen_ai.request.temperature": request.temperature,
+                                                     "gen_ai.request.top_p": request.top_p})
+    span.set_attributes({"gen_ai.request.model": requested_model or (request.model if request else ""),
+                         "gen_ai.operation.name": operation} | params)
     _request_params[call.request_id] = params  # the attempt spans carry them too
 
 

@@ -29,7 +29,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from providers.types import Capabilities, ChatRequest, ChatResult, StreamEvent
+from providers.types import (
+    Capabilities,
+    ChatRequest,
+    ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
+    ProviderError,
+    StreamEvent,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,10 @@ class Adapter:
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         raise NotImplementedError
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Vectors for `request.inputs`; only adapters whose Capabilities say `embeddings`."""
+        raise ProviderError("bad_request", f"{self.kind} does not serve embeddings", provider=self.config.name)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """An async iterator of StreamEvents ending in `done` or `error`.

@@ -29,6 +29,9 @@ from providers.types import (
     Capabilities,
     ChatRequest,
     ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
+    Message,
     ProviderError,
     StreamEvent,
     Tool,
@@ -59,7 +62,7 @@ def sample_arguments(tool: Tool) -> str:
 class DemoAdapter(Adapter):
     kind = "demo"
     capabilities = Capabilities(
-        streaming=True, tools=True, parallel_tool_calls=True, images=False, json_mode=False,
+        streaming=True, tools=True, parallel_tool_calls=True, images=False, json_mode=False, embeddings=True,
         notes="Built-in demo: deterministic simulated answers, no real model.",
     )
 
@@ -157,8 +160,27 @@ class DemoAdapter(Adapter):
         yield StreamEvent("usage", usage=self._usage(request, text, calls))
         yield StreamEvent("done", finish_reason=finish)
 
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Deterministic vectors: the same text gives the same vector, so retrieval demos behave."""
+        self._maybe_fail(ChatRequest(model=request.model, messages=[Message("user", t) for t in request.inputs]))
+        dimensions = request.dimensions or DEMO_EMBEDDING_DIMENSIONS
+        vectors = [_demo_vector(text, dimensions) for text in request.inputs]
+        usage = Usage(input_tokens=sum(estimate_tokens(text) for text in request.inputs))
+        return EmbeddingResult(vectors=vectors, usage=usage, model=request.model)
+
 
 def _finish(request: ChatRequest, calls: list[ToolCall]) -> str:
     if calls:
         return "tool_calls"
     return "stop"
+
+
+DEMO_EMBEDDING_DIMENSIONS = 256
+
+
+def _demo_vector(text: str, dimensions: int) -> list[float]:
+    """A unit vector from the text's hash, stretched to `dimensions`."""
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [((seed[i % 32] ^ (i * 131 % 256)) - 127.5) / 127.5 for i in range(dimensions)]
+    norm = sum(x * x for x in raw) ** 0.5 or 1.0
+    return [round(x / norm, 6) for x in raw]

@@ -30,6 +30,8 @@ from providers.types import (
     Capabilities,
     ChatRequest,
     ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
     FinishReason,
     ImagePart,
     Message,
@@ -424,11 +426,21 @@ async def _track_response(response: Any) -> None:
         bucket.append(response)
 
 
+def embedding_result_from_wire(response: gt.EmbedContentResponse, request: EmbeddingRequest) -> EmbeddingResult:
+    """Gemini's embeddings answer. The Gemini API reports no token counts for
+    embeddings, so the input is estimated (~4 characters a token) for billing."""
+    vectors = [list(e.values or []) for e in response.embeddings or []]
+    if len(vectors) != len(request.inputs):
+        raise ProviderError("unavailable", f"{len(vectors)} embeddings for {len(request.inputs)} inputs")
+    tokens = sum(max(1, len(text) // 4) for text in request.inputs)
+    return EmbeddingResult(vectors=vectors, usage=Usage(input_tokens=tokens), model=request.model)
+
+
 class GeminiAdapter(Adapter):
     kind = "gemini"
     capabilities = Capabilities(
         streaming=True, tools=True, parallel_tool_calls=True, images=True,
-        json_mode=True, json_schema=True, system_prompt=True,
+        json_mode=True, json_schema=True, system_prompt=True, embeddings=True,
         notes="Google Gemini API via google-genai; tool call ids are generated when Gemini sends none.",
     )
 
@@ -486,6 +498,15 @@ class GeminiAdapter(Adapter):
             raise self._error(exc) from None  # `from None`: SDK errors hold request details
         result.model = result.model or request.model
         return result
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        config = gt.EmbedContentConfig(output_dimensionality=request.dimensions) if request.dimensions else None
+        try:
+            response = await self._aio().models.embed_content(model=request.model, contents=list(request.inputs),
+                                                              config=config)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a ProviderError
+            raise self._error(exc) from None
+        return embedding_result_from_wire(response, request)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         opened: list[Any] = []  # the HTTP responses behind this stream, to close on exit

@@ -25,6 +25,8 @@ from providers.types import (
     Capabilities,
     ChatRequest,
     ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
     FinishReason,
     ImagePart,
     Message,
@@ -79,6 +81,10 @@ def request_to_wire(req: ChatRequest, *, max_tokens_param: str = "max_tokens") -
     params.update({k: v for k, v in optional.items() if v is not None})
     if req.response_format:
         params["response_format"] = _response_format(req.response_format)
+    if req.logprobs:
+        params["logprobs"] = True
+        if req.top_logprobs is not None:
+            params["top_logprobs"] = req.top_logprobs
     params.update({k: req.extra[k] for k in _PASSTHROUGH if req.extra.get(k) is not None})
     if isinstance(req.extra.get("extra_body"), dict):
         # Server-specific fields (vLLM's top_k, OpenRouter's provider routing...).
@@ -120,6 +126,8 @@ def _tool(t) -> dict[str, Any]:
     fn: dict[str, Any] = {"name": t.name, "parameters": t.parameters or {"type": "object", "properties": {}}}
     if t.description:
         fn["description"] = t.description
+    if t.strict is not None:
+        fn["strict"] = t.strict
     return {"type": "function", "function": fn}
 
 
@@ -165,6 +173,27 @@ def result_from_wire(obj: Mapping[str, Any], request_id: str | None = None) -> C
         usage=usage_from_wire(obj.get("usage")),
         model=obj.get("model") or "",
         provider_request_id=request_id or obj.get("id"),
+        logprobs=choice.get("logprobs") or None,
+    )
+
+
+def embedding_request_to_wire(req: EmbeddingRequest) -> dict[str, Any]:
+    """The body of POST /embeddings; vectors come back as floats (the edge encodes base64 itself)."""
+    body: dict[str, Any] = {"model": req.model, "input": list(req.inputs), "encoding_format": "float"}
+    if req.dimensions is not None:
+        body["dimensions"] = req.dimensions
+    if req.user:
+        body["user"] = req.user
+    return body
+
+
+def embedding_result_from_wire(obj: Mapping[str, Any]) -> EmbeddingResult:
+    data = sorted(obj["data"], key=lambda item: item.get("index", 0))
+    usage = obj.get("usage") or {}
+    return EmbeddingResult(
+        vectors=[[float(x) for x in item["embedding"]] for item in data],
+        usage=Usage(input_tokens=usage.get("prompt_tokens") or usage.get("total_tokens") or 0),
+        model=obj.get("model") or "",
     )
 
 
@@ -328,6 +357,7 @@ class OpenAIAdapter(Adapter):
     kind = "openai"
     capabilities = Capabilities(
         streaming=True, tools=True, parallel_tool_calls=True, images=True, json_mode=True, json_schema=True,
+        embeddings=True, logprobs=True, strict_tools=True,
         notes="OpenAI or any OpenAI-compatible endpoint; what a given model supports depends on the server.",
     )
 
@@ -375,6 +405,15 @@ class OpenAIAdapter(Adapter):
             body = json.loads(response.content)
             # Non-JSON or wrongly shaped bodies surface here as ValueError / KeyError...
             return result_from_wire(body, response.headers.get("x-request-id"))
+        except (openai.OpenAIError, httpx2.HTTPError, ValueError, AttributeError, TypeError, IndexError,
+                KeyError) as err:
+            raise self._error(err) from None
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        try:
+            response = await self._client.post("/embeddings", body=embedding_request_to_wire(request),
+                                               cast_to=httpx2.Response)
+            return embedding_result_from_wire(json.loads(response.content))
         except (openai.OpenAIError, httpx2.HTTPError, ValueError, AttributeError, TypeError, IndexError,
                 KeyError) as err:
             raise self._error(err) from None

@@ -9,6 +9,7 @@ Fakes listen on 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import threading
@@ -166,3 +167,10 @@ def sse(data: Any, event: str | None = None) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data)
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {payload}\n\n".encode()
+
+
+def fake_vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit-ish vector for `text`: the same text, the same vector."""
+    digest = hashlib.sha256(text.encode()).digest()
+    values = [(digest[i % len(digest)] - 127.5) / 127.5 for i in range(dimensions)]
+    return [round(v, 6) for v in values]

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from providers.adapters.base import AdapterConfig
-from tests.fakes.common import FakeProviderServer, FakeReply, Fault, sleep_or_disconnect, sse
+from tests.fakes.common import FakeProviderServer, FakeReply, Fault, fake_vector, sleep_or_disconnect, sse
 
 # google.rpc.Code names the Gemini API puts in `error.status`, per HTTP status.
 STATUS_NAMES = {
@@ -68,6 +68,7 @@ class FakeGeminiServer(FakeProviderServer):
     model = "gemini-2.5-flash"
     scriptable = True
     reports_reasoning_tokens = True
+    embedding_dimensions = 16
 
     def __init__(self) -> None:
         super().__init__()
@@ -118,6 +119,8 @@ class FakeGeminiServer(FakeProviderServer):
             return JSONResponse(error_body(
                 403, "Method doesn't allow unregistered callers (callers without established identity). "
                 "Please use API Key or other form of API consumer identity to call this API."), 403)
+        if action in ("batchEmbedContents", "embedContent"):
+            return self._embed(body, action)
         if action not in ("generateContent", "streamGenerateContent"):
             return JSONResponse(error_body(404, f"Method {action!r} not found."), 404)
         if not isinstance(body, dict) or not body.get("contents"):
@@ -130,6 +133,20 @@ class FakeGeminiServer(FakeProviderServer):
         if isinstance(script, Fault):
             return await self._fault(script, model, stream)
         return self._answer(script, model, stream)
+
+    def _embed(self, body: Any, action: str) -> Response:
+        """Gemini's embeddings: {"embeddings": [{"values": [...]}]} (no token counts, as the API)."""
+        requests = (body or {}).get("requests") if action == "batchEmbedContents" else [body or {}]
+        if not requests:
+            return JSONResponse(error_body(400, "* BatchEmbedContentsRequest.requests: requests is empty"), 400)
+        out = []
+        for item in requests:
+            text = " ".join(part.get("text", "") for part in (item.get("content") or {}).get("parts", []))
+            dimensions = int(item.get("outputDimensionality") or self.embedding_dimensions)
+            out.append({"values": fake_vector(text, dimensions)})
+        if action == "embedContent":
+            return JSONResponse({"embedding": out[0]})
+        return JSONResponse({"embeddings": out})
 
     def _answer(self, reply: FakeReply, model: str, stream: bool) -> Response:
         if stream:

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from providers.adapters.base import AdapterConfig
-from tests.fakes.common import FakeProviderServer, FakeReply, Fault, sleep_or_disconnect, sse
+from tests.fakes.common import FakeProviderServer, FakeReply, Fault, fake_vector, sleep_or_disconnect, sse
 
 # OpenAI's own error `type` per status; `code` comes from Fault.error_type.
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
@@ -48,6 +48,7 @@ class FakeOpenAIServer(FakeProviderServer):
     model = "gpt-4o-mini"
     scriptable = True
     reports_reasoning_tokens = True
+    embedding_dimensions = 16
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,6 +83,7 @@ class FakeOpenAIServer(FakeProviderServer):
     def build_app(self) -> Starlette:
         return Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
         ])
 
@@ -116,6 +118,28 @@ class FakeOpenAIServer(FakeProviderServer):
         if isinstance(script, Fault):
             return await self._fault(script, body)
         return self._answer(script, body)
+
+    async def _embeddings(self, request: Request) -> Response:
+        """POST /v1/embeddings: one deterministic vector per input; tokens ~ words."""
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        self.record(request.url.path, dict(request.headers), body)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if not isinstance(body, dict) or "model" not in body or "input" not in body:
+            return JSONResponse(error_body(400, "'input' is a required property", param="input"), 400)
+        script = self.next_script()
+        if isinstance(script, Fault) and script.kind == "status":
+            return JSONResponse(error_body(script.status, script.message, script.error_type), script.status)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        dimensions = int(body.get("dimensions") or self.embedding_dimensions)
+        data = [{"object": "embedding", "index": i, "embedding": fake_vector(str(text), dimensions)}
+                for i, text in enumerate(inputs)]
+        tokens = sum(max(1, len(str(text).split())) for text in inputs)
+        return JSONResponse({"object": "list", "data": data, "model": body["model"],
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     def _answer(self, reply: FakeReply, body: dict) -> Response:
         headers = {"x-request-id": f"req_{_hex(32)}"}
@@ -180,10 +204,24 @@ class FakeOpenAIServer(FakeProviderServer):
             "id": f"chatcmpl-{_hex()}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"], "system_fingerprint": "fp_fake0001", "service_tier": "default",
             "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}
+                {"index": 0, "message": message, "logprobs": self._logprobs(reply, body),
+                 "finish_reason": reply.finish_reason}
             ],
             "usage": self._usage(reply),
         }
+
+    @staticmethod
+    def _logprobs(reply: FakeReply, body: dict) -> dict | None:
+        """OpenAI's choice.logprobs when asked: one entry per word of the answer."""
+        if not body.get("logprobs"):
+            return None
+        top = int(body.get("top_logprobs") or 0)
+        content = []
+        for i, word in enumerate((reply.text or "").split()):
+            entry = {"token": word, "logprob": -0.1 * (i + 1), "bytes": list(word.encode())}
+            entry["top_logprobs"] = [{"token": word, "logprob": -0.1 * (i + 1), "bytes": list(word.encode())}][:top]
+            content.append(entry)
+        return {"content": content, "refusal": None}
 
     def _json_pieces(self, reply: FakeReply, body: dict) -> list[bytes]:
         """A non-streamed body split in pieces, so `cut` can drop it half-sent."""

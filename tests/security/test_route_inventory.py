@@ -42,6 +42,7 @@ DASHBOARD_RULES = {
 #   public+admin-key  public, but ?deep=true needs an admin key (it calls providers)
 API_RULES = {
     "POST /v1/chat/completions": "key", "GET /v1/models": "key", "POST /v1/messages": "key",
+    "GET /v1/models/{path:model_id}": "key", "POST /v1/embeddings": "key", "POST /v1/completions": "key",
     "POST /v1/messages/count_tokens": "key", "POST /api/v1/chat": "key",
     "GET /api/v1/runs/": "key", "GET /api/v1/runs/{run_id}": "key", "GET /costs": "key",
     "GET /health": "public+admin-key", "GET /capabilities": "public", "GET /metrics": "admin-key",

@@ -1,0 +1,90 @@
+"""POST /v1/embeddings in OpenAI's wire format.
+
+`model` routes like chat: a persona whose steps are embedding models, or
+`provider/model` for keys with the `direct` scope. Each request is admitted,
+reserved against the budgets (input tokens at the model's input price), settled
+and recorded as one Usage row, like a chat request. `input` is a string or an
+array of strings; token arrays are refused with a clear error, since the route's
+provider need not share OpenAI's tokenizer. `encoding_format`
+"base64" packs each vector as little-endian float32, as OpenAI does.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any, Literal
+
+from django.http import HttpRequest
+from ninja import Field, Router, Schema
+from pydantic import ConfigDict
+
+from api import idempotency
+from api.auth import ApiKeyAuth, begin_options
+from api.errors import CHAT, error_response, error_responses
+from api.responses import json_response, served_by_headers
+from gateway import pipeline
+from gateway.call import Call
+from gateway.errors import InvalidRequest
+from providers.types import EmbeddingRequest, EmbeddingResult
+
+router = Router(tags=["OpenAI compatible"], auth=ApiKeyAuth())
+
+
+class EmbeddingsIn(Schema):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(..., min_length=1, max_length=300)
+    input: str | list[Any] = Field(..., description="A string, an array of strings (or token arrays: refused).")
+    dimensions: int | None = Field(None, ge=1, le=65536)
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = Field(None, max_length=300)
+    metadata: dict[str, str] | None = None
+
+
+def inputs_of(value: str | list[Any]) -> list[str]:
+    """The texts to embed; what OpenAI would accept but we cannot is refused by name."""
+    items = [value] if isinstance(value, str) else value
+    if not items:
+        raise InvalidRequest("input is empty: send a string or a non-empty array of strings.", param="input")
+    if all(isinstance(item, int) for item in items) or all(isinstance(item, list) for item in items):
+        raise InvalidRequest("Token arrays are not accepted here: send the text itself (a string or an array "
+                             "of strings); the route's provider may not share OpenAI's tokenizer.",
+                             code="token_input_not_supported", param="input")
+    if not all(isinstance(item, str) for item in items):
+        raise InvalidRequest("input must be a string or an array of strings.", param="input")
+    if any(not item for item in items):
+        raise InvalidRequest("input contains an empty string; every input must have text.", param="input")
+    return items
+
+
+def vector_json(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+def embeddings_json(call: Call, result: EmbeddingResult, encoding: str) -> dict:
+    data = [{"object": "embedding", "index": i, "embedding": vector_json(v, encoding)}
+            for i, v in enumerate(result.vectors)]
+    tokens = result.usage.input_tokens
+    return {"object": "list", "data": data, "model": call.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+@router.post("/embeddings", summary="Create embeddings (OpenAI format)",
+             response={200: dict, **error_responses(*CHAT)})
+async def create_embeddings(request: HttpRequest, body: EmbeddingsIn):
+    call: Call = request.ep_call
+    embedding_request = EmbeddingRequest(model=body.model, inputs=inputs_of(body.input), dimensions=body.dimensions,
+                                         user=body.user)
+    metadata = body.metadata or {}
+    route = await pipeline.begin_embedding(call, embedding_request, model=body.model, **begin_options(
+        request, run_id=metadata.get("run_id"), step=metadata.get("step")))
+
+    async def complete():
+        result = await pipeline.embed(call, route, embedding_request)
+        headers = served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}"}
+        return json_response(embeddings_json(call, result, body.encoding_format), call.request_id, headers=headers)
+
+    return await idempotency.idempotent(request, complete, on_error=lambda e: error_response(request, e))
