@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 
 from accounts.models import SCOPES, Membership, Team
 from budgets.models import Budget, Usage
-from personas.models import Persona
-from providers.models import Model, Provider
+from personas.models import Persona, params_validate
+from providers.models import Model, Provider, model_name_validate
 
 # -- teams, keys and memberships -----------------------------------------------
 
@@ -45,13 +45,9 @@ class MembershipForm(forms.Form):
 # -- personas and their routes -------------------------------------------------
 
 
-# Parameters a route step may set that the pipeline understands (the rest go
-# to the adapter as extras); numbers are range-checked so a typo cannot reach
-# a provider as a 400 in production.
-NUMERIC_RANGES = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "max_tokens": (1, 1_000_000)}
-
-
 def parse_params(text: str) -> dict:
+    """The JSON a params box holds, checked by the same rules as every other
+    way params are set (personas.models.params_validate)."""
     text = (text or "").strip()
     if not text:
         return {}
@@ -59,13 +55,7 @@ def parse_params(text: str) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         raise forms.ValidationError(f"Parameters are not valid JSON: {error.msg} (line {error.lineno}).")
-    if not isinstance(value, dict):
-        raise forms.ValidationError('Parameters must be a JSON object, e.g. {"temperature": 0.2}.')
-    for name, (low, high) in NUMERIC_RANGES.items():
-        if name in value:
-            number = value[name]
-            if isinstance(number, bool) or not isinstance(number, int | float) or not low <= number <= high:
-                raise forms.ValidationError(f"{name} must be a number from {low:g} to {high:g}.")
+    params_validate(value)
     return value
 
 
@@ -103,6 +93,7 @@ class StepForm(forms.Form):
         model = self.cleaned_data["model"].strip()
         if not model:
             raise forms.ValidationError("Name the model this step calls.")
+        model_name_validate(model)
         return model
 
 

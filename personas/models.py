@@ -6,7 +6,30 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from providers.models import Provider
+from providers.models import Provider, model_name_validate
+
+# Parameters the pipeline reads, range-checked wherever they are set (the
+# editor, the persona map import, admin) so a typo cannot reach a provider as
+# a 400 in production; other parameters go to the adapter as extras.
+PARAM_RANGES = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "max_tokens": (1, 1_000_000)}
+
+
+def params_validate(value) -> None:
+    """A persona's default params or a step's params: a JSON object, its known numbers in range."""
+    if not isinstance(value, dict):
+        raise ValidationError('Parameters must be a JSON object, e.g. {"temperature": 0.2}.', code="invalid_params")
+    for name, (low, high) in PARAM_RANGES.items():
+        if name in value:
+            number = value[name]
+            if isinstance(number, bool) or not isinstance(number, int | float) or not low <= number <= high:
+                raise ValidationError(f"{name} must be a number from {low:g} to {high:g}.", code="invalid_params")
+
+
+def _as_field_error(field: str, check, value) -> None:
+    try:
+        check(value)
+    except ValidationError as error:
+        raise ValidationError({field: error.messages}) from None
 
 
 class Persona(models.Model):
@@ -29,6 +52,9 @@ class Persona(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def clean(self) -> None:
+        _as_field_error("default_params", params_validate, self.default_params)
 
 
 class RouteStep(models.Model):
@@ -53,3 +79,5 @@ class RouteStep(models.Model):
     def clean(self) -> None:
         if not self.model.strip():
             raise ValidationError({"model": "Name the model this step calls."})
+        _as_field_error("model", model_name_validate, self.model)
+        _as_field_error("params", params_validate, self.params)

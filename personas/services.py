@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
 from accounts.audit import audit_record, changed, snapshot
@@ -68,30 +69,54 @@ def _steps_of(slug: str, entry) -> list[dict]:
     if not isinstance(fallback, list):
         raise PersonaMapError(f"Persona '{slug}': \"fallback\" must be a list of {{provider, model}}.")
     steps = [entry, *fallback]
-    for step in steps:
-        if not isinstance(step, dict) or not step.get("provider"):
-            raise PersonaMapError(f"Persona '{slug}': every fallback step needs a \"provider\".")
+    for number, step in enumerate(steps, 1):
+        if not isinstance(step, dict) or not isinstance(step.get("provider"), str) or not step["provider"]:
+            raise PersonaMapError(f"Persona '{slug}', step {number}: every step needs a \"provider\" name.")
+        if not isinstance(step.get("model") or "", str):
+            raise PersonaMapError(f"Persona '{slug}', step {number}: \"model\" must be a string.")
     return steps
+
+
+def _checked(where: str, instance: Persona | RouteStep) -> None:
+    """The model's own validators, as the dashboard's editor runs them
+    (PersonaForm and StepForm end in the same full_clean); the first problem
+    refuses the whole map, naming the entry."""
+    try:
+        instance.full_clean()
+    except ValidationError as error:
+        field, messages = next(iter(error.message_dict.items()))
+        detail = messages[0] if field == NON_FIELD_ERRORS else f"{field}: {messages[0]}"
+        raise PersonaMapError(f"{where}: {detail}") from None
+
+
+def _persona_for(slug: str) -> Persona:
+    persona = Persona.objects.filter(slug=slug).first()
+    if persona is None:
+        persona = Persona(slug=slug, name=slug.replace("_", " ").title()[:100])
+        _checked(f"Persona '{slug}'", persona)
+        persona.save()
+    return persona
 
 
 @transaction.atomic
 def persona_map_import(data: dict) -> ImportResult:
+    """Replace the route of each persona the map names. All or nothing: the
+    first invalid entry raises PersonaMapError and the transaction undoes the
+    entries before it."""
     if not isinstance(data, dict):
         raise PersonaMapError("The persona map must be a JSON object of persona -> {provider, model}.")
     result = ImportResult([], [])
     for slug, entry in data.items():
         steps = _steps_of(slug, entry)
-        persona, _ = Persona.objects.get_or_create(slug=slug, defaults={"name": slug.replace("_", " ").title()})
+        persona = _persona_for(slug)
         persona.steps.all().delete()
         for position, step in enumerate(steps):
             provider = _provider_for(step["provider"], result.providers_created)
-            RouteStep.objects.create(
-                persona=persona,
-                position=position,
-                provider=provider,
-                model=step.get("model") or DEFAULT_MODELS.get(provider.kind, provider.kind),
-                params=step.get("params") or {},
-            )
+            route_step = RouteStep(persona=persona, position=position, provider=provider,
+                                   model=step.get("model") or DEFAULT_MODELS.get(provider.kind, provider.kind),
+                                   params=step.get("params") or {})
+            _checked(f"Persona '{slug}', step {position + 1}", route_step)
+            route_step.save()
         result.personas.append(slug)
     return result
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -9,6 +11,17 @@ from django.utils import timezone
 from providers import crypto
 from providers.adapters import KIND_LABELS
 from providers.validation import base_url_validate
+
+# A model name reaches response headers (X-EP-Model), log lines and CSV exports,
+# so it is printable ASCII without spaces, which every provider's model ids are.
+MODEL_NAME = re.compile(r"[!-~]{1,200}")
+
+
+def model_name_validate(name: str) -> None:
+    """Routes and the catalog store only names that are safe in a header."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise ValidationError("A model name is 1 to 200 printable characters without spaces or control "
+                              "characters, e.g. gpt-4o.", code="invalid_model_name")
 
 
 class Provider(models.Model):
@@ -68,6 +81,12 @@ class Model(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider.name}/{self.name}"
+
+    def clean(self) -> None:
+        try:
+            model_name_validate(self.name)
+        except ValidationError as error:
+            raise ValidationError({"name": error.messages}) from None
 
 
 class ConfigGeneration(models.Model):
