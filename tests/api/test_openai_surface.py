@@ -38,7 +38,7 @@ def fakes():
 @pytest.fixture
 def routed(fakes, world):
     """Personas `embed-openai`, `embed-gemini` (embedding models), `chat-openai`,
-    `chat-anthropic`, each routed to its fake, with prices set."""
+    `chat-anthropic`, `chat-gemini`, each routed to its fake, with prices set."""
     providers = {}
     for kind, fake in fakes.items():
         fake.reset()
@@ -52,7 +52,7 @@ def routed(fakes, world):
         Model.objects.create(provider=providers[kind], name=model, input_price=Decimal("0.02"), output_price=0)
         persona = Persona.objects.create(slug=f"embed-{kind}")
         RouteStep.objects.create(persona=persona, provider=providers[kind], model=model)
-    for kind in ("openai", "anthropic"):
+    for kind in ("openai", "anthropic", "gemini"):
         persona = Persona.objects.create(slug=f"chat-{kind}")
         RouteStep.objects.create(persona=persona, provider=providers[kind], model=fakes[kind].model)
     return fakes
@@ -161,22 +161,23 @@ def test_embedding_costs_appear_on_the_costs_dashboard(live, world, routed, clie
 # -- /v1/completions ----------------------------------------------------------------------------
 
 
-def test_legacy_completions_answer_a_prompt_through_the_persona(live, world, routed):
-    routed["openai"].script(FakeReply(text="Paris is the capital."))
-    result = sdk(live, world.red_key).completions.create(model="chat-openai", prompt="The capital of France is",
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+def test_legacy_completions_answer_a_prompt_through_the_persona(live, world, routed, kind):
+    routed[kind].script(FakeReply(text="Paris is the capital."))
+    result = sdk(live, world.red_key).completions.create(model=f"chat-{kind}", prompt="The capital of France is",
                                                          max_tokens=20)
     assert result.object == "text_completion" and result.choices[0].text == "Paris is the capital."
     assert result.choices[0].finish_reason == "stop" and result.usage.total_tokens == 20
-    sent = routed["openai"].requests[-1]["body"]
-    assert sent["messages"][-1] == {"role": "user", "content": "The capital of France is"} and sent["max_tokens"] == 20
+    assert "The capital of France is" in str(routed[kind].requests[-1]["body"])
     [row] = rows("v1.completions")
-    assert row.status == "ok" and row.persona == "chat-openai"
+    assert (row.status, row.persona, row.provider) == ("ok", f"chat-{kind}", kind)
 
 
-def test_legacy_completions_stream_text_chunks_ending_in_done(live, world, routed):
-    routed["openai"].script(FakeReply(text="One two three four.", chunk_size=4))
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+def test_legacy_completions_stream_text_chunks_ending_in_done(live, world, routed, kind):
+    routed[kind].script(FakeReply(text="One two three four.", chunk_size=4))
     chunks = list(sdk(live, world.red_key).completions.create(
-        model="chat-openai", prompt="Count", stream=True, stream_options={"include_usage": True}))
+        model=f"chat-{kind}", prompt="Count", stream=True, stream_options={"include_usage": True}))
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert text == "One two three four."
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
