@@ -27,9 +27,8 @@ from api.errors import CHAT, error_responses, sse_doc
 from api.responses import json_response, served_by_headers, streaming_response
 from gateway import pipeline
 from gateway.call import Call
-from gateway.config import config_cache
 from gateway.relay import relay, stream_start
-from gateway.routes import request_for_step, route_resolve
+from gateway.routes import request_for_step
 from providers.types import ChatResult, StreamEvent, ToolCall, Usage
 
 router = Router(tags=["Anthropic compatible"], auth=ApiKeyAuth())
@@ -244,12 +243,11 @@ async def create_message(request: HttpRequest, body: MessagesIn):
 )
 async def count_tokens(request: HttpRequest, body: CountTokensIn):
     call: Call = request.ep_call
-    route = route_resolve(snapshot=await config_cache.snapshot(), model=body.model, key=call.key,
-                          persona_header=request.headers.get("X-Persona"))
-    call.persona = route.persona.slug if route.persona else ""
+    chat_request = to_chat_request(body)
+    route = await pipeline.begin(call, chat_request, model=body.model, **begin_options(request))
     # What the first step would be sent, persona system prompt included; an
     # estimate, since providers other than Anthropic have no such endpoint.
-    sent = request_for_step(to_chat_request(body), route, route.steps[0])
+    sent = request_for_step(chat_request, route, route.steps[0])
     return json_response(
         {"input_tokens": estimate_input_tokens(sent)},
         call.request_id,
