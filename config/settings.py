@@ -197,6 +197,8 @@ EP_WEBHOOK_SECRET = os.environ.get("EP_WEBHOOK_SECRET", "")
 EP_WEBHOOK_RETRY_SECONDS = envfloat("EP_WEBHOOK_RETRY_SECONDS", 5.0)
 # How often each process sweeps the webhook queue and expired reservations.
 EP_SWEEP_SECONDS = envfloat("EP_SWEEP_SECONDS", 5.0)
+# Stored /v1/responses answers (store: true) are kept this many days (OpenAI keeps 30).
+EP_RESPONSES_RETENTION_DAYS = envfloat("EP_RESPONSES_RETENTION_DAYS", 30.0)
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(BASE_DIR / "test-artifacts" / "mail"))
