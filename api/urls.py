@@ -17,6 +17,7 @@ from api import (
     openai_compat,
     openai_completions,
     openai_embeddings,
+    openai_responses,
     runs,
 )
 
@@ -29,6 +30,7 @@ api = NinjaAPI(
     urls_namespace="api",
 )
 api.add_router("/v1", openai_compat.router)  # OpenAI clients
+api.add_router("/v1", openai_responses.router)  # the Responses API (api/openai_responses.py)
 api.add_router("/v1", openai_embeddings.router)
 api.add_router("/v1", openai_completions.router)  # the legacy text completions
 api.add_router("/v1", models.router)  # OpenAI and Anthropic SDKs both list models here

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, AuditEntry, Team
 from budgets.models import Alert, Budget, Usage
+from gateway.models import StoredResponse
 from personas.models import Persona, RouteStep
 from providers.models import Model
 from tests.dashboard.conftest import client_for
@@ -115,7 +116,11 @@ CHAT = {
     "POST /v1/messages": {"model": "architect", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]},
     "POST /v1/messages/count_tokens": {"model": "architect", "messages": [{"role": "user", "content": "hi"}]},
     "GET /v1/models": None,
+    "POST /v1/responses": {"model": "architect", "input": "hi", "store": False},
 }
+# Stored responses are the team's conversations: no other team reads them, admin keys included.
+STORED = ("GET /v1/responses/resp_blue", "GET /v1/responses/resp_blue/input_items",
+          "DELETE /v1/responses/resp_blue")
 
 
 def call(live, label: str, key: str | None, body=None, **params) -> httpx.Response:
@@ -134,12 +139,16 @@ def test_each_api_route_answers_only_the_keys_its_rule_allows(live, world):
         table[label] = {who: call(live, label, key, body).status_code for who, key in keys.items()}
     table["GET /api/v1/runs/run-blue"] = {who: call(live, "GET /api/v1/runs/run-blue", key).status_code
                                           for who, key in keys.items()}
+    StoredResponse.objects.create(id="resp_blue", team=world.blue, body={"id": "resp_blue", "output": []})
+    for label in STORED:  # the DELETE last: blue's own call deletes it
+        table[label] = {who: call(live, label, key).status_code for who, key in keys.items()}
     table["GET /metrics"] = {who: call(live, "GET /metrics", key).status_code for who, key in keys.items()}
     table["GET /health?deep"] = {who: call(live, "GET /health", key, deep="true").status_code
                                  for who, key in keys.items()}
     table["GET /capabilities"] = {who: call(live, "GET /capabilities", key).status_code for who, key in keys.items()}
     expected = {label: {"none": 401, "red": 200, "blue": 200, "admin": 200} for label in CHAT}
     expected["GET /api/v1/runs/run-blue"] = {"none": 401, "red": 404, "blue": 200, "admin": 200}
+    expected.update({label: {"none": 401, "red": 404, "blue": 200, "admin": 404} for label in STORED})
     expected["GET /metrics"] = {"none": 401, "red": 403, "blue": 403, "admin": 200}
     expected["GET /health?deep"] = {"none": 401, "red": 403, "blue": 403, "admin": 200}
     expected["GET /capabilities"] = {"none": 200, "red": 200, "blue": 200, "admin": 200}
