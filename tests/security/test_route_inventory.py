@@ -44,6 +44,8 @@ API_RULES = {
     "POST /v1/chat/completions": "key", "GET /v1/models": "key", "POST /v1/messages": "key",
     "GET /v1/models/{path:model_id}": "key", "POST /v1/embeddings": "key", "POST /v1/completions": "key",
     "POST /v1/messages/count_tokens": "key", "POST /api/v1/chat": "key",
+    "POST /v1/responses": "key", "GET /v1/responses/{response_id}": "key",
+    "DELETE /v1/responses/{response_id}": "key", "GET /v1/responses/{response_id}/input_items": "key",
     "GET /api/v1/runs/": "key", "GET /api/v1/runs/{run_id}": "key", "GET /costs": "key",
     "GET /health": "public+admin-key", "GET /capabilities": "public", "GET /metrics": "admin-key",
 }
