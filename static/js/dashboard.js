@@ -35,26 +35,46 @@ function setupPlayground() {
   });
 }
 
-// Live feed: the overview's feed fragment reloads (through htmx) whenever the
-// gateway publishes an event on /ws/v1/events; the server renders the rows.
-// If the socket cannot open, the feed falls back to polling (hx-trigger).
+// Live feed: the overview's feed fragment reloads (through htmx) on "ep-event".
+// With a websocket (data-ws), each gateway event fires it; without one (team
+// leads, or while the socket is down) a timer fires it every data-poll-seconds.
+// The timer lives here rather than in hx-trigger: a trigger filter needs eval,
+// which the page's Content-Security-Policy forbids.
 function setupLiveFeed() {
   const feed = document.getElementById("live-feed");
-  if (!feed || !feed.dataset.ws || !window.WebSocket) return;
+  if (!feed) return;
   const state = document.getElementById("live-state");
+  const pollMs = 1000 * Number(feed.dataset.pollSeconds || 5);
+  let timer = null;
+  function say(text) { if (state) state.textContent = text; }
+  function poll(text) {
+    feed.dataset.live = "polling";
+    say(text);
+    if (timer === null) timer = setInterval(() => htmx.trigger(feed, "ep-event"), pollMs);
+  }
+  function stopPolling() {
+    if (timer !== null) clearInterval(timer);
+    timer = null;
+  }
+  const every = `Refreshing every ${pollMs / 1000} seconds.`;
+  if (!feed.dataset.ws || !window.WebSocket) {
+    poll(every);
+    return;
+  }
   let delay = 1000;
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}${feed.dataset.ws}`);
     socket.addEventListener("open", () => {
       delay = 1000;
+      stopPolling();
       feed.dataset.live = "ws";
-      if (state) state.textContent = "Live: connected.";
+      say("Live: connected.");
+      htmx.trigger(feed, "ep-event");  // what happened while the socket was down
     });
     socket.addEventListener("message", () => htmx.trigger(feed, "ep-event"));
     socket.addEventListener("close", () => {
-      feed.dataset.live = "polling";
-      if (state) state.textContent = "Live updates paused; refreshing every few seconds.";
+      poll(`Live updates paused; ${every.toLowerCase()}`);
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 30000);
     });

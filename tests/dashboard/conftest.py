@@ -23,6 +23,8 @@ from tests.conftest import ARTIFACTS
 PASSWORD = "correct horse battery staple 7"
 SCREENSHOTS = ARTIFACTS / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
+# The screen widths every page is checked at: a common laptop and a desktop.
+WIDTHS = (1366, 1920)
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -104,11 +106,25 @@ def page(browser, live):
     context = browser.new_context(base_url=live.url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    watch_console(page)
     yield page
     context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    assert not page.console_errors, f"Errors in the browser console: {page.console_errors}"
+
+
+def at_width(page, width: int, height: int = 900) -> None:
+    page.set_viewport_size({"width": width, "height": height})
+
+
+def watch_console(page) -> None:
+    """Collect, on `page.console_errors`, every uncaught exception and every
+    console message of type error: a CSP refusal (an eval htmx needed, a
+    script from a CDN), a failed load, a websocket that could not open only
+    reach the console, never `pageerror`."""
+    page.console_errors = []
+    page.on("pageerror", lambda error: page.console_errors.append(f"uncaught: {error}"))
+    page.on("console", lambda message: page.console_errors.append(f"{message.text} ({message.location})")
+            if message.type == "error" else None)
 
 
 def log_in(page, username: str) -> None:
