@@ -328,3 +328,39 @@ def test_a_stream_cut_after_its_start_ends_with_error_and_failed_events(live, wo
     row = Usage.objects.get()
     assert row.status == "error" and row.stream
     assert not StoredResponse.objects.exists()
+
+
+def test_an_answer_cut_at_max_output_tokens_is_incomplete(live, world, routed):
+    fake = routed["openai"]
+    fake.script(FakeReply(text="A long answer that", finish="length"),
+                FakeReply(text="A long answer that", finish="length"))
+    client = sdk(live, world.red_key)
+    response = client.responses.create(model="via-openai", input="Tell me everything", max_output_tokens=5)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
+    sent = fake.requests[-1]["body"]
+    assert sent.get("max_completion_tokens", sent.get("max_tokens")) == 5
+    events = list(client.responses.create(model="via-openai", input="Again", max_output_tokens=5, stream=True))
+    assert events[-1].type == "response.incomplete" and events[-1].response.output_text == "A long answer that"
+
+
+def test_images_and_tool_outputs_reach_the_provider_in_its_format(live, world, routed):
+    fake = routed["openai"]
+    image = "data:image/png;base64,iVBORw0KGgo="
+    sdk(live, world.red_key).responses.create(model="via-openai", input=[
+        {"role": "user", "content": [{"type": "input_text", "text": "What is this?"},
+                                     {"type": "input_image", "image_url": image, "detail": "low"}]},
+        {"type": "function_call", "call_id": "call_1", "name": "look", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": [{"type": "input_text", "text": "a cat"}]}])
+    user, assistant, tool = fake.requests[-1]["body"]["messages"]
+    assert user["content"] == [{"type": "text", "text": "What is this?"},
+                               {"type": "image_url", "image_url": {"url": image, "detail": "low"}}]
+    assert assistant["tool_calls"][0]["id"] == "call_1" and assistant["tool_calls"][0]["function"]["name"] == "look"
+    assert (tool["role"], tool["tool_call_id"], tool["content"]) == ("tool", "call_1", "a cat")
+
+
+def test_a_provider_refusal_before_the_stream_starts_is_an_http_error(live, world, routed):
+    routed["openai"].script(Fault("status", status=400, message="bad schema"))
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk(live, world.red_key).responses.create(model="via-openai", input="go", stream=True)
+    assert caught.value.body["code"] == "provider_bad_request" and "bad schema" in caught.value.message
+    assert Usage.objects.get().http_status == 400
