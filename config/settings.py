@@ -63,6 +63,9 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "template_partials",
+    # django-ninja as an app: /api/docs then renders Swagger UI from ninja's own
+    # static files instead of a CDN (which the CSP blocks and offline hosts cannot reach).
+    "ninja",
     "accounts",
     "providers",
     "personas",
