@@ -28,10 +28,11 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/pyth
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $(VENV)/.installed $@
 
-# Development server: SQLite, demo provider, first admin login and API key printed.
+# Development server: SQLite, demo provider, first admin login and API key printed;
+# daphne (config/devserver.py: its access log without query strings).
 serve:
 	DEBUG=$${DEBUG:-1} $(PYTHON) manage.py bootstrap
-	DEBUG=$${DEBUG:-1} $(PYTHON) -m daphne -b $(HOST) -p $(PORT) -v 1 config.asgi:application
+	DEBUG=$${DEBUG:-1} $(PYTHON) -m config.devserver -b $(HOST) -p $(PORT) -v 1 config.asgi:application
 
 # The whole suite: lint (ruff), the layer contracts (import-linter), then pytest.
 test: install-dev

@@ -31,8 +31,11 @@ class ApiKeyAuth(HttpBearer):
 
 
 # Query parameters that would put a key in URLs, and so in every proxy's access
-# log and browser history; the websocket handshake refuses the same names.
-SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token", "authorization", "auth"})
+# log and browser history; the websocket handshake refuses the same names. The
+# header names clients send keys in (x-api-key, x-goog-api-key) are here too:
+# a client that cannot set headers puts them in the URL.
+SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token", "authorization", "auth",
+                           "x-api-key", "x_api_key", "x-goog-api-key"})
 
 
 def refuse_key_in_query(request: HttpRequest) -> None:

@@ -36,6 +36,12 @@ from django.utils.module_loading import import_string
 from api.paths import is_api_path
 from api.websocket.routing import OriginCheck, allowed_origins, websocket_urlpatterns
 from config.backpressure import Backpressure
+from gateway.observability.logs import access_logs_scrubbed
+
+# Whichever server loads this (uvicorn with its access log on, daphne's
+# runserver), its access log keeps no query string: a key sent in a URL is
+# refused, and must not then sit in the log.
+access_logs_scrubbed()
 
 
 class ApiSecurityHeaders:

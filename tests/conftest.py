@@ -87,7 +87,9 @@ def start_daphne(database_url: str, name: str = "gateway", **extra_env: str) -> 
     port = _free_port()
     log_path = ARTIFACTS / f"{name}-{port}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "1", "config.asgi:application"],
+        # make run's server (daphne, its access log scrubbed: config/devserver.py)
+        [sys.executable, "-m", "config.devserver", "-b", "127.0.0.1", "-p", str(port), "-v", "1",
+         "config.asgi:application"],
         cwd=ROOT,
         env=server_env(database_url, **extra_env),
         stdout=log_path.open("w"),
@@ -162,6 +164,16 @@ def gateway_server(test_database_url):
 def live(gateway_server, transactional_db) -> LiveGateway:
     """The live gateway, with this test's data committed for it to see."""
     return gateway_server
+
+
+@pytest.fixture(scope="session")
+def dev_server(test_database_url):
+    """A second live gateway as `make run` starts it: DEBUG on (so plain-text
+    logs) and ALLOWED_HOSTS unset (in DEBUG: any host). Tests that use it also
+    take `transactional_db`."""
+    server = start_daphne(test_database_url, name="dev", DEBUG="1", ALLOWED_HOSTS="*", LOG_FORMAT="plain")
+    yield server
+    stop_process(server.process)
 
 
 # -- a wire-level OpenAI fake -----------------------------------------------------------------

@@ -10,6 +10,13 @@
   children (openai, anthropic, httpcore, ...), a handler's sees them all.
 - `JsonFormatter` writes one JSON object a line (LOG_FORMAT=json, the default
   when DEBUG is off) and redacts its output once more, extras included.
+- One record is one line whatever a logged value holds: JSON escapes control
+  characters (and here also U+0085, U+2028 and U+2029, which some readers
+  split lines at); `PlainFormatter` escapes them in the message and indents
+  a traceback's lines, so a newline in a caller's value cannot forge a record.
+- `AccessLogScrub` keeps query strings (where a leaked key would be) out of
+  the servers' access logs: uvicorn's `uvicorn.access`, daphne's runserver
+  lines; `url_scrubbed` does the same for daphne's own access log (config/devserver.py).
 """
 
 from __future__ import annotations
@@ -42,6 +49,30 @@ def redact(text: str) -> str:
     text = _HEADERS.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _QUERY_KEY.sub(lambda m: f"{m.group(1)}{MASK}", text)
     return _KEYS.sub(MASK, text)
+
+
+# C0 and C1 control characters and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# What json.dumps(ensure_ascii=False) leaves raw that line-based readers may split at.
+_JSON_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: newlines and other control characters as escapes."""
+    return _CONTROL.sub(_escape, text)
+
+
+def url_scrubbed(url: str) -> str:
+    """A request URL as an access log may keep it: no query string (a key sent
+    in the URL would be there), the path redacted and on one line."""
+    path, query_sep, _ = url.partition("?")
+    return escape_controls(redact(path)) + ("?" + MASK if query_sep else "")
 
 
 def bind_request(request_id: str, trace_id: str = "") -> None:
@@ -105,10 +136,14 @@ class JsonFormatter(logging.Formatter):
         for name, value in vars(record).items():
             if name not in _STANDARD and name not in entry and name not in ("request_id", "trace_id"):
                 entry[name] = value
-        return redact(json.dumps(entry, default=str, ensure_ascii=False))
+        return redact(json.dumps(entry, default=str, ensure_ascii=False).translate(_JSON_LINE_BREAKS))
 
 
 class PlainFormatter(logging.Formatter):
+    """`time LEVEL logger [request id] message` on one line; a traceback
+    follows on lines that start with spaces, so every line that does not is a
+    record of its own."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
 
@@ -116,4 +151,37 @@ class PlainFormatter(logging.Formatter):
         if not hasattr(record, "request_id"):
             record.request_id = _request_id.get()
         record.request_id = record.request_id or "-"
-        return redact(super().format(record))
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        text = escape_controls(self.formatMessage(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for detail in (record.exc_text, record.stack_info and self.formatStack(record.stack_info)):
+            if detail:
+                text += "".join("\n    " + escape_controls(line) for line in detail.split("\n"))
+        return redact(text)
+
+
+class AccessLogScrub(logging.Filter):
+    """The URL on an access log record, scrubbed (`url_scrubbed`): uvicorn's
+    records carry it as the third argument, daphne runserver's as `path`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], url_scrubbed(args[2]), *args[3:])
+        elif isinstance(args, dict) and isinstance(args.get("path"), str):
+            record.args = {**args, "path": url_scrubbed(args["path"])}
+        return True
+
+
+ACCESS_LOGGERS = ("uvicorn.access", "django.channels.server")
+
+
+def access_logs_scrubbed() -> None:
+    """Put AccessLogScrub on the servers' access loggers. On the loggers, not in
+    settings.LOGGING: configuring a logger there drops the handlers uvicorn gave it."""
+    for name in ACCESS_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, AccessLogScrub) for f in logger.filters):
+            logger.addFilter(AccessLogScrub())
