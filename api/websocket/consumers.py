@@ -124,6 +124,8 @@ def frame_decode(text: str | None) -> dict[str, Any]:
         frame = json.loads(text)
     except ValueError:
         raise FrameError("The frame is not valid JSON.", code="invalid_json") from None
+    except RecursionError:  # the parser recurses per level: a deep frame would end the socket (1011)
+        raise FrameError("The frame nests JSON deeper than this gateway reads.", code="frame_too_deep") from None
     if not isinstance(frame, dict):
         raise FrameError("A frame must be a JSON object.", code="invalid_json")
     if frame.get("type") not in ("chat", "cancel"):
@@ -149,7 +151,7 @@ def client_id_of(text: str | None) -> Any:
     """The frame's id if one can be read, so even a refusal names its request."""
     try:
         client_id = json.loads(text or "").get("id")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return client_id if isinstance(client_id, str | int) and not isinstance(client_id, bool) else None
 

@@ -40,6 +40,7 @@ DASHBOARD_RULES = {
 #   public     no key (no secrets, no per-team data in the answer)
 #   admin-key  an API key with the admin scope
 #   public+admin-key  public, but ?deep=true needs an admin key (it calls providers)
+#   public+key  public, but the configuration (names, models, routes) answers a valid key only
 API_RULES = {
     "POST /v1/chat/completions": "key", "GET /v1/models": "key", "POST /v1/messages": "key",
     "GET /v1/models/{path:model_id}": "key", "POST /v1/embeddings": "key", "POST /v1/completions": "key",
@@ -47,12 +48,13 @@ API_RULES = {
     "POST /v1/responses": "key", "GET /v1/responses/{response_id}": "key",
     "DELETE /v1/responses/{response_id}": "key", "GET /v1/responses/{response_id}/input_items": "key",
     "GET /api/v1/runs/": "key", "GET /api/v1/runs/{run_id}": "key", "GET /costs": "key",
-    "GET /health": "public+admin-key", "GET /capabilities": "public", "GET /metrics": "admin-key",
+    "GET /health": "public+admin-key", "GET /capabilities": "public+key", "GET /metrics": "admin-key",
 }
 
 WEBSOCKET_RULES = {
     "ws/v1/chat": "key or staff session, allowed origin",
     "ws/v1/events": "admin key or staff session, allowed origin",
+    "": "refused: every other path (403 at the handshake)",
 }
 
 
