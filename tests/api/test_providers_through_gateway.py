@@ -138,7 +138,7 @@ def test_the_provider_credential_never_leaks(live, world, routed, kind):
 
 
 def test_capabilities_come_from_the_adapters(live, world, routed):
-    body = httpx.get(live.url + "/capabilities").json()
+    body = httpx.get(live.url + "/capabilities", headers={"Authorization": f"Bearer {world.red_key}"}).json()
     assert set(body["providers"]) == {"demo", "openai", "anthropic", "gemini"}
     assert body["providers"]["demo"]["demo"] is True
     assert body["providers"]["openai"]["capabilities"]["json_schema"] is True
