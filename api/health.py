@@ -82,10 +82,25 @@ async def _provider_report(provider: ProviderInfo, models: set[str], stats) -> d
     return {
         "kind": provider.kind, "enabled": provider.enabled, "demo": provider.kind == "demo",
         "breakers": await _breakers(provider, models),
+        # Attempt by attempt (the rows' attempt logs): a provider a request fell back
+        # from shows its failures here, not only the provider that answered.
         "requests_5m": recent.requests if recent else 0,
+        "attempts_5m": recent.attempts if recent else 0,
+        "failed_attempts_5m": recent.failures if recent else 0,
+        "skipped_5m": recent.skipped if recent else 0,  # by its open breaker
         "error_rate_5m": round(recent.error_rate, 4) if recent else 0.0,
         "latency_ms_5m": recent.avg_latency_ms if recent else None,
+        "last_failure_5m": _failure_report(recent.last_failure) if recent else None,
     }
+
+
+def _failure_report(attempt: dict | None) -> dict | None:
+    """The newest failed attempt, without its message: /health answers anyone, and
+    a provider's error text can name internal hosts. Operators read it on the
+    dashboard's Providers page and each request's usage detail."""
+    if attempt is None:
+        return None
+    return {name: attempt.get(name) for name in ("model", "outcome", "at")}
 
 
 async def _probe(provider: ProviderInfo, model: str) -> dict:

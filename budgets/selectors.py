@@ -7,6 +7,7 @@ lead's page can never add up another team's rows.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -115,13 +116,71 @@ def request_stats(*, team_ids: set[int] | None, since: datetime, provider: str |
     return RequestStats(agg["n"], agg["errors"], round(agg["latency"]) if agg["latency"] is not None else None)
 
 
-def provider_stats(*, since: datetime) -> dict[str, RequestStats]:
-    """Per provider: requests, provider failures and mean latency of answers since `since`."""
-    rows = (Usage.objects.filter(created_at__gte=since).exclude(provider="").values("provider")
-            .annotate(n=Count("id"), errors=Count("id", filter=Q(status="error")),
-                      latency=Avg("latency_ms", filter=Q(status="ok"))))
-    return {r["provider"]: RequestStats(r["n"], r["errors"], round(r["latency"]) if r["latency"] is not None else None)
-            for r in rows}
+@dataclass
+class ProviderHealth:
+    """What one provider did since a moment, attempt by attempt (from the rows'
+    attempt logs): a request that fell back from it counts its failures here,
+    not only under the provider that finally answered."""
+
+    requests: int = 0  # requests that called it at least once
+    attempts: int = 0
+    failures: int = 0  # attempts that did not answer
+    skipped: int = 0  # times its open circuit breaker skipped it
+    latency_total_ms: int = 0  # of the answered attempts
+    last_failure: dict | None = None  # the newest failed attempt: outcome, error, at
+
+    @property
+    def error_rate(self) -> float:
+        return self.failures / self.attempts if self.attempts else 0.0
+
+    @property
+    def avg_latency_ms(self) -> int | None:
+        answered = self.attempts - self.failures
+        return round(self.latency_total_ms / answered) if answered else None
+
+    def add(self, attempt: dict, *, first_of_request: bool) -> None:
+        if attempt.get("outcome") == "circuit_open":
+            self.skipped += 1
+            return
+        self.requests += first_of_request
+        self.attempts += 1
+        if attempt.get("outcome") == "ok":
+            self.latency_total_ms += attempt.get("ms") or 0
+        else:
+            self.failures += 1
+            if self.last_failure is None or attempt.get("at", "") > self.last_failure.get("at", ""):
+                self.last_failure = attempt
+
+
+def _attempts_of(provider: str, status: str, latency_ms: int, log: list) -> list[dict]:
+    # Rows older than the attempt log: one attempt, judged by the row's status.
+    return log or ([{"provider": provider, "outcome": "ok" if status == "ok" else status, "ms": latency_ms}]
+                   if provider else [])
+
+
+def provider_stats(*, since: datetime) -> dict[str, ProviderHealth]:
+    """Per provider, every attempt since `since`: answered, failed, skipped.
+
+    Most rows are one answered attempt; the database adds those up. Only the
+    others (retries, fallbacks, failures, breaker skips) are read attempt by attempt.
+    """
+    rows = Usage.objects.filter(created_at__gte=since)
+    plain = Q(attempts=1, status="ok")
+    health: dict[str, ProviderHealth] = defaultdict(ProviderHealth)
+    for r in rows.filter(plain).values("provider").annotate(n=Count("id"), ms=Sum("latency_ms")):
+        h = health[r["provider"]]
+        h.requests += r["n"]
+        h.attempts += r["n"]
+        h.latency_total_ms += r["ms"] or 0
+    others = rows.exclude(plain).filter(Q(attempts__gt=0) | ~Q(provider=""))
+    for provider, status, latency_ms, log in others.values_list("provider", "status", "latency_ms", "attempt_log"):
+        seen: set[str] = set()
+        for attempt in _attempts_of(provider, status, latency_ms, log):
+            name = attempt.get("provider", "")
+            health[name].add(attempt, first_of_request=name not in seen)
+            if attempt.get("outcome") != "circuit_open":
+                seen.add(name)
+    return dict(health)
 
 
 def budget_spend(budget: Budget, now: datetime | None = None) -> Decimal:

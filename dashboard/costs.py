@@ -108,4 +108,10 @@ def usage_list(request: HttpRequest) -> HttpResponse:
 def usage_detail(request: HttpRequest, usage_id: int) -> HttpResponse:
     visible = visible_team_ids(request.user)
     row = get_object_or_404(selectors.usage_visible(team_ids=visible).select_related("team", "api_key"), pk=usage_id)
-    return render_page(request, "budgets/usage_detail.html", {"u": row})
+    return render_page(request, "budgets/usage_detail.html", {"u": row, "attempts": _attempts_readable(row)})
+
+
+def _attempts_readable(row) -> list[dict]:
+    """The row's attempt log with its times as "HH:MM:SS.mmm" (all of a request's
+    attempts fall within seconds; the date is on the page already)."""
+    return [{**a, "at": a["at"][11:23] if a.get("at") else ""} for a in row.attempt_log or []]

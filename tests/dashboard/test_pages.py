@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 from accounts.models import ApiKey, AuditEntry
 from budgets.models import Budget
 from providers.models import Provider
-from tests.dashboard.conftest import log_in, screenshot
+from tests.dashboard.conftest import expect_console_error, log_in, screenshot
 
 pytestmark = pytest.mark.browser
 SECRET = "sk-test-never-shown-0123456789"
@@ -39,6 +39,8 @@ def test_an_operator_sets_a_write_only_key_and_tests_the_connection(page, live, 
 def test_an_operator_creates_a_budget_and_keys_and_reads_the_logs(page, live, world, people):
     log_in(page, "olive")
     page.goto("/dashboard/budgets/new/")
+    # The form comes back with its errors as a 400, which Chromium logs.
+    expect_console_error(page, f"status of 400 (Bad Request) ({live.url}/dashboard/budgets/new/)")
     page.get_by_label("Name").fill("red monthly")
     page.get_by_label("Scope").select_option("team")
     page.get_by_label("Limit (USD)").fill("0.001")
