@@ -70,12 +70,19 @@ class ApiSecurityHeaders:
         return response
 
 
+# Natively async middleware the API does without: login throttling guards the
+# dashboard's login forms, and the API has no login.
+SITE_ONLY_MIDDLEWARE = ("axes.middleware.AxesMiddleware",)
+
+
 def api_middleware() -> list[type]:
     """settings.MIDDLEWARE without the MiddlewareMixin ones (each a thread hop
     under ASGI), whose headers ApiSecurityHeaders gives instead; natively async
     middleware (the ledger, the content security policy) keep their order."""
     chain: list[type] = []
     for path in settings.MIDDLEWARE:
+        if path in SITE_ONLY_MIDDLEWARE:
+            continue
         middleware = import_string(path)
         if issubclass(middleware, MiddlewareMixin):
             if ApiSecurityHeaders not in chain:

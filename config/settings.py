@@ -8,6 +8,7 @@ cache and cross-process limits to Redis; `DATABASE_URL` picks the database.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -61,6 +62,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "django_htmx",
     "template_partials",
     # django-ninja as an app: /api/docs then renders Swagger UI from ninja's own
@@ -85,6 +87,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into the locked page
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -138,6 +141,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "/login/"
+# Login throttling (django-axes), for the dashboard's /login/ and /admin/login/:
+# after EP_LOGIN_FAILURE_LIMIT failed log-ins for one username (from any address),
+# or from one address (for any username), logging in is refused for
+# EP_LOGIN_LOCKOUT_MINUTES after the last try, even with the right password.
+# `manage.py axes_reset` (or deleting the rows under "Access attempts" in the
+# admin) unlocks sooner. The attempts are rows in the database, so every
+# process and host counts them together, with or without Redis.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = envint("EP_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=envfloat("EP_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own, not the pair
+AXES_LOCKOUT_CALLABLE = "dashboard.views.login_locked"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = not DEBUG and envbool("SECURE_COOKIES", True)

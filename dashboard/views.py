@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -32,6 +33,15 @@ class LoginView(auth_views.LoginView):
 
 
 logout = auth_views.LogoutView.as_view(next_page="/login/")
+
+
+def login_locked(request: HttpRequest, original_response: HttpResponse | None = None,
+                 credentials: dict | None = None) -> HttpResponse:
+    """What /login/ and /admin/login/ answer while django-axes holds a lockout
+    (settings.AXES_LOCKOUT_CALLABLE): the reason and the wait, in words."""
+    minutes = max(1, round(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
+    context = {"failure_limit": settings.AXES_FAILURE_LIMIT, "minutes": minutes}
+    return render(request, "login_locked.html", context, status=429)
 
 
 @require_GET
