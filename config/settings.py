@@ -191,7 +191,11 @@ EP_RETRY_ATTEMPTS = envint("EP_RETRY_ATTEMPTS", 2)  # (max_attempts) per step, f
 EP_RETRY_BASE_SECONDS = envfloat("EP_RETRY_BASE_SECONDS", 0.25)
 EP_RETRY_MAX_BACKOFF_SECONDS = envfloat("EP_RETRY_MAX_BACKOFF_SECONDS", 4.0)
 EP_RETRY_AFTER_CAP_SECONDS = envfloat("EP_RETRY_AFTER_CAP_SECONDS", 10.0)  # (retry_after_cap)
-EP_BREAKER_FAILURES = envint("EP_BREAKER_FAILURES", 5)  # (breaker_failures) in a row
+# A breaker opens when, of the calls that ended in its window, at least MIN_CALLS
+# did and at least FAILURE_RATIO of them failed (gateway/breakers.py has the rule).
+EP_BREAKER_WINDOW_SECONDS = envfloat("EP_BREAKER_WINDOW_SECONDS", 30.0)  # (breaker_window_seconds)
+EP_BREAKER_MIN_CALLS = envint("EP_BREAKER_MIN_CALLS", 20)  # (breaker_min_calls)
+EP_BREAKER_FAILURE_RATIO = envfloat("EP_BREAKER_FAILURE_RATIO", 0.5)  # (breaker_failure_ratio)
 EP_BREAKER_COOLDOWN_SECONDS = envfloat("EP_BREAKER_COOLDOWN_SECONDS", 30.0)  # (breaker_cooldown_seconds)
 # With Redis, how long a process trusts a "closed" breaker verdict before asking again.
 EP_BREAKER_SHARED_CHECK_SECONDS = envfloat("EP_BREAKER_SHARED_CHECK_SECONDS", 1.0)

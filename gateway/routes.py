@@ -101,3 +101,10 @@ def request_for_step(base: ChatRequest, route: Route, step: StepInfo) -> ChatReq
     if cap:
         request.max_tokens = min(request.max_tokens or cap, cap)
     return request
+
+
+def option(step: StepInfo, name: str, default: float) -> float:
+    """A per-step knob (retries, breaker, timeouts): the route step's params,
+    then the provider's options, then the setting's `default`."""
+    value = step.params.get(name, step.provider.adapter_config.options.get(name))
+    return float(default if value is None else value)

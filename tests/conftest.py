@@ -70,8 +70,8 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
         "EP_WEBHOOK_RETRY_SECONDS": "0.5",
         # The server outlives tests, and many of them make the demo provider
         # fail on purpose: by default a breaker must not open on that. Breaker
-        # tests set their own threshold (provider option breaker_failures).
-        "EP_BREAKER_FAILURES": "1000",
+        # tests set their own volume (provider option breaker_min_calls).
+        "EP_BREAKER_MIN_CALLS": "1000",
         "EP_SWEEP_SECONDS": "0.25",
         "EP_ALLOW_PRIVATE_PROVIDER_URLS": "1",  # the fake providers listen on 127.0.0.1
     }
@@ -241,6 +241,7 @@ def _fresh_breakers():
 
     Breaker._local.clear()
     Breaker._clean_until.clear()
+    Breaker._unsent.clear()
     if settings.REDIS_URL:
         client = shared.sync_redis()
         for key in client.scan_iter("ep:breaker:*"):
