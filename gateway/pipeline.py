@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TypeVar
 
@@ -307,7 +308,7 @@ async def _complete_step(call: Call, step: StepInfo,
 async def _after_failure(call: Call, step: StepInfo, breaker: Breaker, error: ProviderError,
                          started: float, attempt: int) -> None:
     """Record a failed attempt; return after the backoff if it should be retried, else raise."""
-    _attempt_logged(call, step, error.kind, started)
+    _attempt_logged(call, step, error.kind, started, error)
     log.warning("provider %s/%s failed (%s), attempt %d", step.provider.name, step.model, error.kind, attempt)
     delay = backoff_delay(attempt, error, step) if error.retryable and attempt < max_attempts(step) else None
     if delay is None or delay >= call.deadline.remaining():
@@ -318,18 +319,25 @@ async def _after_failure(call: Call, step: StepInfo, breaker: Breaker, error: Pr
     await asyncio.sleep(delay)  # the retry goes ahead, whatever the breaker does meanwhile
 
 
-def _attempt_logged(call: Call, step: StepInfo, outcome: str, started: float) -> None:
-    """One provider attempt, on the call's log (the Usage row) and as a trace span."""
+def _attempt_logged(call: Call, step: StepInfo, outcome: str, started: float,
+                    error: ProviderError | None = None) -> None:
+    """One provider attempt, on the call's log (the Usage row: the usage detail page
+    and provider health read it) and as a trace span. The error's message is the
+    adapter's, which never holds a credential (providers.types.ProviderError)."""
+    elapsed = time.monotonic() - started
     call.attempt_log.append({
         "provider": step.provider.name, "model": step.model, "outcome": outcome,
-        "ms": int((time.monotonic() - started) * 1000),
+        "ms": int(elapsed * 1000),
+        "at": datetime.fromtimestamp(time.time() - elapsed, UTC).isoformat(timespec="milliseconds"),
+        **({"error": error.message[:ATTEMPT_ERROR_CHARS]} if error is not None else {}),
     })
     tracing.attempt_logged(call, step, outcome, started)
 
 
 def _circuit_open(call: Call, step: StepInfo, breaker: Breaker) -> ProviderError:
-    _attempt_logged(call, step, "circuit_open", time.monotonic())
-    return ProviderError("unavailable", f"circuit breaker open for {breaker.name}", provider=step.provider.name)
+    error = ProviderError("unavailable", f"circuit breaker open for {breaker.name}", provider=step.provider.name)
+    _attempt_logged(call, step, "circuit_open", time.monotonic(), error)
+    return error
 
 
 async def stream(call: Call, route: Route, base: ChatRequest) -> AsyncIterator[StreamEvent]:
@@ -397,6 +405,7 @@ async def _stream_step(call: Call, step: StepInfo, request: ChatRequest) -> Asyn
 
 
 CONTENT = ("delta", "tool_call", "done")
+ATTEMPT_ERROR_CHARS = 200  # of a failed attempt's message, kept on its Usage row
 
 
 async def _stream_outcome(call: Call, step: StepInfo, breaker: Breaker, last: StreamEvent, started: float) -> None:
@@ -404,6 +413,6 @@ async def _stream_outcome(call: Call, step: StepInfo, breaker: Breaker, last: St
         _attempt_logged(call, step, "ok", started)
         await breaker.succeeded()
         return
-    _attempt_logged(call, step, last.error.kind, started)
+    _attempt_logged(call, step, last.error.kind, started, last.error)
     if counts_against_breaker(last.error):
         await breaker.failed()

@@ -137,7 +137,10 @@ def test_the_breaker_opens_after_the_threshold_and_spares_the_primary_during_coo
     assert health["providers"][name]["breakers"][MODEL]["state"] in ("open", "half_open")
     scraped = httpx.get(live.url + "/metrics", headers={"Authorization": f"Bearer {world.admin_key}"}).text
     assert f'ep_breaker_state{{model="{MODEL}",provider="{name}"}} 2.0' in scraped
-    assert health["providers"][name]["error_rate_5m"] == 0  # the requests themselves succeeded
+    # Every request succeeded (the backup answered), but the primary's 3 calls all
+    # failed: provider health counts attempts, not the requests' outcomes.
+    assert (health["providers"][name]["failed_attempts_5m"],
+            health["providers"][name]["error_rate_5m"]) == (3, 1.0)
     time.sleep(2.1)  # cooldown over: one probe goes through, succeeds, closes the breaker
     primary.default_reply = FakeReply(text="primary is back")
     response = ask(live, world)
