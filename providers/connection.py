@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 
@@ -21,12 +22,15 @@ class ConnectionResult:
     latency_ms: int
     error_kind: str = ""
     message: str = ""
+    host: str = ""
 
     @property
     def sentence(self) -> str:
         if self.ok:
             return f"Connected: {self.model} answered in {self.latency_ms} ms."
-        return f"Failed ({self.error_kind}) calling {self.model}: {self.message}"
+        # The message is the adapter's, which names the socket's own reason for a
+        # failed connection (DNS, refused, TLS: providers.adapters.base.connection_failure).
+        return f"Failed ({self.error_kind}) calling {self.model} at {self.host}: {self.message}"
 
 
 def _config_and_model(provider_id: int):
@@ -45,7 +49,8 @@ async def connection_test(provider_id: int) -> ConnectionResult:
     try:
         await adapter.chat(ChatRequest(model=model, messages=[Message("user", "Reply with OK.")], max_tokens=5))
     except ProviderError as error:
-        return ConnectionResult(False, model, _ms(started), error.kind, error.message[:200])
+        host = urlsplit(config.base_url).hostname or "the provider's public API"
+        return ConnectionResult(False, model, _ms(started), error.kind, error.message[:200], host)
     finally:
         await adapter.aclose()
     return ConnectionResult(True, model, _ms(started))

@@ -31,7 +31,7 @@ from typing import Any
 import anthropic
 import httpx2
 
-from providers.adapters.base import Adapter, AdapterConfig
+from providers.adapters.base import Adapter, AdapterConfig, connection_failure
 from providers.types import (
     Capabilities,
     ChatRequest,
@@ -318,6 +318,9 @@ def error_from_sdk(exc: BaseException) -> ProviderError:
         return exc
     if isinstance(exc, anthropic.APIStatusError):
         return _status_error(exc)
+    failure = connection_failure(exc)
+    if failure and isinstance(exc, (anthropic.APIConnectionError, httpx2.TransportError)):
+        return ProviderError("unavailable", f"connection to anthropic failed: {failure}", provider=PROVIDER)
     if isinstance(exc, (anthropic.APITimeoutError, httpx2.TimeoutException)):
         return ProviderError("timeout", "anthropic did not answer in time", provider=PROVIDER)
     if isinstance(exc, (anthropic.APIConnectionError, httpx2.TransportError, httpx2.StreamError)):

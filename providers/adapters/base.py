@@ -25,6 +25,8 @@ and so has none of these.
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -101,3 +103,25 @@ class Adapter:
 
     async def aclose(self) -> None:
         """Release the SDK client's connections."""
+
+
+def connection_failure(err: BaseException | None) -> str | None:
+    """What a failed connection really was, read down the exception's chain of
+    causes, or None when nothing in it says (a genuine timeout, a dropped stream).
+
+    SDKs wrap the socket error two or three times, and not always truthfully:
+    the aiohttp transport under the OpenAI SDK reports every connection error,
+    a DNS failure included, as a connect *timeout*. An operator told "timeout"
+    looks at the network's speed; told "does not resolve", at the base URL.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, socket.gaierror):
+            return f"DNS lookup failed: the host does not resolve ({err.strerror or err})"
+        if isinstance(err, ConnectionRefusedError):
+            return "connection refused: nothing listens at that address and port"
+        if isinstance(err, ssl.SSLError):
+            return f"TLS handshake failed ({err.reason or err})"
+        err = err.__cause__ or err.__context__
+    return None

@@ -25,7 +25,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as gt
 
-from providers.adapters.base import Adapter, AdapterConfig
+from providers.adapters.base import Adapter, AdapterConfig, connection_failure
 from providers.types import (
     Capabilities,
     ChatRequest,
@@ -385,6 +385,9 @@ def error_from_sdk(exc: BaseException, *, provider: str = "gemini", secret: str 
         retry_after = retry_after_from_wire(exc) if kind in ("rate_limited", "unavailable") else None
         return ProviderError(kind, scrub(text, secret), retry_after=retry_after,  # type: ignore[arg-type]
                              status=exc.code, provider=provider)
+    failure = connection_failure(exc) if isinstance(exc, _TRANSPORT) else None
+    if failure:
+        return ProviderError("unavailable", f"Gemini connection failed: {failure}", provider=provider)
     if isinstance(exc, _TIMEOUTS):
         return ProviderError("timeout", f"Gemini did not answer in time ({type(exc).__name__})",
                              provider=provider)

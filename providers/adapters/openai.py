@@ -20,7 +20,7 @@ from typing import Any
 import httpx2
 import openai
 
-from providers.adapters.base import Adapter, AdapterConfig
+from providers.adapters.base import Adapter, AdapterConfig, connection_failure
 from providers.types import (
     Capabilities,
     ChatRequest,
@@ -291,7 +291,10 @@ def retry_after_from_wire(headers: Mapping[str, str] | None) -> float | None:
 def error_from_sdk(err: BaseException, *, provider: str = "openai", secret: str = "") -> ProviderError:
     """An SDK (or decoding) exception to our taxonomy; `secret` is scrubbed from the message."""
     kind, status, retry_after, retryable = _classify(err)
-    if isinstance(err, openai.OpenAIError):
+    failure = _connection_failure(err)
+    if failure:  # the socket's own reason, not the wrapper's guess ("Request timed out.")
+        text = failure
+    elif isinstance(err, openai.OpenAIError):
         text = getattr(err, "message", None) or str(err) or type(err).__name__
     elif isinstance(err, httpx2.HTTPError):  # the connection failed while a stream was being read
         text = f"connection error while reading the answer ({type(err).__name__})"
@@ -304,8 +307,16 @@ def error_from_sdk(err: BaseException, *, provider: str = "openai", secret: str 
                          provider=provider)
 
 
+def _connection_failure(err: BaseException) -> str | None:
+    if isinstance(err, (openai.APIConnectionError, httpx2.TransportError)):
+        return connection_failure(err)
+    return None
+
+
 def _classify(err: BaseException) -> tuple[str, int | None, float | None, bool | None]:
     """(kind, status, retry_after, retryable override) for one exception."""
+    if _connection_failure(err):  # DNS, refused, TLS: reported as a timeout by the aiohttp transport
+        return "unavailable", None, None, None
     if isinstance(err, openai.APITimeoutError):  # before APIConnectionError: it is a subclass
         return "timeout", None, None, None
     if isinstance(err, openai.APIConnectionError):
