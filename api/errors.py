@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import re
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotFound, HttpResponseServerError
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from api import anthropic_wire
-from api.paths import is_api_path, request_id_of
+from api.auth import ApiKeyAuth, bearer_token
+from api.paths import is_api_path, is_unprefixed_sdk_path, request_id_of
 from api.responses import json_response
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound, PayloadTooLarge
 
@@ -149,11 +151,31 @@ def install(api: NinjaAPI) -> None:
     api.add_exception_handler(
         AuthenticationError, lambda request, exc: error_response(request, AuthenticationFailed("Missing or invalid API key.")))
     api.add_exception_handler(HttpError, on_http_error)
-    api.add_exception_handler(
-        RequestDataTooBig,
-        lambda request, exc: error_response(request, PayloadTooLarge("Request body is larger than this gateway accepts.")))
+    api.add_exception_handler(RequestDataTooBig, lambda request, exc: error_response(request, body_too_large()))
     api.add_exception_handler(Http404, lambda request, exc: error_response(request, NotFound("Not found.")))
     api.add_exception_handler(Exception, on_unexpected)
+
+
+def body_too_large() -> PayloadTooLarge:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return PayloadTooLarge(f"Request body is larger than this gateway accepts: at most {limit} bytes "
+                           f"({limit / 2**20:g} MiB, EP_MAX_BODY_BYTES).")
+
+
+async def method_not_allowed(request: HttpRequest, refused: HttpResponse) -> HttpResponse:
+    """ninja answers a known path's wrong method with Django's plain-text 405
+    (api/middleware.py hands it here): the envelope instead, with its Allow header.
+    A request with a valid key is authenticated first, so it leaves its Usage row
+    like any other refusal; without one it is just told the method."""
+    allowed = refused.get("Allow", "")
+    if bearer_token(request):
+        try:
+            await ApiKeyAuth()(request)
+        except GatewayError:
+            pass  # a bad key: the wrong method is still the answer; nothing to bill
+    message = f"{request.method} is not allowed on {request.path}; it answers {allowed}."
+    return error_response(request, GatewayError(message, status=405, code="method_not_allowed",
+                                                headers={"Allow": allowed}))
 
 
 # -- the project's 404 and 500 handlers (config/urls.py) ---------------------------------------
@@ -162,6 +184,10 @@ def install(api: NinjaAPI) -> None:
 def not_found(request: HttpRequest, exception=None) -> HttpResponse:
     if is_api_path(request.path):
         error = NotFound(f"No endpoint at {request.method} {request.path}.", code="unknown_endpoint")
+        return error_response(request, error)
+    if is_unprefixed_sdk_path(request.path):
+        error = NotFound(f"No endpoint at {request.method} {request.path}: the API is under /v1/. Set the "
+                         f"client's base URL to end in /v1 (e.g. http://127.0.0.1:8000/v1).", code="unknown_endpoint")
         return error_response(request, error)
     return HttpResponseNotFound("<h1>Not found</h1><p>There is no page at this address.</p>")
 

@@ -7,6 +7,7 @@ import asyncio
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
+from api import errors
 from api.paths import is_api_path, request_id_of
 from gateway.call import Call
 from gateway.observability import logs, metrics, tracing
@@ -41,6 +42,8 @@ class LedgerMiddleware:
             tracing.http_end(span, 499)
             await _record_disconnect(request)
             raise
+        if response.status_code == 405 and not response.get("Content-Type", "").startswith("application/json"):
+            response = await errors.method_not_allowed(request, response)  # ninja's is plain text
         if not response.has_header("X-Request-ID"):
             response["X-Request-ID"] = request_id
         call: Call | None = getattr(request, "ep_call", None)
