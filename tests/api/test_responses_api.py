@@ -19,6 +19,7 @@ from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.common import FakeReply, FakeToolCall, Fault
 from tests.fakes.gemini_server import FakeGeminiServer
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.streaming_support import wait_for
 
 FAKE_CLASSES = {"openai": FakeOpenAIServer, "anthropic": FakeAnthropicServer, "gemini": FakeGeminiServer}
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city", "strict": True,
@@ -364,3 +365,30 @@ def test_a_provider_refusal_before_the_stream_starts_is_an_http_error(live, worl
         sdk(live, world.red_key).responses.create(model="via-openai", input="go", stream=True)
     assert caught.value.body["code"] == "provider_bad_request" and "bad schema" in caught.value.message
     assert Usage.objects.get().http_status == 400
+
+
+def test_a_stream_the_client_leaves_is_billed_so_far_and_not_stored(live, world):
+    world.demo.options = {"latency_ms": 0, "chunk_delay_ms": 150}
+    world.demo.save()
+    body = {"model": "architect", "stream": True, "input": "a long answer please"}
+    with httpx.stream("POST", live.url + "/v1/responses", json=body, timeout=30,
+                      headers={"Authorization": f"Bearer {world.red_key}"}) as response:
+        deltas = 0
+        for line in response.iter_lines():
+            deltas += line == "event: response.output_text.delta"
+            if deltas == 3:
+                break
+    row = wait_for(lambda: Usage.objects.filter(status="cancelled").first())
+    assert row and row.output_tokens > 0 and row.cost_usd > 0 and row.http_status == 499
+    assert not StoredResponse.objects.exists()
+
+
+def test_a_max_output_tokens_over_the_persona_cap_is_refused_in_this_apis_terms(live, world):
+    persona = Persona.objects.get(slug="architect")
+    persona.max_output_tokens = 10
+    persona.save()
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk(live, world.red_key).responses.create(model="architect", input="hi", max_output_tokens=50)
+    error = caught.value.body
+    assert (error["code"], error["param"]) == ("max_tokens_too_large", "max_output_tokens")
+    assert "max_output_tokens is 50" in error["message"] and "at most 10" in error["message"]
