@@ -48,7 +48,7 @@ from gateway.resilience import (
     plan_steps,
     timed_events,
 )
-from gateway.routes import request_for_step, request_limits_check, route_resolve
+from gateway.routes import caller_names_check, request_for_step, request_limits_check, route_resolve
 from personas.snapshot import StepInfo
 from providers.adapters import adapter_class, get_adapter
 from providers.adapters.base import Adapter
@@ -93,7 +93,8 @@ async def begin(call: Call, request: ChatRequest, *, model: str, persona_header:
     error handling). The answer comes from `complete` or `stream` after this."""
     route = await _route_open(call, model=model, persona_header=persona_header, run_id=run_id, step=step,
                               timeout=timeout)
-    request_limits_check(messages=len(request.messages), max_tokens=request.max_tokens, route=route)
+    request_limits_check(messages=len(request.messages), max_tokens=request.max_tokens, route=route,
+                         tools=request.tools)
     if _needs(request):
         _usable_steps(route, _needs(request))  # refused now, with the reason, if no step can
     tracing.annotate_request(call, request, requested_model=model)
@@ -115,7 +116,9 @@ async def begin_embedding(call: Call, request: EmbeddingRequest, *, model: str, 
 
 async def _route_open(call: Call, *, model: str, persona_header: str | None, run_id: str, step: str,
                       timeout: float | None) -> Route:
-    call.run_id, call.step = run_id[:100], step[:100]
+    # Before anything is filed on the call or sent anywhere (gateway/routes.py says why).
+    caller_names_check(model=model, persona_header=persona_header, run_id=run_id, step=step)
+    call.run_id, call.step = run_id, step
     if timeout is not None:
         call.timeout = timeout
     route = route_resolve(snapshot=await config_cache.snapshot(), model=model, key=call.key,
