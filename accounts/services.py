@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.audit import audit_record
 from accounts.models import ApiKey, Membership, Team
+from accounts.roles import OPERATORS
 from accounts.snapshot import KeyInfo, load_key
 
 
@@ -52,6 +56,65 @@ def key_revoke(*, actor, key: ApiKey) -> bool:
                  summary=f"Revoked key '{key.name}' ({key.prefix}…) of team '{key.team.name}'",
                  before={"revoked_at": None}, after={"revoked_at": key.revoked_at.isoformat()})
     return True
+
+
+# -- people --------------------------------------------------------------------------
+
+# What a person may do in the dashboard (accounts/roles.py): a lead or member
+# belongs to one team; an operator or admin sees every team.
+USER_ROLES = [("lead", "Team lead (sees their team's costs and budgets)"),
+              ("member", "Member (logs in; sees no money until made a lead)"),
+              ("operator", "Operator (routes, providers, budgets, keys; every team)"),
+              ("admin", "Admin (everything, and Django admin)")]
+TEAM_ROLES = ("lead", "member")
+
+
+def _role_grant(user, *, role: str, team: Team | None) -> None:
+    if role in TEAM_ROLES:
+        Membership.objects.update_or_create(user=user, team=team, defaults={"role": role})
+    elif role == "operator":
+        user.groups.add(Group.objects.get_or_create(name=OPERATORS)[0])
+    elif role == "admin":
+        user.is_superuser = user.is_staff = True
+        user.save(update_fields=["is_superuser", "is_staff"])
+
+
+@transaction.atomic
+def user_invite(*, actor, username: str, email: str, role: str, team: Team | None):
+    """A new dashboard user with no password yet: they choose one through the
+    invitation link (dashboard.views.invite_link), which the caller hands over."""
+    user = get_user_model().objects.create_user(username=username, email=email, password=None)
+    _role_grant(user, role=role, team=team)
+    where = f" of team '{team.name}'" if team is not None and role in TEAM_ROLES else ""
+    audit_record(actor=actor, action="user.invite", target=user, label=username,
+                 summary=f"Invited {username} as {role}{where}",
+                 after={"username": username, "email": email, "role": role,
+                        "team": team.name if team is not None and role in TEAM_ROLES else None})
+    return user
+
+
+@transaction.atomic
+def user_reinvite(*, actor, user) -> None:
+    """A fresh invitation for someone who lost their password: the old one stops
+    working, so nobody logs in with it while the link is on its way."""
+    user.set_unusable_password()
+    user.save(update_fields=["password"])
+    audit_record(actor=actor, action="user.reinvite", target=user, label=user.username,
+                 summary=f"New invitation link for {user.username}; their old password no longer works")
+
+
+@transaction.atomic
+def admin_password_reset(*, actor, username: str) -> str:
+    """A new random password for a dashboard user (the first admin's, by default,
+    from `manage.py reset_admin_password`); returned once, never stored or audited."""
+    user = get_user_model().objects.get(username=username)
+    password = secrets.token_urlsafe(12)
+    user.set_password(password)
+    user.is_active = True
+    user.save(update_fields=["password", "is_active"])
+    audit_record(actor=actor, action="user.password_reset", target=user, label=username,
+                 summary=f"Password of {username} reset from the command line")
+    return password
 
 
 DASHBOARD_TEAM = "dashboard"

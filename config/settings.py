@@ -8,6 +8,7 @@ cache and cross-process limits to Redis; `DATABASE_URL` picks the database.
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,10 +40,25 @@ def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+# Management commands that serve requests: they never get the development secret.
+SERVING_COMMANDS = frozenset({"runserver", "runworker", "testserver"})
+
+
+def checkout_command() -> bool:
+    """A management command, not a server, run through this checkout's manage.py
+    against the checkout's own SQLite database (no DATABASE_URL): the development
+    setup `make run` serves with DEBUG=1 and the development secret. Such a
+    command gets that same secret, so `.venv/bin/python manage.py ...` runs as
+    the README writes it; a server, or any other database, still needs SECRET_KEY."""
+    argv = sys.argv
+    return (len(argv) > 1 and Path(argv[0]).resolve() == BASE_DIR / "manage.py"
+            and argv[1] not in SERVING_COMMANDS and not os.environ.get("DATABASE_URL"))
+
+
 DEBUG = envbool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY:
-    if not DEBUG:
+    if not DEBUG and not checkout_command():
         # A missing or well-known secret would let anyone forge sessions and
         # decrypt provider credentials derived from it: never run like that.
         raise ImproperlyConfigured(

@@ -65,7 +65,7 @@ def test_bootstrap_creates_demo_world_once_and_is_idempotent(db):
     first = out.getvalue()
     assert "Dashboard login (shown once)" in first and "API key for team 'demo'" in first
     assert set(Persona.objects.values_list("slug", flat=True)) == {"architect", "developer", "reviewer"}
-    raw_key = first.split("(shown once): ")[-1].strip()
+    raw_key = first.split("export EP_API_KEY=")[-1].strip()
     assert ApiKey.objects.get(key_hash=hash_key(raw_key)).team.name == "demo"
     out = io.StringIO()
     call_command("bootstrap", stdout=out)
@@ -214,7 +214,7 @@ def test_the_readme_run_command_serves_health_within_a_minute(tmp_path):
         os.killpg(process.pid, signal.SIGTERM)  # make and the daphne it started
         output = process.communicate(timeout=20)[0]
     assert "Dashboard login (shown once)" in output
-    assert "API key for team 'demo' (shown once): ep-" in output
+    assert "\nexport EP_API_KEY=ep-" in output
 
 
 def _free_port() -> int:

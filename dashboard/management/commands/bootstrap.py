@@ -14,6 +14,9 @@ from accounts.models import ApiKey, Team
 from personas.services import demo_personas_ensure
 from providers.services import demo_provider_ensure, providers_from_env
 
+# How the README runs management commands: with the project's own Python.
+MANAGE = ".venv/bin/python manage.py"
+
 
 class Command(BaseCommand):
     help = "Prepare the database: migrate, providers from EP_* env, demo personas, first admin and key."
@@ -33,10 +36,21 @@ class Command(BaseCommand):
             self.stdout.write(f"Provider '{name}' updated from the environment.")
         if personas:
             self.stdout.write(f"Demo personas created: {', '.join(personas)} (routed to the demo provider).")
+        self._first_run_or_hints(login, key)
+
+    def _first_run_or_hints(self, login: str | None, key: str | None) -> None:
+        """The login and key once; on later runs, how to get new ones (README, "Day two")."""
         if login:
             self.stdout.write(self.style.SUCCESS(f"Dashboard login (shown once): user 'admin', password '{login}'"))
+        else:
+            self.stdout.write("Dashboard user 'admin' exists. Lost its password? "
+                              f"{MANAGE} reset_admin_password")
         if key:
-            self.stdout.write(self.style.SUCCESS(f"API key for team 'demo' (shown once): {key}"))
+            self.stdout.write(self.style.SUCCESS("API key for team 'demo' (shown once); paste this line to use it:"))
+            self.stdout.write(f"export EP_API_KEY={key}")
+        else:
+            self.stdout.write("Need an API key? export EP_API_KEY=$("
+                              f"{MANAGE} create_api_key --team demo --name laptop)")
 
     def _first_admin(self) -> str | None:
         User = get_user_model()
