@@ -6,8 +6,10 @@ import json
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.validators import UnicodeUsernameValidator
 
 from accounts.models import SCOPES, Membership, Team
+from accounts.services import TEAM_ROLES, USER_ROLES
 from budgets.models import Budget, Usage
 from personas.models import Persona, params_validate
 from providers.models import Model, Provider, model_name_validate
@@ -38,8 +40,31 @@ class MembershipForm(forms.Form):
     def clean_username(self) -> str:
         username = self.cleaned_data["username"]
         if not get_user_model().objects.filter(username=username).exists():
-            raise forms.ValidationError(f"There is no user '{username}'. Create the user in Django admin first.")
+            raise forms.ValidationError(f"There is no user '{username}'. Invite them first (Invite a person).")
         return username
+
+
+class InviteForm(forms.Form):
+    """A new dashboard user: a lead or member belongs to a team; an operator or
+    admin sees every team and needs none."""
+
+    username = forms.CharField(max_length=150, validators=[UnicodeUsernameValidator()])
+    email = forms.EmailField(required=False, help_text="If given, the invitation link is mailed there too.")
+    role = forms.ChoiceField(choices=USER_ROLES, initial="lead")
+    team = forms.ModelChoiceField(queryset=Team.objects.order_by("name"), required=False,
+                                  help_text="For a team lead or member.")
+
+    def clean_username(self) -> str:
+        username = self.cleaned_data["username"]
+        if get_user_model().objects.filter(username__iexact=username).exists():
+            raise forms.ValidationError(f"There is already a user '{username}'.")
+        return username
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("role") in TEAM_ROLES and not data.get("team"):
+            self.add_error("team", "A team lead or member needs a team.")
+        return data
 
 
 # -- personas and their routes -------------------------------------------------

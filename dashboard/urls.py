@@ -11,6 +11,8 @@ overview_patterns = [
     path("keys/<int:key_id>/revoke/", views.key_revoke, name="key_revoke"),
     path("teams/", views.team_create, name="team_create"),
     path("teams/members/", views.membership_set, name="membership_set"),
+    path("people/invite/", views.user_invite, name="user_invite"),
+    path("people/<int:user_id>/reinvite/", views.user_reinvite, name="user_reinvite"),
     path("audit/", views.audit, name="audit"),
 ]
 
@@ -50,6 +52,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.logout, name="logout"),
+    path("login/set-password/<uidb64>/<token>/", views.SetPasswordView.as_view(), name="set_password"),
     path("dashboard/", include((overview_patterns, "dashboard"))),
     path("dashboard/personas/", include((persona_patterns, "personas"))),
     path("dashboard/providers/", include((provider_patterns, "providers"))),

@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import logging
+import smtplib
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.tokens import default_token_generator
+from django.core.mail import send_mail
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse, reverse_lazy
 from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import services
 from accounts.models import ApiKey, AuditEntry, Team
-from accounts.roles import admin_required, operator_required, visible_team_ids
+from accounts.roles import OPERATORS, admin_required, operator_required, visible_team_ids
 from budgets import selectors
 from budgets.models import Alert
-from dashboard.forms import KeyForm, MembershipForm, TeamForm
+from dashboard.forms import InviteForm, KeyForm, MembershipForm, TeamForm
 from dashboard.rendering import render_page
 from providers.models import Provider
 
 FEED_ROWS = 15
+log = logging.getLogger("dashboard.views")
 
 
 class LoginView(auth_views.LoginView):
@@ -80,14 +89,82 @@ def overview(request: HttpRequest) -> HttpResponse:
     return render_page(request, "overview.html", context)
 
 
-def _keys_page(request: HttpRequest, *, key_form=None, team_form=None, member_form=None, new_key=None,
-               status: int = 200) -> HttpResponse:
+def _keys_page(request: HttpRequest, *, key_form=None, team_form=None, member_form=None, invite_form=None,
+               new_key=None, invited=None, status: int = 200) -> HttpResponse:
     context = {
         "teams": Team.objects.prefetch_related("api_keys", "memberships__user").order_by("name"),
         "key_form": key_form or KeyForm(), "team_form": team_form or TeamForm(),
-        "member_form": member_form or MembershipForm(), "new_key": new_key,
+        "member_form": member_form or MembershipForm(), "invite_form": invite_form or InviteForm(prefix="invite"),
+        "new_key": new_key, "invited": invited,
     }
+    if request.user.is_superuser:
+        context["people"] = _people()
     return render_page(request, "keys.html", context, status=status)
+
+
+def _people() -> list[dict]:
+    users = get_user_model().objects.prefetch_related("groups", "memberships__team").order_by("username")
+    return [{"user": u, "roles": _roles_of(u), "pending": not u.has_usable_password()} for u in users]
+
+
+def _roles_of(user) -> str:
+    """"admin", "operator", "team lead of red", "member of blue", or "no role"."""
+    roles = ["admin"] if user.is_superuser else []
+    roles += ["operator" for group in user.groups.all() if group.name == OPERATORS]
+    roles += [f"{m.get_role_display().lower()} of {m.team.name}" for m in user.memberships.all()]
+    return ", ".join(roles) or "no role"
+
+
+def _invite_link(request: HttpRequest, user) -> str:
+    """A one-use link to choose a password (Django's password-reset token: it
+    dies once the password is set, or after PASSWORD_RESET_TIMEOUT)."""
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    return request.build_absolute_uri(reverse("set_password", args=[uid, default_token_generator.make_token(user)]))
+
+
+def _invitation_sent(request: HttpRequest, user, link: str) -> dict:
+    """The link for the page (shown once, like a new key) and, if the user has
+    an address, by mail; whether the mail went out is said, not assumed."""
+    mailed = False
+    if user.email:
+        try:
+            send_mail("Your Execution Platform dashboard login",
+                      f"Hello {user.username},\n\nchoose your password here (the link works once):\n{link}\n",
+                      None, [user.email])
+            mailed = True
+        except (OSError, smtplib.SMTPException):
+            log.warning("the invitation mail to user %s could not be sent", user.pk)
+    return {"user": user, "link": link, "mailed": mailed}
+
+
+@admin_required
+@require_POST
+def user_invite(request: HttpRequest) -> HttpResponse:
+    form = InviteForm(request.POST, prefix="invite")  # its field ids stay apart from the other forms'
+    if not form.is_valid():
+        return _keys_page(request, invite_form=form, status=400)
+    user = services.user_invite(actor=request.user, **form.cleaned_data)
+    return _keys_page(request, invited=_invitation_sent(request, user, _invite_link(request, user)))
+
+
+@admin_required
+@require_POST
+def user_reinvite(request: HttpRequest, user_id: int) -> HttpResponse:
+    user = get_object_or_404(get_user_model(), pk=user_id)
+    services.user_reinvite(actor=request.user, user=user)
+    return _keys_page(request, invited=_invitation_sent(request, user, _invite_link(request, user)))
+
+
+class SetPasswordView(auth_views.PasswordResetConfirmView):
+    """Where an invitation link leads: the person chooses their password, then logs in."""
+
+    template_name = "set_password.html"
+    success_url = reverse_lazy("login")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        messages.success(self.request, f"Password set for {form.user.username}. Log in with it now.")
+        return response
 
 
 @operator_required
