@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
 from api.paths import request_id_of
 from gateway import pipeline
 from gateway.errors import InvalidRequest
+
+log = logging.getLogger("api.auth")
 
 
 class ApiKeyAuth(HttpBearer):
@@ -24,6 +28,7 @@ class ApiKeyAuth(HttpBearer):
         call = await pipeline.call_open(bearer_token(request) or None, endpoint=_endpoint_name(request.path),
                                         request_id=request_id_of(request))
         request.ep_call = call
+        log.debug("authenticated (key %d, team %d)", call.key.id, call.key.team_id)
         return call.key
 
     def authenticate(self, request, token):  # pragma: no cover - __call__ does the work

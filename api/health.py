@@ -1,6 +1,7 @@
 """GET /health: is this process able to serve, and how are its providers doing.
 
-Reports the database, the cache/channel layer, and per provider its circuit
+Reports the database, the cache/channel layer, the ledger's spool (rows
+waiting for the database, budgets/spool.py), and per provider its circuit
 breakers (per model on a route), its error rate and mean latency over the last
 five minutes (from the ledger, so every gateway process agrees). `?deep=1`
 also sends each enabled provider a one-token probe; it costs a little, so it
@@ -14,7 +15,7 @@ import time
 from datetime import timedelta
 
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Router
@@ -24,6 +25,7 @@ from api.errors import error_responses
 from api.paths import request_id_of
 from api.responses import json_response
 from budgets import shared_state as shared
+from budgets import spool
 from budgets.selectors import provider_stats
 from gateway import pipeline
 from gateway.config import Snapshot, config_cache
@@ -40,6 +42,7 @@ PROBE_TIMEOUT = 10.0
 
 
 def _database_ok() -> bool:
+    close_old_connections()  # a connection a database restart broke is replaced, not reported down forever
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -58,8 +61,13 @@ async def _redis_status() -> str:
         return "down"
 
 
-def _recent_stats() -> dict:
-    return provider_stats(since=timezone.now() - WINDOW)
+def _recent_stats() -> dict | None:
+    """Per provider, from the ledger; None if it cannot be read (reported, not a 500)."""
+    close_old_connections()
+    try:
+        return provider_stats(since=timezone.now() - WINDOW)
+    except DatabaseError:
+        return None
 
 
 def _route_models(snapshot: Snapshot) -> dict[str, set[str]]:
@@ -139,16 +147,20 @@ async def health(request: HttpRequest, deep: bool = False):
         await _require_admin(request)
     database = await sync_to_async(_database_ok, thread_sensitive=False)()
     redis_state = await _redis_status()
-    body = {"status": "ok", "database": "ok" if database else "down", "cache": redis_state, "providers": {}}
+    ledger_spool = await sync_to_async(spool.stats, thread_sensitive=False)()
+    body = {"status": "ok", "database": "ok" if database else "down", "cache": redis_state,
+            "ledger_spool": ledger_spool, "providers": {}}
     if database:
         snapshot = await config_cache.snapshot()
         stats = await sync_to_async(_recent_stats, thread_sensitive=False)()
+        if stats is None:
+            database, body["database"], stats = False, "degraded", {}
         models = _route_models(snapshot)
         body["providers"] = {name: await _provider_report(p, models[name], stats)
                              for name, p in sorted(snapshot.providers.items())}
         if deep:
             body["probes"] = await _deep_probes(snapshot, models)
-    healthy = database and redis_state != "down"
+    healthy = database and redis_state != "down" and not ledger_spool["full"]
     body["status"] = "ok" if healthy else "degraded"
     body["checked_in_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return json_response(body, request_id_of(request), status=200 if healthy else 503)

@@ -6,20 +6,29 @@ process) and stores its final response there. A repeat with the same body
 gets that response back (`Idempotent-Replayed: true`); one that arrives while
 the first is still running waits for it; a repeat with a different body is
 refused (422). Records live for EP_IDEMPOTENCY_TTL_SECONDS.
+
+With the shared cache unreachable a request with a key is refused before it
+runs (503 `idempotency_store_unavailable`: at most once cannot be promised);
+once it has run, failing to store its response only logs, never turns the
+answer into an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
+from redis.exceptions import RedisError
 
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
+
+log = logging.getLogger("api.idempotency")
 
 HEADER = "Idempotency-Key"
 REPLAY_HEADERS = ("Content-Type", "X-EP-Persona", "X-EP-Provider", "X-EP-Model", "X-EP-Cost-USD")
@@ -73,14 +82,23 @@ async def idempotent(request: HttpRequest, run: Callable[[], Awaitable[HttpRespo
     cache_key = _cache_key(call.key.team_id, key)
     body_hash = hashlib.sha256(request.body).hexdigest()
     ttl = settings.EP_IDEMPOTENCY_TTL_SECONDS
-    if await cache.aadd(cache_key, {"state": "pending", "body": body_hash}, timeout=ttl):
-        try:
-            response = await run()
-        except GatewayError as error:
-            response = on_error(error)  # the outcome is stored, failures too
+    try:
+        first = await cache.aadd(cache_key, {"state": "pending", "body": body_hash}, timeout=ttl)
+        if not first:
+            return await _repeat(call, cache_key, body_hash)
+    except RedisError:
+        raise ServiceUnavailable("The idempotency store is unreachable, so this request could run twice; "
+                                 "try again shortly.", code="idempotency_store_unavailable") from None
+    try:
+        response = await run()
+    except GatewayError as error:
+        response = on_error(error)  # the outcome is stored, failures too
+    try:
         await cache.aset(cache_key, _stored(response, body_hash), timeout=ttl)
-        return response
-    return await _repeat(call, cache_key, body_hash)
+    except RedisError:  # the answer stands; a repeat waits, then hears 409 idempotency_in_progress
+        log.warning("could not store the response of %s for its Idempotency-Key (cache unreachable)",
+                    call.request_id)
+    return response
 
 
 async def _repeat(call, cache_key: str, body_hash: str) -> HttpResponse:

@@ -9,6 +9,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from api import errors
 from api.paths import is_api_path, request_id_of
+from budgets import sweeper
 from gateway.call import Call
 from gateway.observability import logs, metrics, tracing
 from gateway.recording import usage_record
@@ -26,6 +27,9 @@ class LedgerMiddleware:
     async def __call__(self, request):
         if not is_api_path(request.path):
             return await self.get_response(request)
+        # From the process's first request on: replays what the ledger spooled
+        # while the database was down, this process's or a dead one's.
+        sweeper.ensure_started()
         request_id = request_id_of(request)
         # Observability: the request span, the request id on each log line, in flight.
         span = tracing.request_start(method=request.method, path=request.path, request_id=request_id,

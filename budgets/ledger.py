@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
 import queue
 import threading
@@ -39,11 +40,13 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from budgets import ledger_store as store
+from budgets import spool
 from budgets.ledger_store import ZERO
 from budgets.models import Alert, BudgetCounter, Reservation, Usage
 from budgets.periods import ledger_filter, period_start
 from budgets.snapshot import BudgetInfo
 
+log = logging.getLogger("budgets.ledger")
 
 class BudgetRefusal(Exception):
     """No room in a hard budget; carries what the client needs to know."""
@@ -133,6 +136,13 @@ async def usage_settle_async(*, row: Usage, budgets: list[BudgetInfo]) -> list[C
     return await asyncio.wrap_future(writer.submit(_Settle(row, budgets)))
 
 
+def usage_replay(*, row: Usage, budgets: list[BudgetInfo]) -> Future:
+    """A spooled settlement, queued to the writer (budgets/recovery.py): settled
+    as usage_settle would, except that a row the ledger already has is skipped
+    (the future's result is None) and a failure is returned, never spooled again."""
+    return writer.submit(_Settle(row, budgets, replay=True))
+
+
 # -- the writer: one thread, one connection, batched transactions ----------------------
 
 
@@ -150,6 +160,9 @@ class _Settle:
     row: Usage
     budgets: list[BudgetInfo]
     future: Future = field(default_factory=Future)
+    # From the spool (recovery.py): skipped if its row is already in the
+    # ledger, and never spooled again when it fails.
+    replay: bool = False
 
 
 class _Fallback(Exception):
@@ -224,8 +237,9 @@ class LedgerWriter:
                         results = _apply(ops, ids)
         except (DatabaseError, _Fallback):
             _after_error()
-            for op in ops:
-                self._execute_alone(op)
+            unwritten = [(op, error) for op in ops if (error := self._execute_alone(op)) is not None]
+            if unwritten:
+                _spool(unwritten)
         else:
             for op, result in zip(ops, results if ops else ()):
                 _resolve(op.future, **result)
@@ -233,7 +247,10 @@ class LedgerWriter:
             if isinstance(op, _Settle) and op.row is None:
                 _resolve(op.future, value=[])  # a flush marker
 
-    def _execute_alone(self, op) -> None:
+    def _execute_alone(self, op) -> DatabaseError | None:
+        """Run one op in its own transaction. A settlement the database did not
+        take is left unresolved and its error returned: its caller waits until
+        the spool has it."""
         try:
             with store.writing():
                 ids = _prepare([op])
@@ -241,11 +258,32 @@ class LedgerWriter:
                     [result] = _apply([op], ids)
         except DatabaseError as error:
             _after_error()
+            if isinstance(op, _Settle) and not op.replay:
+                return error
             _resolve(op.future, error=BudgetStoreDown(str(error)[:200]) if isinstance(op, _Reserve) else error)
         except _Fallback as error:
             _resolve(op.future, error=error.__cause__)
         else:
             _resolve(op.future, **result)
+        return None
+
+
+def _spool(unwritten: list[tuple[_Settle, DatabaseError]]) -> None:
+    """Settlements the database refused, kept in the spool (budgets/spool.py)
+    until recovery.py replays them; each caller resumes once its line is on
+    disk, as it would after a commit. Only if the spool cannot keep one does its
+    caller get the database's error (usage_record logs the row as lost)."""
+    try:
+        kept = {id(row) for row in spool.append([(op.row, [b.id for b in op.budgets]) for op, _ in unwritten])}
+    except OSError:
+        log.exception("ledger spool unwritable: %d settlement(s) not recorded", len(unwritten))
+        kept = set()
+    for op, error in unwritten:
+        if id(op.row) in kept:
+            log.warning("ledger write failed for %s: spooled until the database is back", op.row.request_id)
+            _resolve(op.future, value=[])
+        else:
+            _resolve(op.future, error=error)
 
 
 def _resolve(future: Future, *, value=None, error: BaseException | None = None) -> None:
@@ -296,7 +334,11 @@ def _prepare(ops: list) -> dict[tuple[int, datetime], tuple[int, BudgetInfo]]:
 def _apply(ops: list, counters: dict) -> list[dict]:
     """One batch inside one transaction; returns, per op, value= or error= for its future."""
     try:
-        return _apply_unchecked(ops, counters)
+        # The statements run on the driver's own cursors: its errors (the
+        # database gone mid-batch) become Django's, the database's failures,
+        # not mistaken below for a bug in an op.
+        with store.thread_connection().wrap_database_errors:
+            return _apply_unchecked(ops, counters)
     except DatabaseError:
         raise
     except Exception as error:  # a bug, or a counter gone: this op may have written half its work
@@ -307,6 +349,9 @@ def _apply_unchecked(ops: list, counters: dict) -> list[dict]:
     settles = [op for op in ops if isinstance(op, _Settle)]
     reserves = [op for op in ops if isinstance(op, _Reserve)]
     ids = {key: counter_id for key, (counter_id, _) in counters.items()}
+    results: dict[int, dict] = {}
+    if any(op.replay for op in settles):
+        settles = _without_rows_already_written(settles, results)
     # Settlements: rows in and reservations out before the counters are locked.
     # Every request of every process meets on the same few counter rows, so
     # the lock is taken as late as possible and held for few statements. On
@@ -321,7 +366,6 @@ def _apply_unchecked(ops: list, counters: dict) -> list[dict]:
         released = reservations_deleted()
 
     # Settlements: spend added, reservations given back.
-    results: dict[int, dict] = {}
     delta_spent: dict[int, Decimal] = {}
     delta_reserved: dict[int, Decimal] = {}
     if settles:
@@ -346,7 +390,8 @@ def _apply_unchecked(ops: list, counters: dict) -> list[dict]:
     # Reservations, in queue order, against the counters as settled.
     new_reservations = []
     for op in settles:
-        _settled_recently[op.row.request_id] = None
+        if not op.replay:  # a replayed request's reservation is long made (or expired)
+            _settled_recently[op.row.request_id] = None
     while len(_settled_recently) > SETTLED_MEMORY:
         _settled_recently.popitem(last=False)
     for op in reserves:
@@ -380,6 +425,17 @@ def _apply_unchecked(ops: list, counters: dict) -> list[dict]:
         if results[id(op)]["value"]:
             results[id(op)]["value"] = [c for c in results[id(op)]["value"] if _alert_row_created(c)]
     return [results[id(op)] for op in ops]
+
+
+def _without_rows_already_written(settles: list[_Settle], results: dict[int, dict]) -> list[_Settle]:
+    """Replayed settlements whose row the ledger already has (a commit whose
+    answer was lost, or a replay repeated) are done: their spend and release
+    went in with that row. Request ids are made by the gateway, one per request."""
+    present = store.existing_request_ids([op.row.request_id for op in settles if op.replay])
+    for op in settles:
+        if op.replay and op.row.request_id in present:
+            results[id(op)] = {"value": None}
+    return [op for op in settles if id(op) not in results]
 
 
 class _CounterGone(Exception):

@@ -261,3 +261,13 @@ def _by_counter(held) -> dict[int, Decimal]:
     for counter_id, amount in held:
         released[counter_id] = released.get(counter_id, ZERO) + money(amount)
     return released
+
+
+def existing_request_ids(request_ids: list[str]) -> set[str]:
+    """Which of these request ids already have their Usage row (spool replay)."""
+    if not request_ids:
+        return set()
+    with open_cursor() as cursor:
+        cursor.execute(f"SELECT request_id FROM {table(Usage)} "
+                       f"WHERE request_id IN ({', '.join(['%s'] * len(request_ids))})", request_ids)
+        return {request_id for (request_id,) in cursor.fetchall()}

@@ -40,12 +40,13 @@ class RateLimitInfo:
     tokens_per_minute: int | None
 
 
+def budget_info(b: Budget) -> BudgetInfo:
+    return BudgetInfo(b.id, b.name, b.scope, b.team_id, b.api_key_id, b.persona.slug if b.persona_id else None,
+                      b.period, b.limit_usd, b.hard, tuple(sorted(int(t) for t in (b.thresholds or ()))))
+
+
 def load_budgets() -> tuple[BudgetInfo, ...]:
-    return tuple(
-        BudgetInfo(b.id, b.name, b.scope, b.team_id, b.api_key_id, b.persona.slug if b.persona_id else None,
-                   b.period, b.limit_usd, b.hard, tuple(sorted(int(t) for t in (b.thresholds or ()))))
-        for b in Budget.objects.filter(enabled=True).select_related("persona")
-    )
+    return tuple(budget_info(b) for b in Budget.objects.filter(enabled=True).select_related("persona"))
 
 
 def load_rate_limits() -> dict[tuple[str, int], RateLimitInfo]:

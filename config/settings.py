@@ -234,6 +234,11 @@ EP_MAX_TOOL_SCHEMA_DEPTH = envint("EP_MAX_TOOL_SCHEMA_DEPTH", 64)  # JSON levels
 EP_ALLOW_PRIVATE_PROVIDER_URLS = envbool("EP_ALLOW_PRIVATE_PROVIDER_URLS", False)
 # A reservation not settled after this long belongs to a dead process: release it.
 EP_RESERVATION_TTL_SECONDS = envint("EP_RESERVATION_TTL_SECONDS", 900)
+# The ledger's spool (budgets/spool.py): settlements the database could not take
+# wait here, on local disk, until it is back. Each process appends to its own file.
+EP_SPOOL_DIR = os.environ.get("EP_SPOOL_DIR", str(BASE_DIR / "var" / "ledger-spool"))
+# At this many waiting rows no new request is admitted (503 ledger_unavailable).
+EP_SPOOL_MAX_ROWS = envint("EP_SPOOL_MAX_ROWS", 100_000)
 # Output tokens assumed for a call that sets no max_tokens and whose model has no known maximum.
 EP_DEFAULT_MAX_OUTPUT_TOKENS = envint("EP_DEFAULT_MAX_OUTPUT_TOKENS", 4096)
 # Alert webhooks: HMAC key (defaults to SECRET_KEY) and first retry delay, doubling after.

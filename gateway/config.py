@@ -13,14 +13,16 @@ API-key hashes it has looked up. Both are dropped when:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, models
+from django.db import DatabaseError, connection, models
 from django.db.models.signals import post_delete, post_save
 from redis.exceptions import RedisError
 
@@ -34,6 +36,8 @@ from personas.models import Persona, RouteStep
 from personas.snapshot import PersonaInfo, load_personas
 from providers.models import ConfigGeneration, Model, Provider
 from providers.snapshot import ProviderInfo, provider_info
+
+log = logging.getLogger("gateway.config")
 
 GENERATION_KEY = "ep:config-generation"
 MAX_CACHED_KEYS = 10_000
@@ -59,6 +63,23 @@ class Snapshot:
 # -- loading (sync, runs in a worker thread) --------------------------------------------
 
 
+def _usable_connection(load):
+    """Worker threads keep their database connection between calls, and Django
+    drops a broken one only at request boundaries, which these threads never
+    see: after a database restart every later load in the thread would fail.
+    So each load first drops this thread's connection if an error broke it
+    (a flag check, no query, while it is healthy)."""
+
+    @functools.wraps(load)
+    def run(*args):
+        if connection.errors_occurred:
+            connection.close_if_unusable_or_obsolete()
+        return load(*args)
+
+    return run
+
+
+@_usable_connection
 def load_snapshot(generation: int) -> Snapshot:
     providers: dict[str, ProviderInfo] = {}
     by_id: dict[int, ProviderInfo] = {}
@@ -71,6 +92,7 @@ def load_snapshot(generation: int) -> Snapshot:
 # -- the per-process cache -----------------------------------------------------------
 
 
+@_usable_connection
 def _db_generation() -> int:
     return ConfigGeneration.objects.filter(id=1).values_list("value", flat=True).first() or 0
 
@@ -141,7 +163,7 @@ class ConfigCache:
             info = self._keys[key_hash]
         else:
             try:
-                info = await sync_to_async(load_key, thread_sensitive=False)(key_hash)
+                info = await sync_to_async(_usable_connection(load_key), thread_sensitive=False)(key_hash)
             except DatabaseError:
                 raise ServiceUnavailable("The key database is unreachable; try again shortly.",
                                          code="database_unavailable") from None
@@ -163,7 +185,11 @@ def bump_generation(**_: Any) -> None:
     see the shared generation (Redis, else the database) move."""
     config_cache.invalidate()
     if shared.redis_enabled():
-        shared.sync_redis().incr(GENERATION_KEY)
+        try:
+            shared.sync_redis().incr(GENERATION_KEY)
+        except RedisError:  # the change is saved; others see it within EP_CONFIG_CACHE_SECONDS
+            log.warning("config changed, but Redis is unreachable: other processes reload it "
+                        "within EP_CONFIG_CACHE_SECONDS")
     else:
         _db_bump()
 

@@ -25,7 +25,7 @@ from django.conf import settings
 
 from accounts.models import hash_key
 from accounts.snapshot import KeyInfo
-from budgets import pricing
+from budgets import pricing, spool
 from budgets.ledger import BudgetRefusal, BudgetStoreDown, budget_reserve_async
 from budgets.ratelimit import RateLimitRefusal, RateLimitStoreDown, rate_limit_admit
 from gateway.call import Call, Deadline, Route, new_request_id
@@ -208,6 +208,9 @@ async def _admit(call: Call, route: Route, ceiling: Callable[[], Decimal]) -> No
     if call.admitted:
         return
     call.admitted = True
+    if spool.is_full():  # the database is down and the ledger's spool is full: nothing could record it
+        raise ServiceUnavailable("The usage ledger cannot record requests right now; try again shortly.",
+                                 code="ledger_unavailable")
     call.deadline = Deadline.after(call.deadline_seconds())
     call.persona = call.persona or (route.persona.slug if route.persona else "")
     snapshot = await config_cache.snapshot()

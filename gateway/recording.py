@@ -87,10 +87,16 @@ def _usage_row(call: Call) -> UsageRow:
 async def _settle_and_alert(call: Call) -> tuple[UsageRow, list[dict]]:
     row = _usage_row(call)
     # The ledger's writer thread batches this with other requests' writes and
-    # resumes us after its commit: the row is durable before we answer.
+    # resumes us after its commit, or, with the database down, once the row is
+    # in the spool on local disk (budgets/spool.py): durable before we answer.
     crossings = await usage_settle_async(row=row, budgets=call.budgets)
-    alerts = await sync_to_async(alerts_dispatch, thread_sensitive=False)(crossings) if crossings else []
-    return row, alerts
+    if not crossings:
+        return row, []
+    try:
+        return row, await sync_to_async(alerts_dispatch, thread_sensitive=False)(crossings)
+    except DatabaseError:  # the row and its alert rows are committed; only the notices are not sent
+        log.warning("alerts crossed by %s not dispatched (database unreachable)", call.request_id)
+        return row, []
 
 
 def usage_event(row) -> dict:
@@ -115,8 +121,9 @@ async def usage_record(call: Call) -> None:
         # shield: a client that disconnects while we write must not lose the row.
         row, alerts = await asyncio.shield(_settle_and_alert(call))
     except DatabaseError:
-        # The answer is already decided; the ledger is down with the database.
-        log.exception("ledger write failed for %s (%s)", call.request_id, call.status)
+        # The database refused the row and the spool could not keep it either
+        # (full, or its disk failed): the one case a row is lost, said loudly.
+        log.error("ledger write failed for %s (%s): not recorded", call.request_id, call.status)
         metrics.observe_usage(_usage_row(call))  # counted all the same (nothing is saved)
         await tracing.request_end(call)
         return

@@ -5,8 +5,12 @@ several test runs on one machine do not share one.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-never-used-in-production-3f9a")
+# The ledger's spool (budgets/spool.py): a fresh directory for each test run,
+# shared with the live servers it starts (they inherit this environment).
+os.environ.setdefault("EP_SPOOL_DIR", tempfile.mkdtemp(prefix=f"ep-spool-{os.environ.get('EP_TEST_DB_NAME', '')}-"))
 # The fake providers listen on 127.0.0.1 (providers/validation.py).
 os.environ.setdefault("EP_ALLOW_PRIVATE_PROVIDER_URLS", "1")
 

@@ -6,7 +6,9 @@ What is counted where:
 - requests in flight: around every API request, until a stream's body closes;
 - circuit breakers: `set_breaker_state(provider, model, state)`, called by
   gateway/resilience.py when a breaker moves;
-- budget utilization: read from the budget counters at scrape time.
+- budget utilization: read from the budget counters at scrape time;
+- the ledger's spool (settlements waiting for the database, budgets/spool.py):
+  read from its directory at scrape time, so every process reports the same.
 
 Several processes: with PROMETHEUS_MULTIPROC_DIR set, every process writes its
 samples to files there and /metrics, in whichever process answers, adds them up
@@ -31,6 +33,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from budgets import spool
 from budgets.models import Budget, BudgetCounter
 from budgets.periods import period_start
 
@@ -224,17 +227,36 @@ class BudgetCollector:
         yield from families.values()
 
 
+class SpoolCollector:
+    """The ledger's spool, shared by the processes of a host: rows waiting for the
+    database (alert when above 0 for long), rows set aside (an operator must look)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = spool.stats()
+        yield GaugeMetricFamily("ep_ledger_spool_rows", "Settlements waiting in the spool for the database.",
+                                value=stats["rows"])
+        yield GaugeMetricFamily("ep_ledger_spool_max_rows", "At this many waiting rows no request is admitted.",
+                                value=stats["max_rows"])
+        yield GaugeMetricFamily("ep_ledger_spool_oldest_age_seconds", "Age of the oldest waiting spool file.",
+                                value=stats["oldest_age_seconds"])
+        yield GaugeMetricFamily("ep_ledger_spool_rejected_rows",
+                                "Spooled lines set aside: torn, or refused by the database on replay.",
+                                value=stats["rejected_rows"])
+
+
 _exposed = CollectorRegistry()
 if MULTIPROC_DIR:
     multiprocess.MultiProcessCollector(_exposed, path=MULTIPROC_DIR)
 _budgets = CollectorRegistry()
 _budgets.register(BudgetCollector())
+_spool = CollectorRegistry()
+_spool.register(SpoolCollector())
 
 
 def exposition() -> tuple[bytes, str]:
     """The scrape body and its content type. Blocking (files, one query): run it in a thread."""
     try:
-        body = generate_latest(_exposed if MULTIPROC_DIR else _registry)
+        body = generate_latest(_exposed if MULTIPROC_DIR else _registry) + generate_latest(_spool)
         try:
             body += generate_latest(_budgets)
         except Exception:  # the database is down: the process metrics still answer
