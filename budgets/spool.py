@@ -333,7 +333,7 @@ def reject(lines: list[bytes], reason: str) -> None:
         return
     directory().mkdir(parents=True, exist_ok=True)
     path = directory() / f"ledger-{os.getpid()}{REJECTED}"
-    with open(path, "ab") as handle:
+    with open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as handle:
         handle.write(b"".join(line.rstrip(b"\n") + b"\n" for line in lines))
         handle.flush()
         os.fsync(handle.fileno())
