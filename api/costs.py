@@ -22,7 +22,7 @@ from api.auth import ApiKeyAuth
 from api.errors import KEYED, error_responses
 from api.responses import json_response
 from budgets.exports import csv_writer
-from budgets.selectors import DIMENSIONS, spend_by, usage_visible
+from budgets.selectors import DIMENSIONS, model_calls_visible, spend_by
 from gateway.errors import InvalidRequest
 
 router = Router(tags=["Costs"], auth=ApiKeyAuth())
@@ -83,7 +83,7 @@ def _costs(request: HttpRequest, group_by: str, start: str | None, end: str | No
                "tokens": g["tokens"]} for g in spend_by(dimension=group_by, team_ids=team_ids, since=since, until=until)]
     if format == "csv":
         return _csv(groups, group_by)
-    rows = usage_visible(team_ids=team_ids).filter(created_at__gte=since)
+    rows = model_calls_visible(team_ids=team_ids).filter(created_at__gte=since)  # as spend_by counts
     if until is not None:
         rows = rows.filter(created_at__lt=until)
     total = rows.aggregate(cost=Sum("cost_usd"), n=Count("id"))

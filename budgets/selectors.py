@@ -31,9 +31,25 @@ DIMENSIONS = {
 }
 
 
+# The Usage rows' endpoint names (api/auth.py: the path, dotted) of the calls
+# that ask a model for something. Listing models, reading costs or runs, the
+# health and capability pages are calls too, each with its $0 row, but the cost
+# views count what was asked of models; the usage log shows every row.
+MODEL_ENDPOINTS = ("v1.chat.completions", "v1.completions", "v1.embeddings", "v1.messages", "v1.responses",
+                   "api.v1.chat", "ws.chat", "dashboard.playground")
+# A model call whatever its endpoint: a provider was called, or it cost money
+# (so no spend can ever fall out of a cost view).
+MODEL_CALL = Q(endpoint__in=MODEL_ENDPOINTS) | Q(attempts__gt=0) | ~Q(cost_usd=0)
+
+
 def usage_visible(*, team_ids: set[int] | None) -> QuerySet[Usage]:
     rows = Usage.objects.all()
     return rows if team_ids is None else rows.filter(team_id__in=team_ids)
+
+
+def model_calls_visible(*, team_ids: set[int] | None) -> QuerySet[Usage]:
+    """usage_visible, model calls only: what every cost view adds up."""
+    return usage_visible(team_ids=team_ids).filter(MODEL_CALL)
 
 
 def budgets_visible(*, team_ids: set[int] | None) -> QuerySet[Budget]:
@@ -56,7 +72,7 @@ def period_start(period: str, now: datetime | None = None) -> datetime | None:
 
 
 def spend_total(*, team_ids: set[int] | None, since: datetime | None, until: datetime | None = None) -> Decimal:
-    rows = usage_visible(team_ids=team_ids)
+    rows = model_calls_visible(team_ids=team_ids)
     if since is not None:
         rows = rows.filter(created_at__gte=since)
     if until is not None:
@@ -70,7 +86,7 @@ def spend_by(
 ) -> list[dict]:
     """Rows of {label, cost, requests, tokens}, biggest spender first."""
     field = DIMENSIONS[dimension]
-    rows = usage_visible(team_ids=team_ids)
+    rows = model_calls_visible(team_ids=team_ids)
     if since is not None:
         rows = rows.filter(created_at__gte=since)
     if until is not None:
@@ -89,7 +105,7 @@ def spend_per_day(*, team_ids: set[int] | None, days: int, now: datetime | None 
     first = day_start(now) - timedelta(days=days - 1)
     totals = {
         row["day"]: row["cost"]
-        for row in usage_visible(team_ids=team_ids).filter(created_at__gte=first)
+        for row in model_calls_visible(team_ids=team_ids).filter(created_at__gte=first)
         .annotate(day=TruncDate("created_at")).values("day").annotate(cost=Sum("cost_usd"))
     }
     return [((first + timedelta(days=i)).date(), totals.get((first + timedelta(days=i)).date(), ZERO))
@@ -108,7 +124,7 @@ class RequestStats:
 
 
 def request_stats(*, team_ids: set[int] | None, since: datetime, provider: str | None = None) -> RequestStats:
-    rows = usage_visible(team_ids=team_ids).filter(created_at__gte=since)
+    rows = model_calls_visible(team_ids=team_ids).filter(created_at__gte=since)
     if provider is not None:
         rows = rows.filter(provider=provider)
     agg = rows.aggregate(n=Count("id"), errors=Count("id", filter=Q(status="error")),

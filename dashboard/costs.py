@@ -70,7 +70,7 @@ def _csv(team_ids: set[int] | None, since: datetime, days: int) -> HttpResponse:
     writer = csv_writer(response)  # cells a spreadsheet would run as formulas are neutralised
     writer.writerow(["created_at", "request_id", "team", "persona", "provider", "model", "status",
                      "input_tokens", "output_tokens", "cost_usd", "run_id", "step"])
-    rows = selectors.usage_visible(team_ids=team_ids).filter(created_at__gte=since).select_related("team")
+    rows = selectors.model_calls_visible(team_ids=team_ids).filter(created_at__gte=since).select_related("team")
     for u in rows.iterator(chunk_size=2000):
         writer.writerow([u.created_at.isoformat(), u.request_id, u.team.name if u.team else "", u.persona,
                          u.provider, u.model, u.status, u.input_tokens, u.output_tokens, u.cost_usd, u.run_id, u.step])
@@ -79,9 +79,13 @@ def _csv(team_ids: set[int] | None, since: datetime, days: int) -> HttpResponse:
 
 def _filtered(team_ids: set[int] | None, data: dict):
     rows = selectors.usage_visible(team_ids=team_ids).select_related("team", "api_key")
-    for field in ("persona", "provider", "model", "status", "run_id"):
+    for field in ("persona", "provider", "model", "status", "run_id", "endpoint"):
         if data.get(field):
             rows = rows.filter(**{field: data[field]})
+    if data.get("calls") == "model":
+        rows = rows.filter(selectors.MODEL_CALL)
+    elif data.get("calls") == "other":
+        rows = rows.exclude(selectors.MODEL_CALL)
     if data.get("since"):
         rows = rows.filter(created_at__gte=datetime.combine(data["since"], time.min, tzinfo=UTC))
     if data.get("until"):

@@ -242,5 +242,8 @@ class UsageFilterForm(forms.Form):
     model = forms.CharField(required=False)
     status = forms.ChoiceField(required=False, choices=[("", "any")] + Usage.STATUSES)
     run_id = forms.CharField(required=False, label="Run id")
+    calls = forms.ChoiceField(required=False, label="Calls", choices=[
+        ("", "all calls"), ("model", "model calls"), ("other", "other calls (models list, costs, runs…)")])
+    endpoint = forms.CharField(required=False, help_text="e.g. v1.chat.completions, v1.models, costs")
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))

@@ -26,6 +26,7 @@ ROLES = {"login": {"max", "rita", "bruno", "olive", "ada"}, "costs": {"rita", "b
 ACTORS = ["anonymous", "max", "rita", "bruno", "olive", "ada"]
 # Routes that only take POST (the rest are walked with GET).
 POST_ONLY = {"logout", "dashboard:key_revoke", "dashboard:team_create", "dashboard:membership_set",
+             "dashboard:user_invite", "dashboard:user_reinvite",
              "personas:import", "personas:step_add", "personas:step_update", "personas:step_move",
              "personas:step_remove", "personas:playground", "providers:model_add", "providers:model_delete",
              "providers:test", "budgets:alert_ack"}
@@ -45,7 +46,8 @@ def objects(world):
 
 def url_of(name: str, o: dict) -> str:
     args = {
-        "dashboard:key_revoke": [o["key"].pk], "personas:edit": ["architect"], "personas:step_add": ["architect"],
+        "dashboard:key_revoke": [o["key"].pk], "dashboard:user_reinvite": [o["key"].team.memberships.first().user_id],
+        "personas:edit": ["architect"], "personas:step_add": ["architect"],
         "personas:step_update": ["architect", o["step"].pk], "personas:step_move": ["architect", o["step"].pk, "down"],
         "personas:step_remove": ["architect", o["step"].pk], "personas:playground": ["architect"],
         "providers:edit": ["demo"], "providers:model_add": ["demo"], "providers:model_delete": ["demo", o["model"].pk],

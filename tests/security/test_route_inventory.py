@@ -23,6 +23,8 @@ DASHBOARD_RULES = {
     "dashboard:overview": "login",
     "dashboard:keys": "operator", "dashboard:key_revoke": "operator", "dashboard:audit": "operator",
     "dashboard:team_create": "admin", "dashboard:membership_set": "admin",
+    "dashboard:user_invite": "admin", "dashboard:user_reinvite": "admin",
+    "set_password": "public",  # an invitation link: its one-use token is the permission
     "personas:list": "operator", "personas:create": "operator", "personas:export": "operator",
     "personas:import": "operator", "personas:edit": "operator", "personas:step_add": "operator",
     "personas:step_update": "operator", "personas:step_move": "operator", "personas:step_remove": "operator",
