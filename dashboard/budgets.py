@@ -3,6 +3,8 @@ their own teams' budgets and may acknowledge their alerts."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -11,9 +13,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.audit import snapshot
 from accounts.roles import costs_required, is_operator, operator_required, visible_team_ids
-from budgets import selectors
+from budgets import selectors, trends
 from budgets import services as editing
 from budgets.models import Alert, Budget
+from dashboard import charts
 from dashboard.forms import BudgetForm
 from dashboard.rendering import render_page
 
@@ -23,9 +26,32 @@ from dashboard.rendering import render_page
 def budget_list(request: HttpRequest) -> HttpResponse:
     team_ids = visible_team_ids(request.user)
     alerts = Alert.objects.select_related("budget").filter(budget__in=selectors.budgets_visible(team_ids=team_ids))
-    context = {"uses": selectors.budget_uses(team_ids=team_ids), "alerts": alerts[:100],
-               "can_edit": is_operator(request.user)}
+    uses = selectors.budget_uses(team_ids=team_ids)
+    for use in uses:
+        use.burn = _burn_down(use.budget)
+    context = {"uses": uses, "alerts": alerts[:100], "can_edit": is_operator(request.user)}
     return render_page(request, "budgets/list.html", context)
+
+
+def _money(amount: Decimal) -> str:
+    return f"${amount:.2f}" if amount >= 1 else f"${amount:.4f}"  # demo amounts are fractions of a cent
+
+
+def _burn_down(budget: Budget) -> charts.BurnChart | None:
+    """The budget's spend so far this period against its limit, and where the
+    rate so far ends the period (none for a lifetime budget: no period end)."""
+    burn = trends.budget_burn(budget)
+    if burn is None:
+        return None
+    limit, forecast = budget.limit_usd, burn.forecast
+    sentence = (f"At this rate: {_money(forecast)} by the period's end ({burn.end:%d %b %H:%M} UTC), "
+                f"{round(forecast * 100 / limit) if limit else 0}% of the {_money(limit)} limit.")
+    if burn.spent >= limit:
+        sentence += " It is over its limit already."
+    elif burn.runs_out_at is not None:
+        sentence += f" It reaches the limit around {burn.runs_out_at:%d %b %H:%M} UTC."
+    return charts.burn_chart(buckets=burn.buckets, cumulative=burn.cumulative, limit=limit, forecast=forecast,
+                             label_format="%H:%M" if budget.period == "day" else "%d %b", description=sentence)
 
 
 @operator_required

@@ -15,13 +15,14 @@ from django.views.decorators.http import require_GET
 
 from accounts.models import Team
 from accounts.roles import costs_required, visible_team_ids
-from budgets import selectors
+from budgets import selectors, trends
 from budgets.exports import csv_writer
 from dashboard import charts
 from dashboard.forms import UsageFilterForm
 from dashboard.rendering import render_page
 
 PERIODS = (7, 30, 90)
+STACKS = ("persona", "team", "provider", "model")  # what the spend-over-time chart can be stacked by
 BREAKDOWNS = [("team", "Team"), ("persona", "Persona"), ("provider", "Provider"), ("model", "Model"),
               ("run", "Workflow run")]
 
@@ -52,16 +53,58 @@ def costs(request: HttpRequest) -> HttpResponse:
     since = selectors.day_start() - timedelta(days=days - 1)
     if request.GET.get("format") == "csv":
         return _csv(team_ids, since, days)
-    what = f"Spend of team '{team.name}'" if team else "Spend"
+    stack = request.GET.get("stack") if request.GET.get("stack") in STACKS else "persona"
     context = {
         "team": team, "teams": _teams_for_filter(request), "days": days, "periods": PERIODS,
-        "chart": charts.spend_chart(selectors.spend_per_day(team_ids=team_ids, days=days), what=what),
-        "total": selectors.spend_total(team_ids=team_ids, since=since),
-        "breakdowns": [(label, selectors.spend_by(dimension=dim, team_ids=team_ids, since=since, limit=10))
+        "stack": stack, "stacks": STACKS,
+        **_spend_over_time(team_ids, team, days=days, since=since, stack=stack),
+        "breakdowns": [(dim, label, selectors.spend_by(dimension=dim, team_ids=team_ids, since=since, limit=10))
                        for dim, label in BREAKDOWNS],
         "top_keys": selectors.spend_by(dimension="key", team_ids=team_ids, since=since, limit=10),
     }
     return render_page(request, "budgets/costs.html", context)
+
+
+def _spend_over_time(team_ids: set[int] | None, team: Team | None, *, days: int, since: datetime,
+                     stack: str) -> dict:
+    """The stacked chart, and the same numbers for the `days` before, for comparison."""
+    stacked = trends.spend_stacked(dimension=stack, team_ids=team_ids, days=days)
+    before = since - timedelta(days=days)
+    previous = {r["label"]: r["cost"] for r in
+                selectors.spend_by(dimension=stack, team_ids=team_ids, since=before, until=since)}
+    previous_total = selectors.spend_total(team_ids=team_ids, since=before, until=since)
+    shown = {label for label, _ in stacked.series}
+    previous[trends.OTHER] = previous_total - sum((c for label, c in previous.items() if label in shown),
+                                                  selectors.ZERO)
+    what = f"Spend of team '{team.name}' by {stack}" if team else f"Spend by {stack}"
+    total = stacked.total()
+    change = (f"{(total - previous_total) * 100 / previous_total:+.0f}%" if previous_total else None)
+    return {"chart": charts.stacked_chart(stacked.days, stacked.series, what=what, previous=previous),
+            "total": total, "previous_total": previous_total, "change": change}
+
+
+@costs_required
+@require_GET
+def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
+    """One workflow run's cost by persona and by step (team leads: their teams' rows only)."""
+    parts = trends.run_parts(run_id=run_id, team_ids=visible_team_ids(request.user))
+    if not parts:
+        raise Http404("No such run.")
+    total = sum((p.cost for p in parts), selectors.ZERO)
+    by_persona: dict[str, list] = {}
+    for p in parts:
+        entry = by_persona.setdefault(p.persona, [p.persona, selectors.ZERO, 0])
+        entry[1] += p.cost
+        entry[2] += p.requests
+    personas = [{"persona": name, "cost": cost, "requests": n, "percent": _percent(cost, total)}
+                for name, cost, n in sorted(by_persona.values(), key=lambda e: -e[1])]
+    steps = [{"part": p, "percent": _percent(p.cost, total)} for p in parts]
+    return render_page(request, "budgets/run.html", {"run_id": run_id, "total": total, "personas": personas,
+                                                     "steps": steps})
+
+
+def _percent(part, whole) -> int:
+    return round(part * 100 / whole) if whole else 0
 
 
 def _csv(team_ids: set[int] | None, since: datetime, days: int) -> HttpResponse:

@@ -46,6 +46,7 @@ budget_patterns = [
     path("costs/", costs.costs, name="costs"),
     path("usage/", costs.usage_list, name="usage"),
     path("usage/<int:usage_id>/", costs.usage_detail, name="usage_detail"),
+    path("runs/<path:run_id>/", costs.run_detail, name="run"),
 ]
 
 urlpatterns = [

@@ -109,8 +109,8 @@ def test_a_team_lead_sees_only_their_teams_costs_with_a_chart(page, live, world,
     nav.get_by_role("link", name="Costs").click()
     chart = page.get_by_test_id("spend-chart")
     expect(chart).to_be_visible()
-    assert chart.locator("rect.col").count() == 30
-    tallest = max(float(h) for h in chart.locator("rect.col").evaluate_all("bars => bars.map(b => b.getAttribute('height'))"))
+    assert chart.locator("g.day").count() == 30
+    tallest = max(float(h) for h in chart.locator("g.day rect").evaluate_all("bars => bars.map(b => b.getAttribute('height'))"))
     assert tallest > 0  # today's red spend is drawn
     expect(page.locator("figcaption")).to_contain_text(f"${red_cost:.4f}")
     by_team = page.locator("[data-breakdown=Team]")

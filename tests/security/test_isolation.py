@@ -38,7 +38,7 @@ def objects(world):
     budget = Budget.objects.create(name="blue monthly", scope="team", team=world.blue, limit_usd=Decimal(10))
     alert = Alert.objects.create(budget=budget, threshold=80, period_start=timezone.now(), message="blue at 80%")
     row = Usage.objects.create(request_id="req_blue_1", team=world.blue, persona="architect", provider="demo",
-                               model="demo", cost_usd=Decimal("1.5"))
+                               model="demo", cost_usd=Decimal("1.5"), run_id="run-blue-1")
     return {"step": Persona.objects.get(slug="architect").steps.get(), "budget": budget, "alert": alert,
             "row": row, "model": Model.objects.get(provider=world.demo, name="demo"),
             "key": ApiKey.objects.get(name="blue agents")}
@@ -52,7 +52,7 @@ def url_of(name: str, o: dict) -> str:
         "personas:step_remove": ["architect", o["step"].pk], "personas:playground": ["architect"],
         "providers:edit": ["demo"], "providers:model_add": ["demo"], "providers:model_delete": ["demo", o["model"].pk],
         "providers:test": ["demo"], "budgets:edit": [o["budget"].pk], "budgets:alert_ack": [o["alert"].pk],
-        "budgets:usage_detail": [o["row"].pk],
+        "budgets:usage_detail": [o["row"].pk], "budgets:run": [o["row"].run_id],
     }.get(name, [])
     return reverse(name, args=args)
 
@@ -89,8 +89,8 @@ def test_each_dashboard_route_lets_in_only_its_roles(people, objects):
         allowed = ROLES[DASHBOARD_RULES[name]]
         outcomes = outcomes_of(name, url_of(name, objects), clients)
         expected = {a: (302 if a == "anonymous" else 200 if a in allowed else 403) for a in outcomes}
-        if name == "budgets:usage_detail":
-            expected["rita"] = 404  # a lead of red: blue's request does not exist for her
+        if name in ("budgets:usage_detail", "budgets:run"):
+            expected["rita"] = 404  # a lead of red: blue's request (and run) does not exist for her
         if outcomes != expected:
             wrong[name] = (outcomes, expected)
     assert not wrong, wrong

@@ -32,7 +32,7 @@ DASHBOARD_RULES = {
     "providers:list": "operator", "providers:create": "operator", "providers:edit": "operator",
     "providers:model_add": "operator", "providers:model_delete": "operator", "providers:test": "operator",
     "budgets:list": "costs", "budgets:alert_ack": "costs", "budgets:costs": "costs", "budgets:usage": "costs",
-    "budgets:usage_detail": "costs", "budgets:create": "operator", "budgets:edit": "operator",
+    "budgets:usage_detail": "costs", "budgets:run": "costs", "budgets:create": "operator", "budgets:edit": "operator",
     "api:openapi-json": "public", "api:openapi-view": "public", "api:api-root": "public",
     "api-not-found": "public",  # the JSON 404 for unknown /v1/ and /api/ paths
 }
