@@ -208,7 +208,8 @@ class _Counted:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[str, tuple[int, int, int]] = {}  # name -> (inode, bytes read, rows)
+        # name -> (inode, bytes read, rows, when its first row was made)
+        self._seen: dict[str, tuple[int, int, int, float | None]] = {}
         self.full = False  # admission reads this flag: no file system on the request path
 
     def scan(self) -> dict:
@@ -217,27 +218,37 @@ class _Counted:
             for path in _spool_files((PENDING, REPLAYING, REJECTED)):
                 try:
                     stat = path.stat()
-                    inode, read, rows = self._seen.get(path.name, (stat.st_ino, 0, 0))
+                    inode, read, rows, first = self._seen.get(path.name, (stat.st_ino, 0, 0, None))
                     if inode != stat.st_ino or stat.st_size < read:
-                        read, rows = 0, 0
+                        read, rows, first = 0, 0, None
                     if stat.st_size > read:
                         with path.open("rb") as handle:
                             handle.seek(read)
                             chunk = handle.read(stat.st_size - read)
+                        first = first if read else _made_at(chunk)
                         rows += chunk.count(b"\n")
                         read += len(chunk)
                 except FileNotFoundError:
                     continue  # claimed or finished while we looked
-                seen[path.name] = (stat.st_ino, read, rows)
+                seen[path.name] = (stat.st_ino, read, rows, first)
                 if path.suffix == REJECTED:
                     rejected += rows
                 elif rows:
                     pending += rows
-                    oldest = stat.st_mtime if oldest is None else min(oldest, stat.st_mtime)
+                    made = first or stat.st_mtime
+                    oldest = made if oldest is None else min(oldest, made)
             self._seen = seen
             self.full = pending >= settings.EP_SPOOL_MAX_ROWS
             return {"rows": pending, "rejected_rows": rejected, "max_rows": settings.EP_SPOOL_MAX_ROWS,
                     "full": self.full, "oldest_age_seconds": round(time.time() - oldest, 1) if oldest else 0.0}
+
+
+def _made_at(chunk: bytes) -> float | None:
+    """When the first row of a file was made (its created_at), for the spool's age."""
+    try:
+        return decode(chunk.split(b"\n", 1)[0]).row.created_at.timestamp()
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 _counted = _Counted()
@@ -252,7 +263,7 @@ def _spool_files(suffixes: tuple[str, ...]) -> list[Path]:
 
 def stats() -> dict:
     """rows waiting, rows set aside (rejected), the bound, whether it is reached,
-    and the age of the oldest waiting file: for /health and /metrics."""
+    and the age of the oldest waiting row: for /health and /metrics."""
     return _counted.scan()
 
 

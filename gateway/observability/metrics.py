@@ -237,7 +237,7 @@ class SpoolCollector:
                                 value=stats["rows"])
         yield GaugeMetricFamily("ep_ledger_spool_max_rows", "At this many waiting rows no request is admitted.",
                                 value=stats["max_rows"])
-        yield GaugeMetricFamily("ep_ledger_spool_oldest_age_seconds", "Age of the oldest waiting spool file.",
+        yield GaugeMetricFamily("ep_ledger_spool_oldest_age_seconds", "Age of the oldest settlement waiting in the spool.",
                                 value=stats["oldest_age_seconds"])
         yield GaugeMetricFamily("ep_ledger_spool_rejected_rows",
                                 "Spooled lines set aside: torn, or refused by the database on replay.",

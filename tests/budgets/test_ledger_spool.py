@@ -11,6 +11,7 @@ import contextlib
 import io
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from decimal import Decimal
 
 import httpx
@@ -67,10 +68,13 @@ def assert_counter_equals_the_ledger(budget) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_settlement_the_database_refuses_waits_in_the_spool_and_is_replayed_once(world, red_budget, own_spool):
     ledger.budget_reserve(request_id="req_down", budgets=[red_budget], amount=Decimal("0.5"))
+    answered = row(world, "req_down", "0.12345678")
+    answered.created_at -= timedelta(minutes=2)
     with usage_table_away():
-        crossings = ledger.usage_settle(row=row(world, "req_down", "0.12345678"), budgets=[red_budget])
+        crossings = ledger.usage_settle(row=answered, budgets=[red_budget])
         assert crossings == []  # the caller resumed: the row is on disk
-        assert spool.stats()["rows"] == 1
+        assert spool.stats() == {**spool.stats(), "rows": 1, "full": False}
+        assert 120 <= spool.stats()["oldest_age_seconds"] < 180
         assert spool_replay().waiting == 1  # still refused: it stays
     assert BudgetCounter.objects.get(budget_id=red_budget.id).reserved == Decimal("0.5")  # held meanwhile
 
