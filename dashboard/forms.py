@@ -172,6 +172,14 @@ class ProviderForm(forms.ModelForm):
                 field.help_text = "Only an admin may change this."
                 # A disabled field cleans its initial value: give it in the posted (text) form.
                 self.initial[name] = field.prepare_value(self.initial.get(name, field.initial))
+        if not self.instance.has_credential:  # nothing stored (a new provider): nothing to remove
+            del self.fields["clear_credential"]
+            self.fields["credential"].help_text = "Write-only: never shown again once saved."
+
+    def clean(self) -> dict:
+        data = super().clean()
+        data.setdefault("clear_credential", False)  # the views read it whether or not it was offered
+        return data
 
 
 class ModelForm(forms.ModelForm):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib import messages
@@ -32,6 +33,7 @@ from dashboard.rendering import render_page
 from providers.models import Provider
 
 FEED_ROWS = 15
+ISO_MOMENT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
 log = logging.getLogger("dashboard.views")
 
 
@@ -219,5 +221,30 @@ def audit(request: HttpRequest) -> HttpResponse:
         entries = entries.filter(action__startswith=request.GET["action"])
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
     action = request.GET.get("action", "")
-    return render_page(request, "audit.html", {"page": page, "action": action,
+    rows = [(entry, _changes(entry.before, entry.after)) for entry in page]
+    return render_page(request, "audit.html", {"page": page, "rows": rows, "action": action,
                                                "query": f"action={action}" if action else ""})
+
+
+def _changes(before, after) -> list[tuple[str, str, str]]:
+    """An entry's before and after as (what, from, to) lines a person reads: the
+    fields that changed (all of them for a creation or removal), values in words."""
+    if not isinstance(before, dict) and not isinstance(after, dict):
+        return [] if before is None and after is None else [("", _readable(before), _readable(after))]
+    before, after = before or {}, after or {}
+    names = [name for name in {**before, **after} if before.get(name) != after.get(name)]
+    return [(name.replace("_", " "), _readable(before.get(name)), _readable(after.get(name))) for name in names]
+
+
+def _readable(value) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(_readable(item) for item in value) or "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_readable(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, str) and ISO_MOMENT.match(value):  # audit snapshots keep times as ISO text
+        return f"{datetime.fromisoformat(value):%Y-%m-%d %H:%M:%S} UTC"
+    return str(value)

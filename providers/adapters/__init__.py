@@ -7,6 +7,7 @@ registry never imports an SDK that a deployment does not use.
 from __future__ import annotations
 
 import asyncio
+import atexit
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,37 @@ def get_adapter(config: AdapterConfig) -> Adapter:
             _close_later(_instances.pop(k))
         adapter = adapter_class(config.kind)(config)
         _instances[key] = adapter
+        _close_at_exit_on_this_loop()
     return adapter
+
+
+_exit_loop: list[asyncio.AbstractEventLoop] = []  # the loop the adapters' clients belong to
+
+
+def _close_at_exit_on_this_loop() -> None:
+    if _exit_loop:
+        return
+    try:
+        _exit_loop.append(asyncio.get_running_loop())
+    except RuntimeError:
+        return  # made outside a loop (a management command): nothing async to close
+    atexit.register(_close_all_at_exit)
+
+
+async def adapters_close() -> None:
+    """Close every adapter's SDK client. Daphne (make run) stopped with them open
+    made aiohttp log "Unclosed client session" and "Unclosed connector" as the
+    interpreter tore them down; the exit hook below calls this."""
+    adapters = list(_instances.values())
+    _instances.clear()
+    await asyncio.gather(*(a.aclose() for a in adapters), return_exceptions=True)
+
+
+def _close_all_at_exit() -> None:
+    """Daphne stops its loop without closing it, so at exit it can still run the closes."""
+    loop = _exit_loop[0]
+    if _instances and not loop.is_closed() and not loop.is_running():
+        loop.run_until_complete(adapters_close())
 
 
 def _close_later(adapter: Adapter) -> None:
