@@ -185,6 +185,9 @@ class FormSession:
 
 
 def screenshot(page, name: str) -> Path:
+    # Template syntax on the page is a template bug (a {# #} comment over several lines prints as text).
+    text = page.locator("body").inner_text()
+    assert "{#" not in text and "{%" not in text and "{{" not in text, f"template syntax on {page.url}"
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path

@@ -54,6 +54,7 @@ def test_operators_see_each_attempt_and_the_failures_of_a_fallen_back_provider(
     at_width(page, width)
     log_in(page, "olive")
     expect(page.locator("section", has_text="Provider health")).to_contain_text("openai: 2 calls, 2 failed (100%)")
+    screenshot(page, f"overview-provider-health-{width}")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Providers").click()
     row = page.get_by_role("row").filter(has=page.get_by_role("link", name="openai", exact=True))
     expect(row.locator("[data-col=calls]")).to_have_text("2")
