@@ -140,3 +140,14 @@ def test_every_readme_command_runs_as_written(checkout, served):
     assert re.fullmatch(r"ep-\S+\n", outputs["create_api_key"].stdout)  # the key alone, for scripts
     assert '"architect"' in (checkout / "persona_map.json").read_text()
     assert logs_in(url, "admin", outputs["reset_admin_password"].stdout.strip())
+
+
+@pytest.mark.parametrize("command, env", [
+    (".venv/bin/python manage.py check", {"DATABASE_URL": "sqlite:///elsewhere.sqlite3"}),  # not the checkout's
+    (f".venv/bin/python manage.py runserver 127.0.0.1:{_free_port()} --noreload", {}),  # a server
+])
+def test_the_development_secret_is_for_checkout_commands_only(checkout, command, env):
+    refused = subprocess.run(["bash", "-c", command], cwd=checkout, env={**newcomer_env(), **env},
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "SECRET_KEY is missing or is the development default" in refused.stderr
