@@ -99,6 +99,9 @@ def test_an_abandoned_request_on_a_cold_server_keeps_its_row_once_authenticated(
     assert not missing, f"{len(missing)} of {len(authenticated)} authenticated requests have no row"
     assert Usage.objects.count() == len(authenticated)  # and nothing else left a row
     assert "cancelled" in rows.values()  # some left after their authentication: the case that matters
-    assert set(rows.values()) == {"cancelled"}
+    # "ok" too: on a starved machine the answer and the disconnect can wake the
+    # server in the same loop turn, and the view, finishing first, files it as
+    # answered (its cost was spent all the same).
+    assert set(rows.values()) <= {"cancelled", "ok"}
     print(f"\n{SERVERS * len(DELAYS)} abandoned, {len(authenticated)} authenticated, "
           f"{list(rows.values()).count('cancelled')} rows cancelled")
