@@ -51,6 +51,10 @@ def checkout(tmp_path_factory) -> Path:
     """The checkout's files as a clone has them (tracked and new, nothing
     ignored: no database, no test artifacts), modification times kept so make
     sees the install as done; .venv linked to the project's."""
+    # The copy links the project's .venv: an install it found out of date would
+    # reinstall into that .venv from the copy (the client's editable install
+    # then points at a directory deleted after the test). Bring it up to date here.
+    subprocess.run(["make", "install-dev"], cwd=ROOT, check=True, capture_output=True)
     target = tmp_path_factory.mktemp("clone")
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
                             capture_output=True).stdout.decode().split("\0")
