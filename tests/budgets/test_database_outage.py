@@ -81,42 +81,50 @@ class Load:
                 "code": code, "stream": stream}
 
 
-def test_postgres_stopped_under_load_loses_no_answer_and_doubles_nothing(tmp_path):
+@pytest.fixture
+def own_postgres():
+    pg = OwnPostgres().create()
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture
+def slow_fake():
     fake = FakeOpenAIServer().start()
     # Each answer takes 0.15 s upstream: requests are in flight when the database stops.
     fake.default_reply = Fault("stall", seconds=0.15, reply=FakeReply(text="fine", output_tokens=5))
-    pg = OwnPostgres().create()
-    server = None
+    yield fake
+    fake.stop()
+
+
+def test_postgres_stopped_under_load_loses_no_answer_and_doubles_nothing(own_postgres, slow_fake, tmp_path):
+    pg = own_postgres
+    url = pg.create_database("gateway")
+    manage(url, "migrate", "--no-input")
+    keys = json.loads(manage(url, "shell", "-c", SEED.format(base_url=slow_fake.base_url)).strip().splitlines()[-1])
+    # No Redis: other test runs on the shared one bump the config generation,
+    # and a reload while the database is down refuses everything (before auth).
+    server = start_daphne(url, name="gateway-pg-outage", EP_SPOOL_DIR=str(tmp_path / "spool"), REDIS_URL="")
+    load = Load(server.url, keys)
     try:
-        url = pg.create_database("gateway")
-        manage(url, "migrate", "--no-input")
-        keys = json.loads(manage(url, "shell", "-c", SEED.format(base_url=fake.base_url)).strip().splitlines()[-1])
-        # No Redis: other test runs on the shared one bump the config generation,
-        # and a reload while the database is down refuses everything (before auth).
-        server = start_daphne(url, name="gateway-pg-outage", EP_SPOOL_DIR=str(tmp_path / "spool"), REDIS_URL="")
-        load = Load(server.url, keys)
         with ThreadPoolExecutor(6) as pool:
             workers = [pool.submit(load.run, i) for i in range(6)]
-            time.sleep(2)
-            stopped_at = time.monotonic()
-            pg.stop("immediate")
-            time.sleep(3)  # the clients keep sending
-            restarted_at = time.monotonic()
-            pg.start()
-            time.sleep(3)
-            load.stopping.set()
+            try:
+                time.sleep(2)
+                stopped_at = time.monotonic()
+                pg.stop("immediate")
+                time.sleep(3)  # the clients keep sending
+                restarted_at = time.monotonic()
+                pg.start()
+                time.sleep(3)
+            finally:
+                load.stopping.set()
             for worker in workers:
                 worker.result()
         health = wait_until(lambda: _recovered(server.url), 30, "the spool replayed and the database back")
     finally:
-        if server is not None:
-            stop_process(server.process)
-        fake.stop()
-
-    try:
-        _assert_the_ledger_holds_every_answer_once(pg, load.outcomes, stopped_at, restarted_at, health, server)
-    finally:
-        pg.destroy()
+        stop_process(server.process)
+    _assert_the_ledger_holds_every_answer_once(pg, load.outcomes, stopped_at, restarted_at, health, server)
 
 
 def _recovered(url: str) -> dict | None:

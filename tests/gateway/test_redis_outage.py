@@ -56,24 +56,25 @@ def test_redis_killed_under_load_turns_no_answer_into_a_500(live, world, via_fak
     try:
         with ThreadPoolExecutor(6) as pool:
             workers = [pool.submit(load, i) for i in range(6)]
-            time.sleep(2)
-            killed_at = time.monotonic()
-            redis_server.kill()
-            time.sleep(0.5)
-            with httpx.Client(timeout=30) as client:  # exactly once cannot be promised now: refused
-                idempotent = _ask(client, server.url, world.blue_key, **{"Idempotency-Key": "order-17"})
-            time.sleep(1.5)
-            restarted_at = time.monotonic()
-            redis_server.start()
-            # Back: the clients reconnect on their next command.
-            wait_until(lambda: any(o["team"] == "red" and o["status"] == 200 and o["started"] > restarted_at
-                                   for o in list(outcomes)), 15, "a rate-limited request admitted again")
-            stopping.set()
+            try:
+                time.sleep(2)
+                killed_at = time.monotonic()
+                redis_server.kill()
+                time.sleep(0.5)
+                with httpx.Client(timeout=30) as client:  # exactly once cannot be promised now: refused
+                    idempotent = _ask(client, server.url, world.blue_key, **{"Idempotency-Key": "order-17"})
+                time.sleep(1.5)
+                restarted_at = time.monotonic()
+                redis_server.start()
+                # Back: the clients reconnect on their next command.
+                wait_until(lambda: any(o["team"] == "red" and o["status"] == 200 and o["started"] > restarted_at
+                                       for o in list(outcomes)), 15, "a rate-limited request admitted again")
+            finally:
+                stopping.set()
             for worker in workers:
                 worker.result()
         health = httpx.get(server.url + "/health").json()
     finally:
-        stopping.set()
         stop_process(server.process)
         redis_server.destroy()
 
