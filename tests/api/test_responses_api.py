@@ -6,6 +6,7 @@ fakes for what each provider kind must carry."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import httpx
 import openai
@@ -234,10 +235,11 @@ def test_a_budget_refusal_is_a_429_envelope_and_one_row(live, world):
 def test_an_idempotency_key_runs_the_request_once(live, world, routed):
     fake = routed["openai"]
     client = sdk(live, world.red_key)
+    key = f"k-{uuid.uuid4().hex}"  # records outlive a run in a shared Redis (24 h): never reuse one
     first = client.responses.with_raw_response.create(model="via-openai", input="once",
-                                                      extra_headers={"Idempotency-Key": "k-1"})
+                                                      extra_headers={"Idempotency-Key": key})
     again = client.responses.with_raw_response.create(model="via-openai", input="once",
-                                                      extra_headers={"Idempotency-Key": "k-1"})
+                                                      extra_headers={"Idempotency-Key": key})
     assert again.headers["idempotent-replayed"] == "true"
     assert again.parse().id == first.parse().id and fake.call_count == 1
     assert StoredResponse.objects.count() == 1
