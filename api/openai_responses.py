@@ -65,13 +65,14 @@ def usage_json(usage: Usage) -> dict:
     }
 
 
-def text_part(text: str) -> dict:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def text_part(text: str, logprobs: list[dict] | None = None) -> dict:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
 
-def message_item(item_id: str, text: str | None, status: str = "completed") -> dict:
+def message_item(item_id: str, text: str | None, status: str = "completed", logprobs: list[dict] | None = None
+                 ) -> dict:
     """An assistant message; `text` None while it is streaming (its part is added then)."""
-    content = [text_part(text)] if text is not None else []
+    content = [text_part(text, logprobs)] if text is not None else []
     return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content}
 
 
@@ -81,7 +82,9 @@ def function_call_item(item_id: str, call: ToolCall, status: str = "completed") 
 
 
 def output_items(result: ChatResult) -> list[dict]:
-    items = [message_item(new_id("msg"), result.content or "")] if result.content or not result.tool_calls else []
+    logprobs = (result.logprobs or {}).get("content")
+    items = ([message_item(new_id("msg"), result.content or "", logprobs=logprobs)]
+             if result.content or not result.tool_calls else [])
     return items + [function_call_item(new_id("fc"), call) for call in result.tool_calls]
 
 
@@ -112,7 +115,7 @@ class Echo:
             "text": {"format": (body.text.format if body.text and body.text.format else {"type": "text"})},
             "tool_choice": body.tool_choice or "auto",
             "tools": [t.model_dump(exclude_none=True) for t in body.tools or []],
-            "top_p": body.top_p, "truncation": "disabled", "user": body.user,
+            "top_p": body.top_p, "top_logprobs": body.top_logprobs, "truncation": "disabled", "user": body.user,
             "metadata": body.metadata or {}, "usage": usage_json(usage) if usage is not None else None,
         }
 

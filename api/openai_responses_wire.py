@@ -15,8 +15,14 @@ Choices worth knowing:
 - `reasoning` items in the input are dropped: we never produce them, and they
   mean something only to the OpenAI model that made them.
 - Built-in tools (web_search, file_search, ...), file inputs and parameters
-  with no equivalent on every route (background, conversation, prompt,
-  top_logprobs) are a 400 naming the field, never silently dropped.
+  with no equivalent on every route (background, conversation, prompt) are a
+  400 naming the field, never silently dropped.
+- Logprobs are asked for as OpenAI does (`include: ["message.output_text.logprobs"]`,
+  `top_logprobs`), non-streaming only, like on chat; a route whose providers
+  lack them refuses (the pipeline's capability check). Other `include` values
+  name extra data we never produce (reasoning, search results): nothing to add.
+- The ChatRequest says it came from this API (`api="responses"`), so the openai
+  adapter can carry it to OpenAI's own /v1/responses (providers/adapters/openai_responses.py).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from providers.types import ChatRequest
 REASONING_KINDS = ("openai", "gemini", "demo")
 GEMINI_THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 TEXT_TYPES = ("input_text", "output_text", "text")
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
 
 class _Lenient(Schema):
@@ -107,7 +114,8 @@ class ResponsesIn(_Lenient):
     background: bool | None = None
     conversation: Any = None
     prompt: Any = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    include: list[str] | None = None
 
 
 def new_id(prefix: str) -> str:
@@ -122,11 +130,17 @@ def refuse_unsupported(body: ResponsesIn) -> None:
         "background": (body.background, "background responses are not supported; send the request and wait"),
         "conversation": (body.conversation, "conversations are not supported; chain with previous_response_id"),
         "prompt": (body.prompt, "stored prompts are not supported; send instructions and input"),
-        "top_logprobs": (body.top_logprobs, "logprobs are served on /v1/chat/completions only"),
     }
     for param, (value, why) in unsupported.items():
         if value:
             raise InvalidRequest(f"{param}: {why}.", code="unsupported_parameter", param=param)
+    if wants_logprobs(body) and body.stream:
+        raise InvalidRequest("logprobs are returned for non-streaming requests only.",
+                             code="logprobs_not_supported_for_streams", param="include")
+
+
+def wants_logprobs(body: ResponsesIn) -> bool:
+    return LOGPROBS_INCLUDE in (body.include or []) or body.top_logprobs is not None
 
 
 def _unsupported_part(where: str, part: PartIn) -> InvalidRequest:
@@ -284,13 +298,16 @@ def to_chat_request(body: ResponsesIn, items: list[dict]) -> ChatRequest:
         "tool_choice": _tool_choice(body.tool_choice), "parallel_tool_calls": body.parallel_tool_calls,
         "temperature": body.temperature, "top_p": body.top_p, "max_completion_tokens": body.max_output_tokens,
         "response_format": response_format(body.text), "user": body.user,
+        "logprobs": wants_logprobs(body) or None, "top_logprobs": body.top_logprobs,
     }
     try:
         chat_body = openai_compat.ChatCompletionIn.model_validate(chat)
     except pydantic.ValidationError as error:  # only what our own checks above let through
         first = error.errors()[0]
         raise InvalidRequest(f"Invalid request: {first['msg']}", param="input") from None
-    return openai_compat.to_chat_request(chat_body)
+    request = openai_compat.to_chat_request(chat_body)
+    request.api = "responses"
+    return request
 
 
 def reasoning_apply(request: ChatRequest, route: Route, reasoning: ReasoningIn | None) -> None:

@@ -12,6 +12,7 @@ from accounts.models import SCOPES, Membership, Team
 from accounts.services import TEAM_ROLES, USER_ROLES
 from budgets.models import Budget, Usage
 from personas.models import Persona, params_validate
+from providers.adapters.openai import RESPONSES_API_MODES
 from providers.models import Model, Provider, model_name_validate
 
 # -- teams, keys and memberships -----------------------------------------------
@@ -178,6 +179,9 @@ class ProviderForm(forms.ModelForm):
 
     def clean(self) -> dict:
         data = super().clean()
+        mode = (data.get("options") or {}).get("responses_api")
+        if data.get("kind") == "openai" and mode is not None and mode not in RESPONSES_API_MODES:
+            self.add_error("options", f"responses_api must be one of {', '.join(RESPONSES_API_MODES)}.")
         data.setdefault("clear_credential", False)  # the views read it whether or not it was offered
         return data
 

@@ -96,6 +96,9 @@ class ChatRequest:
     # only routes whose providers have them accept these (Capabilities.logprobs).
     logprobs: bool = False
     top_logprobs: int | None = None
+    # The API the caller used: "responses" for OpenAI's Responses API, which an
+    # adapter that speaks it upstream (openai) may carry natively.
+    api: Literal["chat", "responses"] = "chat"
     # Adapter-specific knobs that come from the route step's params (e.g.
     # claude_agent's allowed_tools); adapters ignore keys they do not know.
     extra: dict[str, Any] = field(default_factory=dict)

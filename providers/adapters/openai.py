@@ -20,6 +20,7 @@ from typing import Any
 import httpx2
 import openai
 
+from providers.adapters import openai_responses
 from providers.adapters.base import Adapter, AdapterConfig, connection_failure
 from providers.types import (
     Capabilities,
@@ -37,6 +38,11 @@ from providers.types import (
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# options["responses_api"]: when to call POST /responses instead of /chat/completions.
+# "native": requests that came on our /v1/responses; "always": every request
+# (models served on the Responses API only); "off": never (compatible servers
+# that lack it). Default: "native" on api.openai.com, "off" elsewhere.
+RESPONSES_API_MODES = ("native", "always", "off")
 
 # Keys of ChatRequest.extra (route-step params) sent as-is; anything else is
 # ignored, so a param meant for another kind never reaches this API.
@@ -223,7 +229,8 @@ def usage_from_wire(u: Mapping[str, Any] | None) -> Usage:
 class StreamState:
     """Turns chat.completion.chunk bodies (wire JSON) into StreamEvents; remembers what `done` needs."""
 
-    def __init__(self) -> None:
+    def __init__(self, provider: str = "openai") -> None:
+        self.provider = provider
         self.finish: str | None = None
         self.saw_tool_call = False
 
@@ -250,7 +257,8 @@ class StreamState:
         elif args:
             yield StreamEvent("tool_call", index=index, arguments=args)
 
-    def final(self, provider: str = "openai") -> StreamEvent:
+    def final(self) -> StreamEvent:
+        provider = self.provider
         if self.finish is None:
             # The body ended cleanly but without a finish_reason: the answer is incomplete.
             error = ProviderError("unavailable", f"{provider}: stream ended before the answer finished",
@@ -376,6 +384,9 @@ class OpenAIAdapter(Adapter):
         super().__init__(config)
         opts = config.options
         self._max_tokens_param = opts.get("max_tokens_param", "max_tokens")
+        on_openai = (config.base_url or DEFAULT_BASE_URL).rstrip("/") == DEFAULT_BASE_URL
+        mode = opts.get("responses_api")  # the provider form refuses other values
+        self._responses_api = mode if mode in RESPONSES_API_MODES else ("native" if on_openai else "off")
         self._client = openai.AsyncOpenAI(
             # Keyless local servers (Ollama, vLLM) still need a non-empty key for the
             # SDK; an explicit placeholder also stops it reading OPENAI_API_KEY.
@@ -405,7 +416,16 @@ class OpenAIAdapter(Adapter):
         extra_body = params.pop("extra_body", None)
         return params | stream | (extra_body or {})
 
+    def _uses_responses(self, request: ChatRequest) -> bool:
+        """Whether this request goes to POST /responses (see RESPONSES_API_MODES).
+        `stop` and `seed` exist on Chat Completions only, so such a request stays there."""
+        if request.stop or request.seed is not None:
+            return False
+        return self._responses_api == "always" or (self._responses_api == "native" and request.api == "responses")
+
     async def chat(self, request: ChatRequest) -> ChatResult:
+        if self._uses_responses(request):
+            return await self._respond(request)
         # client.post, the SDK's call for a raw body (its README's "undocumented
         # requests"): same auth, base URL, headers, timeouts and status errors as
         # chat.completions.create, without its TypedDict transform of the request
@@ -420,6 +440,16 @@ class OpenAIAdapter(Adapter):
                 KeyError) as err:
             raise self._error(err) from None
 
+    async def _respond(self, request: ChatRequest) -> ChatResult:
+        try:
+            response = await self._client.post("/responses", body=openai_responses.request_to_wire(request),
+                                               cast_to=httpx2.Response)
+            body = json.loads(response.content)
+            return openai_responses.result_from_wire(body, response.headers.get("x-request-id"))
+        except (openai.OpenAIError, httpx2.HTTPError, ValueError, AttributeError, TypeError, IndexError,
+                KeyError) as err:
+            raise self._error(err) from None
+
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         try:
             response = await self._client.post("/embeddings", body=embedding_request_to_wire(request),
@@ -430,17 +460,22 @@ class OpenAIAdapter(Adapter):
             raise self._error(err) from None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        body = self._body(request, stream=True, stream_options={"include_usage": True})
+        name = self.config.name or self.kind
+        if self._uses_responses(request):
+            path, body = "/responses", openai_responses.request_to_wire(request) | {"stream": True}
+            state: StreamState | openai_responses.StreamState = openai_responses.StreamState(name)
+        else:
+            path, body = "/chat/completions", self._body(request, stream=True, stream_options={"include_usage": True})
+            state = StreamState(name)
         sdk_stream = None
-        state = StreamState()
         try:
             # The SDK still parses the SSE and raises on an error event; chunks come as dicts.
-            sdk_stream = await self._client.post("/chat/completions", body=body, cast_to=dict, stream=True,
+            sdk_stream = await self._client.post(path, body=body, cast_to=dict, stream=True,
                                                  stream_cls=openai.AsyncStream[dict])
             async for chunk in sdk_stream:
                 for event in state.events(chunk):
                     yield event
-            yield state.final(self.config.name or self.kind)
+            yield state.final()
         except (openai.OpenAIError, httpx2.HTTPError, ValueError, AttributeError, TypeError, IndexError,
                 KeyError) as err:
             yield StreamEvent("error", error=self._error(err))

@@ -84,6 +84,7 @@ class FakeOpenAIServer(FakeProviderServer):
         return Starlette(routes=[
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            Route("/v1/responses", self._responses, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
         ])
 
@@ -140,6 +141,105 @@ class FakeOpenAIServer(FakeProviderServer):
         tokens = sum(max(1, len(str(text).split())) for text in inputs)
         return JSONResponse({"object": "list", "data": data, "model": body["model"],
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def _responses(self, request: Request) -> Response:
+        """POST /v1/responses: OpenAI's Responses API, JSON or its typed SSE events."""
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        self.record(request.url.path, dict(request.headers), body)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if not isinstance(body, dict) or "model" not in body or "input" not in body:
+            return JSONResponse(error_body(400, "Missing required parameter: 'input'.", param="input"), 400)
+        script = self.next_script()
+        reply = (script.reply or self.default_reply) if isinstance(script, Fault) else script
+        if isinstance(script, Fault) and script.kind == "status":
+            return JSONResponse(error_body(script.status, script.message, script.error_type), script.status)
+        if isinstance(script, Fault) and script.kind == "stall":
+            await sleep_or_disconnect(script.seconds)
+        if not body.get("stream"):
+            return JSONResponse(self._response_object(reply, body), headers={"x-request-id": f"req_{_hex(32)}"})
+        events = self._response_events(reply, body)
+        if isinstance(script, Fault) and script.kind == "cut":
+            keep = 2 + script.after_chunks  # created, in_progress, then that many more
+            return self._sse(events[:keep], reply, {}, then=script)
+        return self._sse(events, reply, {})
+
+    def _response_output(self, reply: FakeReply, body: dict) -> list[dict]:
+        output: list[dict] = []
+        if reply.text or not reply.tool_calls:
+            logprobs = (self._logprobs(reply, {"logprobs": True, "top_logprobs": body.get("top_logprobs")})
+                        if "message.output_text.logprobs" in (body.get("include") or []) else None)
+            part = {"type": "output_text", "text": reply.text, "annotations": [],
+                    "logprobs": logprobs["content"] if logprobs else []}
+            output.append({"id": f"msg_{_hex()}", "type": "message", "role": "assistant", "status": "completed",
+                           "content": [part]})
+        for call in self._tool_calls(reply):
+            output.append({"id": f"fc_{_hex()}", "type": "function_call", "call_id": call["id"],
+                           "name": call["function"]["name"], "arguments": call["function"]["arguments"],
+                           "status": "completed"})
+        return output
+
+    def _response_object(self, reply: FakeReply, body: dict, *, status: str | None = None,
+                         output: list[dict] | None = None) -> dict:
+        reason = {"length": "max_output_tokens", "content_filter": "content_filter"}.get(reply.finish_reason)
+        status = status or ("incomplete" if reason else "completed")
+        usage = {"input_tokens": reply.input_tokens, "input_tokens_details": {"cached_tokens": reply.cached_tokens},
+                 "output_tokens": reply.output_tokens,
+                 "output_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
+                 "total_tokens": reply.input_tokens + reply.output_tokens}
+        return {
+            "id": f"resp_{_hex(48)}", "object": "response", "created_at": int(time.time()), "status": status,
+            "error": None, "incomplete_details": {"reason": reason} if status == "incomplete" else None,
+            "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+            "model": body["model"], "output": self._response_output(reply, body) if output is None else output,
+            "parallel_tool_calls": body.get("parallel_tool_calls", True), "previous_response_id": None,
+            "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+            "store": body.get("store", True), "temperature": body.get("temperature", 1.0),
+            "text": body.get("text") or {"format": {"type": "text"}}, "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [], "top_p": body.get("top_p", 1.0), "truncation": "disabled",
+            "usage": usage if status in ("completed", "incomplete") else None, "metadata": {},
+        }
+
+    def _response_events(self, reply: FakeReply, body: dict) -> list[bytes]:
+        """The typed events of a streamed response, in api.openai.com's order."""
+        events: list[bytes] = []
+
+        def emit(kind: str, **fields: Any) -> None:
+            events.append(sse({"type": kind, "sequence_number": len(events), **fields}, event=kind))
+
+        opening = self._response_object(reply, body, status="in_progress", output=[])
+        emit("response.created", response=opening)
+        emit("response.in_progress", response=opening)
+        output = self._response_output(reply, body)
+        for index, item in enumerate(output):
+            if item["type"] == "message":
+                emit("response.output_item.added", output_index=index,
+                     item={**item, "status": "in_progress", "content": []})
+                emit("response.content_part.added", item_id=item["id"], output_index=index, content_index=0,
+                     part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+                for piece in reply.text_chunks():
+                    emit("response.output_text.delta", item_id=item["id"], output_index=index, content_index=0,
+                         delta=piece, logprobs=[])
+                emit("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
+                     text=reply.text, logprobs=[])
+                emit("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
+                     part=item["content"][0])
+            else:
+                emit("response.output_item.added", output_index=index,
+                     item={**item, "status": "in_progress", "arguments": ""})
+                args, n = item["arguments"], max(1, reply.chunk_size)
+                for i in range(0, len(args), n):
+                    emit("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
+                         delta=args[i : i + n])
+                emit("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                     name=item["name"], arguments=args)
+            emit("response.output_item.done", output_index=index, item=item)
+        final = self._response_object(reply, body, output=output)
+        emit("response.incomplete" if final["status"] == "incomplete" else "response.completed", response=final)
+        return events
 
     def _answer(self, reply: FakeReply, body: dict) -> Response:
         headers = {"x-request-id": f"req_{_hex(32)}"}
