@@ -4,8 +4,10 @@
 `provider/model` for keys with the `direct` scope. Each request is admitted,
 reserved against the budgets (input tokens at the model's input price), settled
 and recorded as one Usage row, like a chat request. `input` is a string or an
-array of strings; token arrays are refused with a clear error, since the route's
-provider need not share OpenAI's tokenizer. `encoding_format`
+array of strings, or token arrays (one array, or an array of arrays of OpenAI
+token ids, as LangChain sends them): those reach only providers that share
+OpenAI's tokenizer (openai; demo embeds the ids), and a route with none of them
+refuses with `token_inputs_not_supported`. `encoding_format`
 "base64" packs each vector as little-endian float32, as OpenAI does.
 """
 
@@ -35,27 +37,39 @@ class EmbeddingsIn(Schema):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(..., min_length=1, max_length=300)
-    input: str | list[Any] = Field(..., description="A string, an array of strings (or token arrays: refused).")
+    input: str | list[Any] = Field(..., description="A string, an array of strings, a token array or an array of "
+                                   "token arrays (OpenAI routes only).")
     dimensions: int | None = Field(None, ge=1, le=65536)
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = Field(None, max_length=300)
     metadata: dict[str, str] | None = None
 
 
-def inputs_of(value: str | list[Any]) -> list[str]:
-    """The texts to embed; what OpenAI would accept but we cannot is refused by name."""
+def inputs_of(value: str | list[Any]) -> list[str] | list[list[int]]:
+    """The texts (or token arrays) to embed; a malformed input is refused by name."""
     items = [value] if isinstance(value, str) else value
     if not items:
         raise InvalidRequest("input is empty: send a string or a non-empty array of strings.", param="input")
-    if all(isinstance(item, int) for item in items) or all(isinstance(item, list) for item in items):
-        raise InvalidRequest("Token arrays are not accepted here: send the text itself (a string or an array "
-                             "of strings); the route's provider may not share OpenAI's tokenizer.",
-                             code="token_input_not_supported", param="input")
+    if all(_is_token_id(item) for item in items):
+        items = [items]  # one token array
+    if all(isinstance(item, list) for item in items):
+        return [_token_array(i, item) for i, item in enumerate(items)]
     if not all(isinstance(item, str) for item in items):
         raise InvalidRequest("input must be a string or an array of strings.", param="input")
     if any(not item for item in items):
         raise InvalidRequest("input contains an empty string; every input must have text.", param="input")
     return items
+
+
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _token_array(index: int, item: list[Any]) -> list[int]:
+    if not item or not all(_is_token_id(token) for token in item):
+        raise InvalidRequest(f"input.{index}: a token array must be a non-empty array of token ids "
+                             "(non-negative integers).", param="input")
+    return item
 
 
 def vector_json(vector: list[float], encoding: str) -> list[float] | str:

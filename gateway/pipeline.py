@@ -109,7 +109,7 @@ async def begin_embedding(call: Call, request: EmbeddingRequest, *, model: str, 
     if len(request.inputs) > settings.EP_MAX_EMBEDDING_INPUTS:
         raise InvalidRequest(f"This request has {len(request.inputs)} inputs; this gateway embeds at most "
                              f"{settings.EP_MAX_EMBEDDING_INPUTS} per request.", code="too_many_inputs", param="input")
-    _usable_steps(route, ("embeddings",))
+    _usable_steps(route, _embedding_needs(request))
     tracing.annotate_request(call, None, requested_model=model, operation="embeddings")
     return route
 
@@ -136,6 +136,10 @@ def _should_fall_back(error: ProviderError, step: StepInfo) -> bool:
     return error.retryable or step.fallback_on_client_error
 
 
+# How a refusal names a capability a route lacks.
+CAPABILITY_NAMES = {"token_inputs": "token-array inputs (send the text itself)"}
+
+
 def _usable_steps(route: Route, needs: tuple[str, ...] = ()) -> list[StepInfo]:
     """Enabled steps whose provider has every capability in `needs` (e.g.
     "embeddings", "logprobs"); raises when the route has none."""
@@ -149,11 +153,12 @@ def _usable_steps(route: Route, needs: tuple[str, ...] = ()) -> list[StepInfo]:
     capable = [s for s in steps if all(getattr(adapter_class(s.provider.kind).capabilities, n) for n in needs)]
     if not capable:
         serving = ", ".join(f"{s.provider.name}/{s.model}" for s in steps)
-        need = " and ".join(needs)
+        missing = next((n for n in needs if not any(getattr(adapter_class(s.provider.kind).capabilities, n)
+                                                    for s in steps)), needs[-1])
         raise InvalidRequest(
-            f"'{route.label}' routes to {serving}, which does not serve {need}; "
+            f"'{route.label}' routes to {serving}, which does not serve {CAPABILITY_NAMES.get(missing, missing)}; "
             f"use a persona or provider/model that does (GET /capabilities lists them).",
-            code=f"{needs[0]}_not_supported", param="model")
+            code=f"{missing}_not_supported", param="input" if missing == "token_inputs" else "model")
     return capable
 
 
@@ -256,15 +261,22 @@ async def complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
 async def embed(call: Call, route: Route, base: EmbeddingRequest) -> EmbeddingResult:
     """Vectors from the first step (in route order) that serves embeddings, each with its retries."""
     await _admit(call, route, lambda: _embedding_worst_case(route, base))
-    return await _first_answer(call, route, ("embeddings",),
+    return await _first_answer(call, route, _embedding_needs(base),
                                lambda adapter, step: adapter.embed(replace(base, model=step.model)))
 
 
+def _embedding_needs(request: EmbeddingRequest) -> tuple[str, ...]:
+    return ("embeddings", "token_inputs") if request.has_tokens() else ("embeddings",)
+
+
 def _embedding_worst_case(route: Route, request: EmbeddingRequest) -> Decimal:
-    tokens = sum(len(text) for text in request.inputs) // 3 + len(request.inputs)  # a ceiling, as for chat
+    if request.has_tokens():
+        tokens = sum(len(ids) for ids in request.inputs)  # exact
+    else:
+        tokens = sum(len(text) for text in request.inputs) // 3 + len(request.inputs)  # a ceiling, as for chat
     return max(pricing.worst_case_cost(kind=s.provider.kind, model=s.model, info=s.provider.models.get(s.model),
                                        input_tokens=tokens, max_output=0)
-               for s in _usable_steps(route, ("embeddings",)))
+               for s in _usable_steps(route, _embedding_needs(request)))
 
 
 async def _first_answer(call: Call, route: Route, needs: tuple[str, ...],

@@ -144,10 +144,16 @@ class ChatResult:
 @dataclass(slots=True)
 class EmbeddingRequest:
     model: str  # the provider's model name
-    inputs: list[str]  # texts; token arrays are decoded or refused at the edge
+    # Texts, or token-id arrays in OpenAI's tokenizer (only for adapters whose
+    # Capabilities say token_inputs: the tokens mean something to that tokenizer only).
+    inputs: list[str] | list[list[int]]
     dimensions: int | None = None
     user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+    def has_tokens(self) -> bool:
+        return bool(self.inputs) and isinstance(self.inputs[0], list)
 
 
 @dataclass(slots=True)
@@ -248,6 +254,7 @@ class Capabilities:
     system_prompt: bool = True
     reports_cost: bool = False
     embeddings: bool = False
+    token_inputs: bool = False  # embeddings of token-id arrays (OpenAI's tokenizer)
     logprobs: bool = False
     strict_tools: bool = False
     notes: str = ""

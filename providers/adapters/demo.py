@@ -63,6 +63,7 @@ class DemoAdapter(Adapter):
     kind = "demo"
     capabilities = Capabilities(
         streaming=True, tools=True, parallel_tool_calls=True, images=False, json_mode=False, embeddings=True,
+        token_inputs=True,
         notes="Built-in demo: deterministic simulated answers, no real model.",
     )
 
@@ -162,10 +163,14 @@ class DemoAdapter(Adapter):
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         """Deterministic vectors: the same text gives the same vector, so retrieval demos behave."""
-        self._maybe_fail(ChatRequest(model=request.model, messages=[Message("user", t) for t in request.inputs]))
+        # Token arrays embed as their ids' text: deterministic too, one token each.
+        texts = [" ".join(map(str, item)) if isinstance(item, list) else item for item in request.inputs]
+        self._maybe_fail(ChatRequest(model=request.model, messages=[Message("user", t) for t in texts]))
         dimensions = request.dimensions or DEMO_EMBEDDING_DIMENSIONS
-        vectors = [_demo_vector(text, dimensions) for text in request.inputs]
-        usage = Usage(input_tokens=sum(estimate_tokens(text) for text in request.inputs))
+        vectors = [_demo_vector(text, dimensions) for text in texts]
+        tokens = (sum(len(item) for item in request.inputs) if request.has_tokens()
+                  else sum(estimate_tokens(text) for text in texts))
+        usage = Usage(input_tokens=tokens)
         return EmbeddingResult(vectors=vectors, usage=usage, model=request.model)
 
 

@@ -376,7 +376,7 @@ class OpenAIAdapter(Adapter):
     kind = "openai"
     capabilities = Capabilities(
         streaming=True, tools=True, parallel_tool_calls=True, images=True, json_mode=True, json_schema=True,
-        embeddings=True, logprobs=True, strict_tools=True,
+        embeddings=True, token_inputs=True, logprobs=True, strict_tools=True,
         notes="OpenAI or any OpenAI-compatible endpoint; what a given model supports depends on the server.",
     )
 

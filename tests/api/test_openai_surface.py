@@ -122,8 +122,30 @@ def test_a_route_without_embeddings_is_refused_before_any_provider_call(live, wo
     assert (row.status, row.http_status, row.error_code) == ("refused", 400, "embeddings_not_supported")
 
 
+def test_token_arrays_reach_a_provider_that_shares_openais_tokenizer(live, world, routed):
+    client = sdk(live, world.red_key)
+    many = client.embeddings.create(model="embed-openai", input=[[9906, 1917], [15339, 11, 1917]])
+    one = client.embeddings.create(model="embed-openai", input=[9906, 1917])
+    assert len(many.data) == 2 and len(one.data) == 1
+    assert one.data[0].embedding == many.data[0].embedding  # the same tokens, the same vector
+    sent = [r["body"]["input"] for r in routed["openai"].requests]
+    assert sent == [[[9906, 1917], [15339, 11, 1917]], [[9906, 1917]]]
+    assert [r.input_tokens for r in rows("v1.embeddings")] == [5, 2]
+
+
+def test_token_arrays_are_refused_on_a_route_whose_provider_has_another_tokenizer(live, world, routed):
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk(live, world.red_key).embeddings.create(model="embed-gemini", input=[[9906, 1917]])
+    error = caught.value.body
+    assert (error["code"], error["param"]) == ("token_inputs_not_supported", "input")
+    assert "token-array inputs" in error["message"] and routed["gemini"].call_count == 0
+    assert rows("v1.embeddings")[0].http_status == 400
+
+
 @pytest.mark.parametrize("body, code", [
-    ({"input": [[1, 2, 3]]}, "token_input_not_supported"),
+    ({"input": [[1, "a"]]}, "invalid_request"),
+    ({"input": [[]]}, "invalid_request"),
+    ({"input": [1, -2]}, "invalid_request"),
     ({"input": []}, "invalid_request"),
     ({"input": ["ok", ""]}, "invalid_request"),
 ])

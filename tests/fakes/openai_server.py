@@ -135,10 +135,13 @@ class FakeOpenAIServer(FakeProviderServer):
         if isinstance(script, Fault) and script.kind == "status":
             return JSONResponse(error_body(script.status, script.message, script.error_type), script.status)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and isinstance(inputs[0], int):
+            inputs = [inputs]  # one token array
         dimensions = int(body.get("dimensions") or self.embedding_dimensions)
         data = [{"object": "embedding", "index": i, "embedding": fake_vector(str(text), dimensions)}
                 for i, text in enumerate(inputs)]
-        tokens = sum(max(1, len(str(text).split())) for text in inputs)
+        # a token array counts its ids; text counts ~ words
+        tokens = sum(len(text) if isinstance(text, list) else max(1, len(text.split())) for text in inputs)
         return JSONResponse({"object": "list", "data": data, "model": body["model"],
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
