@@ -10,6 +10,10 @@ Responses are prebuilt bytes: the mock parses only the request line, headers
 and Content-Length, and looks for the stream flag in the body.
 
     python bench/mock_upstream.py --port 9100 [--chunk-delay-ms 0]
+    python bench/mock_upstream.py --port 9101 --first-token-ms 1000 --chunks 60 --chunk-delay-ms 500
+
+The second form answers streams as real models do: nothing for a second (no
+headers either), then a chunk every half second.
 """
 
 from __future__ import annotations
@@ -40,16 +44,16 @@ def _sse_event(obj: dict | str) -> bytes:
     return b"%x\r\n%s\r\n" % (len(line), line)
 
 
-def _stream_parts() -> list[bytes]:
+def _stream_parts(chunks: int = CHUNKS) -> list[bytes]:
     base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": "mock-model"}
     head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
     parts = [head + _sse_event(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "tok0 "},
                                                     "finish_reason": None}]})]
-    for i in range(1, CHUNKS - 1):
+    for i in range(1, chunks - 1):
         parts.append(_sse_event(base | {"choices": [{"index": 0, "delta": {"content": f"tok{i} "},
                                                      "finish_reason": None}]}))
     parts.append(_sse_event(base | {"choices": [{"index": 0, "delta": {"content": "end."}, "finish_reason": "stop"}]}))
-    usage = {"prompt_tokens": 12, "completion_tokens": CHUNKS, "total_tokens": 12 + CHUNKS}
+    usage = {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}
     parts[-1] += _sse_event(base | {"choices": [], "usage": usage}) + _sse_event("[DONE]") + b"0\r\n\r\n"
     return parts
 
@@ -71,8 +75,13 @@ MODELS_RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent
     len(MODELS), MODELS)
 
 
+_RUNNING: set[asyncio.Task] = set()
+
+
 class MockProtocol(asyncio.Protocol):
     chunk_delay = 0.0
+    first_token_delay = 0.0
+    stream_parts = STREAM_PARTS
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -106,19 +115,23 @@ class MockProtocol(asyncio.Protocol):
             self.transport.write(ERROR)
             return
         if _STREAM_RE.search(body):
-            if self.chunk_delay > 0:
-                asyncio.get_running_loop().create_task(self._slow_stream())
+            if self.chunk_delay > 0 or self.first_token_delay > 0:
+                task = asyncio.get_running_loop().create_task(self._slow_stream())
+                _RUNNING.add(task)  # the loop keeps only a weak reference
+                task.add_done_callback(_RUNNING.discard)
             else:
                 self.transport.write(STREAM_WHOLE)
             return
         self.transport.write(COMPLETION)
 
     async def _slow_stream(self) -> None:
-        for part in STREAM_PARTS:
+        await asyncio.sleep(self.first_token_delay)
+        for i, part in enumerate(self.stream_parts):
             if self.transport.is_closing():
                 return
+            if i:
+                await asyncio.sleep(self.chunk_delay)
             self.transport.write(part)
-            await asyncio.sleep(self.chunk_delay)
 
 
 async def serve(port: int) -> None:
@@ -131,8 +144,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    parser.add_argument("--first-token-ms", type=float, default=0.0)
+    parser.add_argument("--chunks", type=int, default=CHUNKS)
     args = parser.parse_args()
     MockProtocol.chunk_delay = args.chunk_delay_ms / 1000
+    MockProtocol.first_token_delay = args.first_token_ms / 1000
+    MockProtocol.stream_parts = _stream_parts(args.chunks)
     try:
         import uvloop
 

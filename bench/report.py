@@ -15,7 +15,28 @@ def _rows(results: dict) -> list[tuple[str, dict]]:
     rows = [("direct to mock", results["direct"])]
     rows += [(f"**ours** {name} x{run['workers']}", run["phases"]) for name, run in results["gateway"].items()]
     rows += [(f"LiteLLM {run['version']} x{run['workers']}", run["phases"]) for run in results["litellm"].values()]
+    rows += [(f"Portkey {run['version']} (1 Node process)", run["phases"])
+             for run in results.get("portkey", {}).values()]
     return rows
+
+
+def _long_rows(results: dict) -> list[tuple[str, dict]]:
+    rows = [(f"**ours** {name} x{run['workers']}", run["long_streams"]) for name, run in results["gateway"].items()
+            if run.get("long_streams")]
+    rows += [(f"LiteLLM {run['version']} x{run['workers']}", run["long_streams"])
+             for run in results["litellm"].values() if run.get("long_streams")]
+    rows += [(f"Portkey {run['version']} (1 Node process)", run["long_streams"])
+             for run in results.get("portkey", {}).values() if run.get("long_streams")]
+    return rows
+
+
+def _long_cell(level: dict) -> str:
+    ttfb, peak = level["ttfb_added_ms"], level["peak"]
+    state = "held" if level["held"] else "**not held**: " + (", ".join(
+        f"{k} {v}" for k, v in level["errors"].items()) or f"finished {level['finished']}")
+    db = f", {peak['db_connections']} db conns" if peak.get("db_connections") is not None else ""
+    return (f"{state}; +{ttfb.get('p50', 0):,.0f} / +{ttfb.get('p99', 0):,.0f} ms; "
+            f"{level['kib_per_open_stream']:.0f} KiB/stream; {peak['fds']} fds{db}")
 
 
 def _best_litellm(results: dict, workers: int) -> dict | None:
@@ -91,30 +112,52 @@ def render(results: dict) -> str:
                          f"{r['rss_end_kib'] / 1024:.0f} MiB ({r['rss_growth_pct']:+.1f}%) | {r['usage_rows_added']:,} "
                          f"| {led['reservations']} / {led['reserved']} | {r['fds_after_warmup']} -> {r['fds_end']} "
                          f"| {r['upstream_connections_open']} | {outcomes}; client errors {r['client_failures']} |")
+    long_rows = _long_rows(results)
+    if long_rows:
+        levels = sorted({int(n) for _, r in long_rows for n in r["levels"]})
+        lines += ["", f"### Long streams (1 s to the first token, then 60 chunks 0.5 s apart; each level's streams "
+                  f"start over {results.get('long_spread_s', 20):.0f} s)", "",
+                  "Per level: held (no error, added TTFB p99 <= 100 ms) or what failed; added time to first byte "
+                  "p50 / p99; resident memory growth per open stream at the peak; open file descriptors and "
+                  "database connections at the peak.", "",
+                  "| target | largest held | " + " | ".join(f"{n:,} streams" for n in levels) + " |",
+                  "|---|---|" + "---|" * len(levels)]
+        for label, r in long_rows:
+            cells = [_long_cell(r["levels"][str(n)]) if str(n) in r["levels"] else "-" for n in levels]
+            lines.append(f"| {label} | {r['largest_held']:,} | " + " | ".join(cells) + " |")
     lines += ["", "### Targets", ""] + _targets(results)
     for name, error in results.get("failed", {}).items():
         lines.append(f"- **{name} did not run**: {error}")
     return "\n".join(lines)
 
 
+# Non-streaming req/s at 16 clients: PostgreSQL + Redis as the performance issue
+# asks; SQLite at least where the issue measured it.
+PLAIN_TARGETS = {"pg": 1200, "sqlite": 1146}
+
+
 def _targets(results: dict) -> list[str]:
     direct = results["direct"]
-    lite1 = _best_litellm(results, 1)
+    portkey = next(iter(results.get("portkey", {}).values()), None)
     out = []
     for name, run in results["gateway"].items():
         ph = run["phases"]
-        checks = [
-            ("non-streaming >= 1,000 req/s", ph["plain_c16"]["rps"] >= 1000, f"{ph['plain_c16']['rps']:,.0f}"),
-        ]
-        if lite1:
-            ratio = ph["plain_c16"]["rps"] / lite1["plain_c16"]["rps"]
-            checks.append((">= 8x LiteLLM (1 worker, same run)", ratio >= 8, f"{ratio:.1f}x"))
+        rps = ph["plain_c16"]["rps"]
+        goal = PLAIN_TARGETS.get(name.split("/")[0], 1000)
+        checks = [(f"non-streaming >= {goal:,} req/s", rps >= goal, f"{rps:,.0f}")]
+        if portkey:
+            theirs = portkey["phases"]["plain_c16"]["rps"]
+            checks.append(("above Portkey (same run)", rps > theirs, f"{rps:,.0f} vs {theirs:,.0f}"))
+        lite = _best_litellm(results, run["workers"])
+        if lite:
+            ratio = rps / lite["plain_c16"]["rps"]
+            checks.append((f">= 8x LiteLLM ({run['workers']} workers, same run)", ratio >= 8, f"{ratio:.1f}x"))
         a50 = ph["plain_c1"]["p50"] - direct["plain_c1"]["p50"]
         a99 = ph["plain_c1"]["p99"] - direct["plain_c1"]["p99"]
         checks += [
             ("added latency p50 <= 1.5 ms", a50 <= 1.5, f"{a50:.2f} ms"),
             ("added latency p99 <= 5 ms", a99 <= 5, f"{a99:.2f} ms"),
-            ("streaming >= 400 streams/s", ph["stream_c16"]["rps"] >= 400, f"{ph['stream_c16']['rps']:,.0f}"),
+            ("streaming >= 600 streams/s", ph["stream_c16"]["rps"] >= 600, f"{ph['stream_c16']['rps']:,.0f}"),
         ]
         if "websocket_ok" in run:
             checks.append(("websocket chat", run["websocket_ok"], "ok" if run["websocket_ok"] else "failed"))
@@ -129,6 +172,13 @@ def _targets(results: dict) -> list[str]:
                            f"{r['ledger']['reservations']} / {r['ledger']['reserved']}"))
             checks.append(("one Usage row per request", r["usage_rows_added"] == r["requests"] - r["client_failures"]
                            or r["usage_rows_added"] == r["requests"], f"{r['usage_rows_added']:,} of {r['requests']:,}"))
+        if run.get("long_streams"):
+            ls = run["long_streams"]
+            top = ls["levels"].get(str(ls["largest_held"]))
+            checks.append(("long streams held >= 5,000", ls["largest_held"] >= 5000, f"{ls['largest_held']:,}"))
+            if top:
+                kib = top["kib_per_open_stream"]
+                checks.append(("<= 64 KB per open stream", kib * 1024 <= 64_000, f"{kib:.0f} KiB"))
         out.append(f"- **{name}**: " + "; ".join(f"{label}: {value} {'met' if ok else '**not met**'}"
                                                   for label, ok, value in checks))
     return out

@@ -3,12 +3,15 @@
 Starts a mock OpenAI upstream on 127.0.0.1, measures it directly, then the
 gateway as in production (full pipeline: API key, persona routed to the mock,
 a hard budget, usage recording) on SQLite and on PostgreSQL+Redis, then the
-LiteLLM proxy against the same mock, and writes the tables into
-docs/PERFORMANCE.md (between the bench markers) and raw output to bench/results/.
+LiteLLM proxy and the Portkey gateway against the same mock, and writes the
+tables into docs/PERFORMANCE.md (between the bench markers) and raw output to
+bench/results/. The long-stream ramp (bench/long_streams.py: a second mock
+that answers like a real model, 1 s to the first token, then 60 chunks 0.5 s
+apart) runs against ours on PostgreSQL + Redis, LiteLLM (2 workers) and Portkey.
 
-    python bench/run.py                 # everything (~8 minutes)
-    python bench/run.py --quick         # shorter phases, smaller mixed run (~3 minutes)
-    python bench/run.py --variants sqlite --no-litellm --servers serve,uvicorn,daphne
+    python bench/run.py                 # everything (~25 minutes)
+    python bench/run.py --quick         # shorter phases, smaller mixed run, ramp to 3,000 (~10 minutes)
+    python bench/run.py --variants sqlite --no-litellm --no-portkey --long-streams 0 --servers serve,uvicorn
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
+import long_streams
 import report
 from procs import Proc, established, wait_http, wait_listening
 
@@ -38,10 +42,18 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 PY = sys.executable
 HOST = "127.0.0.1"
-MOCK_PORT, GATEWAY_PORT, LITELLM_PORT = 9100, 8100, 4100
+MOCK_PORT, LONG_MOCK_PORT, GATEWAY_PORT, LITELLM_PORT, PORTKEY_PORT = 9100, 9101, 8100, 4100, 8787
 LITELLM_VERSION = "1.108.7"
 LITELLM_VENV = BENCH / ".venv-litellm"
-PG_URL = "postgres://postgres@127.0.0.1:5432/ep_bench"
+# Portkey's gateway from npm, in its own folder (never a project dependency);
+# its streaming needs @hono/node-server 1.13.5 (the performance issue says so).
+PORTKEY_VERSION = "1.15.2"
+PORTKEY_DIR = BENCH / ".portkey"
+PORTKEY_PACKAGE = {"name": "ep-bench-portkey", "private": True,
+                   "dependencies": {"@portkey-ai/gateway": PORTKEY_VERSION},
+                   "overrides": {"@hono/node-server": "1.13.5"}}
+PG_DATABASE = "ep_bench"
+PG_URL = f"postgres://postgres@127.0.0.1:5432/{PG_DATABASE}"
 REDIS_URL = "redis://127.0.0.1:6379/7"
 SECRET = "bench-only-secret-key-0123456789abcdef"
 MIXED_KINDS = ["plain"] * 4 + ["stream"] * 3 + ["cancel"] * 2 + ["error"]
@@ -68,6 +80,18 @@ def ensure_litellm() -> Path:
                        check=True)
         marker.touch()
     return binary
+
+
+def ensure_portkey() -> Path:
+    entry = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+    marker = PORTKEY_DIR / f".installed-{PORTKEY_VERSION}"
+    if not marker.exists():
+        print(f"installing @portkey-ai/gateway@{PORTKEY_VERSION} into {PORTKEY_DIR} ...", flush=True)
+        PORTKEY_DIR.mkdir(parents=True, exist_ok=True)
+        (PORTKEY_DIR / "package.json").write_text(json.dumps(PORTKEY_PACKAGE, indent=1))
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], check=True, cwd=PORTKEY_DIR)
+        marker.touch()
+    return entry
 
 
 def machine() -> dict:
@@ -189,9 +213,10 @@ def prepare_db(variant: str, env: dict[str, str]) -> str:
         for path in RESULTS.glob("ep_bench.sqlite3*"):
             path.unlink()
     else:
-        subprocess.run(["dropdb", "--if-exists", "-h", HOST, "-U", "postgres", "ep_bench"], check=True)
-        subprocess.run(["createdb", "-h", HOST, "-U", "postgres", "ep_bench"], check=True)
-    seeded = subprocess.run([PY, str(BENCH / "seed.py"), "--mock-url", f"http://{HOST}:{MOCK_PORT}/v1"], check=False,
+        subprocess.run(["dropdb", "--if-exists", "-h", HOST, "-U", "postgres", PG_DATABASE], check=True)
+        subprocess.run(["createdb", "-h", HOST, "-U", "postgres", PG_DATABASE], check=True)
+    seeded = subprocess.run([PY, str(BENCH / "seed.py"), "--mock-url", f"http://{HOST}:{MOCK_PORT}/v1",
+                             "--long-mock-url", f"http://{HOST}:{LONG_MOCK_PORT}/v1"], check=False,
                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if seeded.returncode:
         raise RuntimeError(seeded.stderr[-2000:])
@@ -253,7 +278,8 @@ def ws_smoke(key: str) -> bool:
     return done.returncode == 0
 
 
-def run_gateway(variant: str, server: str, workers: int, secs: float, args, *, mixed: int) -> dict:
+def run_gateway(variant: str, server: str, workers: int, secs: float, args, *, mixed: int,
+                long_levels: list[int]) -> dict:
     env = gateway_env(variant)
     key = prepare_db(variant, env)
     gateway = Proc(f"gateway-{server}", server_cmd(server, workers), env=env,
@@ -271,6 +297,12 @@ def run_gateway(variant: str, server: str, workers: int, secs: float, args, *, m
         print(f"  websocket chat: {'ok' if result['websocket_ok'] else 'FAILED'}", flush=True)
         if mixed:
             result["mixed"] = mixed_run(gateway, env, headers, mixed)
+        if long_levels:
+            print("  long streams", flush=True)
+            target = loadgen.Target(HOST, GATEWAY_PORT, "/v1/chat/completions", headers, "bench-long")
+            result["long_streams"] = long_streams.ramp(
+                target, [gateway], levels=long_levels, spread=args.long_spread, upstream_port=LONG_MOCK_PORT,
+                database=PG_DATABASE if variant == "pg" else None)
         result["ledger"] = ledger_check(env)
         return result
     finally:
@@ -283,6 +315,8 @@ def run_litellm(workers: int, secs: float, args) -> dict:
     config.write_text(
         "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/mock-model\n"
         f"      api_base: http://{HOST}:{MOCK_PORT}/v1\n      api_key: sk-mock\n"
+        "  - model_name: bench-long\n    litellm_params:\n      model: openai/mock-model\n"
+        f"      api_base: http://{HOST}:{LONG_MOCK_PORT}/v1\n      api_key: sk-mock\n"
         "litellm_settings:\n  telemetry: false\n")
     master_key = "sk-bench-" + secrets.token_hex(16)  # LiteLLM refuses to start without one
     env = dict(os.environ) | {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
@@ -293,9 +327,43 @@ def run_litellm(workers: int, secs: float, args) -> dict:
     try:
         wait_http(f"http://{HOST}:{LITELLM_PORT}/health/liveliness", proc=proxy, timeout=180)
         url = f"http://{HOST}:{LITELLM_PORT}/v1/chat/completions"
-        return {"workers": workers, "version": LITELLM_VERSION,
-                "phases": phases(f"litellm-{workers}w", url, {"Authorization": f"Bearer {master_key}"}, "bench",
-                                 [proxy], secs, ttfb_requests=args.ttfb_requests)}
+        headers = {"Authorization": f"Bearer {master_key}"}
+        result = {"workers": workers, "version": LITELLM_VERSION,
+                  "phases": phases(f"litellm-{workers}w", url, headers, "bench", [proxy], secs,
+                                   ttfb_requests=args.ttfb_requests)}
+        if args.long_levels and workers == args.workers:
+            print("  long streams", flush=True)
+            target = loadgen.Target(HOST, LITELLM_PORT, "/v1/chat/completions", headers, "bench-long")
+            result["long_streams"] = long_streams.ramp(target, [proxy], levels=args.long_levels,
+                                                       spread=args.long_spread, upstream_port=LONG_MOCK_PORT)
+        return result
+    finally:
+        proxy.stop()
+
+
+def portkey_headers(port: int) -> dict[str, str]:
+    """Portkey's own way to reach an OpenAI-compatible upstream at a custom host."""
+    return {"x-portkey-provider": "openai", "x-portkey-custom-host": f"http://{HOST}:{port}/v1",
+            "Authorization": "Bearer sk-mock"}
+
+
+def run_portkey(secs: float, args) -> dict:
+    entry = ensure_portkey()
+    proxy = Proc("portkey", ["node", str(entry), "--port", str(PORTKEY_PORT)], env=dict(os.environ),
+                 log=RESULTS / "portkey.log", cwd=PORTKEY_DIR)
+    try:
+        wait_http(f"http://{HOST}:{PORTKEY_PORT}/", proc=proxy, timeout=60)
+        url = f"http://{HOST}:{PORTKEY_PORT}/v1/chat/completions"
+        result = {"version": PORTKEY_VERSION, "workers": 1,
+                  "phases": phases("portkey", url, portkey_headers(MOCK_PORT), "mock-model", [proxy], secs,
+                                   ttfb_requests=args.ttfb_requests)}
+        if args.long_levels:
+            print("  long streams", flush=True)
+            target = loadgen.Target(HOST, PORTKEY_PORT, "/v1/chat/completions", portkey_headers(LONG_MOCK_PORT),
+                                    "mock-model")
+            result["long_streams"] = long_streams.ramp(target, [proxy], levels=args.long_levels,
+                                                       spread=args.long_spread, upstream_port=LONG_MOCK_PORT)
+        return result
     finally:
         proxy.stop()
 
@@ -310,6 +378,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--litellm-workers", default="1,2")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--no-portkey", action="store_true")
+    parser.add_argument("--long-streams", default=None,
+                        help="open-stream levels of the long-stream ramp, e.g. 1000,2000 (0: skip); "
+                             "default 1000,2000,3000,4000,5000 (quick: 1000,2000,3000)")
+    parser.add_argument("--long-spread", type=float, default=20.0, help="seconds over which a level's streams start")
+    parser.add_argument("--long-variants", default="pg", help="which of our variants run the long-stream ramp")
     parser.add_argument("--seconds", type=float, default=None, help="length of each wrk phase")
     parser.add_argument("--mixed", type=int, default=None, help="requests in the mixed run (0: skip)")
     parser.add_argument("--no-report", action="store_true", help="do not touch docs/PERFORMANCE.md")
@@ -317,14 +391,21 @@ def main() -> None:
     secs = args.seconds or (4 if args.quick else 8)
     args.mixed = (5000 if args.quick else 20000) if args.mixed is None else args.mixed
     args.ttfb_requests = 1000 if args.quick else 3000
+    levels = args.long_streams or ("1000,2000,3000" if args.quick else "1000,2000,3000,4000,5000")
+    args.long_levels = [int(n) for n in levels.split(",") if int(n) > 0]
     RESULTS.mkdir(parents=True, exist_ok=True)
     ensure_wrk()
-    results: dict = {"machine": machine(), "quick": args.quick, "seconds": secs, "gateway": {}, "litellm": {}}
+    results: dict = {"machine": machine(), "quick": args.quick, "seconds": secs, "gateway": {}, "litellm": {},
+                     "portkey": {}, "long_spread_s": args.long_spread}
     mock = Proc("mock", [PY, str(BENCH / "mock_upstream.py"), "--port", str(MOCK_PORT)], env=dict(os.environ),
                 log=RESULTS / "mock.log", cwd=ROOT)
+    long_mock = Proc("mock-long", [PY, str(BENCH / "mock_upstream.py"), "--port", str(LONG_MOCK_PORT),
+                                   "--first-token-ms", "1000", "--chunks", "60", "--chunk-delay-ms", "500"],
+                     env=dict(os.environ), log=RESULTS / "mock-long.log", cwd=ROOT)
     started = time.perf_counter()
     try:
         wait_http(f"http://{HOST}:{MOCK_PORT}/v1/models", proc=mock)
+        wait_http(f"http://{HOST}:{LONG_MOCK_PORT}/v1/models", proc=long_mock)
         print("direct to mock", flush=True)
         results["direct"] = phases("direct", f"http://{HOST}:{MOCK_PORT}/v1/chat/completions", {}, "mock-model",
                                    [mock], secs, ttfb_requests=args.ttfb_requests)
@@ -335,8 +416,10 @@ def main() -> None:
                 try:
                     with Meter([mock]) as mock_meter:
                         # The mixed run (memory, leaks) for the production server only.
-                        run = run_gateway(variant, server, workers, secs, args,
-                                          mixed=args.mixed if position == 0 else 0)
+                        first = position == 0
+                        run = run_gateway(variant, server, workers, secs, args, mixed=args.mixed if first else 0,
+                                          long_levels=args.long_levels if first and variant in
+                                          args.long_variants.split(",") else [])
                 except Exception as error:  # noqa: BLE001 - report the others; say which one failed
                     print(f"  FAILED: {error!r}", flush=True)
                     results.setdefault("failed", {})[f"{variant}/{server}"] = repr(error)
@@ -351,8 +434,16 @@ def main() -> None:
                 except Exception as error:  # noqa: BLE001
                     print(f"  FAILED: {error!r}", flush=True)
                     results.setdefault("failed", {})[f"litellm-{workers}w"] = repr(error)
+        if not args.no_portkey:
+            print(f"portkey {PORTKEY_VERSION}", flush=True)
+            try:
+                results["portkey"]["1p"] = run_portkey(secs, args)
+            except Exception as error:  # noqa: BLE001
+                print(f"  FAILED: {error!r}", flush=True)
+                results.setdefault("failed", {})["portkey"] = repr(error)
     finally:
         mock.stop()
+        long_mock.stop()
     results["wall_s"] = time.perf_counter() - started
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     raw = RESULTS / f"bench-{stamp}.json"

@@ -3,7 +3,7 @@ personas routed to it, a large hard budget, and a fresh API key printed alone
 on stdout. Also `--check`: print the leak check (reservations, reserved) as JSON.
 
 Run with the same environment as the gateway (DATABASE_URL, SECRET_KEY...):
-    python bench/seed.py --mock-url http://127.0.0.1:9100/v1
+    python bench/seed.py --mock-url http://127.0.0.1:9100/v1 --long-mock-url http://127.0.0.1:9101/v1
 """
 
 from __future__ import annotations
@@ -31,16 +31,23 @@ from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 
 
-def seed(mock_url: str) -> str:
-    call_command("migrate", verbosity=0, interactive=False)
+def _provider(name: str, url: str) -> Provider:
     provider, _ = Provider.objects.update_or_create(
-        name="mock", defaults={"kind": "openai", "base_url": mock_url, "enabled": True, "read_timeout": 30.0})
+        name=name, defaults={"kind": "openai", "base_url": url, "enabled": True, "read_timeout": 60.0})
     provider.set_credential("sk-mock")
     provider.save()
-    for name in ("mock-model", "mock-error"):
-        Model.objects.update_or_create(provider=provider, name=name, defaults={
+    for model in ("mock-model", "mock-error"):
+        Model.objects.update_or_create(provider=provider, name=model, defaults={
             "input_price": Decimal("1.0"), "output_price": Decimal("2.0"), "max_output_tokens": 256})
-    for slug, model in (("bench", "mock-model"), ("bench-error", "mock-error")):
+    return provider
+
+
+def seed(mock_url: str, long_mock_url: str) -> str:
+    """`bench` and `bench-error` on the fast mock; `bench-long` on the long-stream mock."""
+    call_command("migrate", verbosity=0, interactive=False)
+    fast, slow = _provider("mock", mock_url), _provider("mock-long", long_mock_url)
+    for slug, provider, model in (("bench", fast, "mock-model"), ("bench-error", fast, "mock-error"),
+                                  ("bench-long", slow, "mock-model")):
         persona, _ = Persona.objects.update_or_create(slug=slug, defaults={"name": slug, "enabled": True})
         RouteStep.objects.filter(persona=persona).delete()
         RouteStep.objects.create(persona=persona, position=0, provider=provider, model=model)
@@ -74,12 +81,13 @@ def check() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mock-url", default="http://127.0.0.1:9100/v1")
+    parser.add_argument("--long-mock-url", default="http://127.0.0.1:9101/v1")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
     if args.check:
         print(json.dumps(check()))
     else:
-        print(seed(args.mock_url))
+        print(seed(args.mock_url, args.long_mock_url))
 
 
 if __name__ == "__main__":

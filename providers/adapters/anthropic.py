@@ -31,7 +31,7 @@ from typing import Any
 import anthropic
 import httpx2
 
-from providers.adapters.base import Adapter, AdapterConfig, connection_failure
+from providers.adapters.base import Adapter, AdapterConfig, connection_failure, upstream_limits
 from providers.types import (
     Capabilities,
     ChatRequest,
@@ -487,7 +487,8 @@ class AnthropicAdapter(Adapter):
             max_retries=0,  # the gateway retries, with its breaker and fallback, itself
             # The SDK follows redirects by default, and x-api-key survives a redirect
             # to another host: never follow one (docs/SECURITY.md).
-            http_client=anthropic.DefaultAsyncHttpxClient(follow_redirects=False),
+            http_client=anthropic.DefaultAsyncHttpxClient(follow_redirects=False,
+                                                          limits=upstream_limits(config, httpx2.Limits)),
         )
 
     async def chat(self, request: ChatRequest) -> ChatResult:

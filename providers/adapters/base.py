@@ -41,6 +41,20 @@ from providers.types import (
     StreamEvent,
 )
 
+# Connections one worker may hold open to one provider. Every open stream holds
+# one for its whole length: the SDKs' defaults (1,000 for openai and anthropic,
+# 100 for the httpx transport under google-genai) capped a worker's concurrent
+# streams there; the rest queued for a connection until they timed out
+# (docs/PERFORMANCE.md, long streams). options["max_connections"] overrides.
+UPSTREAM_MAX_CONNECTIONS = 10_000
+UPSTREAM_KEEPALIVE_CONNECTIONS = 100
+
+
+def upstream_limits(config: AdapterConfig, limits_class: type) -> Any:
+    """The connection limits for this provider's HTTP client, in its library's `Limits` class."""
+    return limits_class(max_connections=int(config.options.get("max_connections", UPSTREAM_MAX_CONNECTIONS)),
+                        max_keepalive_connections=UPSTREAM_KEEPALIVE_CONNECTIONS)
+
 
 @dataclass(frozen=True, slots=True)
 class AdapterConfig:

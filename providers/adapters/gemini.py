@@ -25,7 +25,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as gt
 
-from providers.adapters.base import Adapter, AdapterConfig, connection_failure
+from providers.adapters.base import Adapter, AdapterConfig, connection_failure, upstream_limits
 from providers.types import (
     Capabilities,
     ChatRequest,
@@ -418,9 +418,10 @@ _open_responses: contextvars.ContextVar[list[Any] | None] = contextvars.ContextV
 )
 
 
-def _async_transport() -> Any:
+def _async_transport(config: AdapterConfig) -> Any:
     """httpx's own transport, of the family (httpx2 or httpx) google-genai builds its client from."""
-    return (httpx2 or httpx).AsyncHTTPTransport()
+    family = httpx2 or httpx
+    return family.AsyncHTTPTransport(limits=upstream_limits(config, family.Limits))
 
 
 async def _track_response(response: Any) -> None:
@@ -469,7 +470,7 @@ class GeminiAdapter(Adapter):
             # (the openai adapter uses it): the response hook above, which lets a closed
             # stream free its connection at once, exists only on httpx.
             async_client_args={"event_hooks": {"response": [_track_response]}, "follow_redirects": False,
-                               "transport": _async_transport()},
+                               "transport": _async_transport(config)},
         )
         self._client = genai.Client(api_key=config.credential, vertexai=False, http_options=options)
 
