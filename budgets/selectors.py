@@ -155,7 +155,7 @@ class ProviderHealth:
         return round(self.latency_total_ms / answered) if answered else None
 
     def add(self, attempt: dict, *, first_of_request: bool) -> None:
-        if attempt.get("outcome") == "circuit_open":
+        if attempt.get("outcome") in SKIPPED_OUTCOMES:
             self.skipped += 1
             return
         self.requests += first_of_request
@@ -166,6 +166,11 @@ class ProviderHealth:
             self.failures += 1
             if self.last_failure is None or attempt.get("at", "") > self.last_failure.get("at", ""):
                 self.last_failure = attempt
+
+
+# Attempt-log outcomes of steps never called: an open breaker, or a step that
+# could not serve the request (a capability or a limit of its model).
+SKIPPED_OUTCOMES = ("circuit_open", "skipped")
 
 
 def _attempts_of(provider: str, status: str, latency_ms: int, log: list) -> list[dict]:
@@ -194,7 +199,7 @@ def provider_stats(*, since: datetime) -> dict[str, ProviderHealth]:
         for attempt in _attempts_of(provider, status, latency_ms, log):
             name = attempt.get("provider", "")
             health[name].add(attempt, first_of_request=name not in seen)
-            if attempt.get("outcome") != "circuit_open":
+            if attempt.get("outcome") not in SKIPPED_OUTCOMES:
                 seen.add(name)
     return dict(health)
 

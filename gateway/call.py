@@ -72,6 +72,10 @@ class Call:
     timeout: float | None = None  # the caller's own deadline (X-EP-Timeout), seconds
     deadline: Deadline | None = None
     attempt_log: list[dict] = field(default_factory=list)
+    # The route's steps that can serve this request, and those skipped with the
+    # reason (gateway/pipeline.py `_serving`), worked out once per call.
+    serving: list | None = None
+    skipped: list[tuple] = field(default_factory=list)
     # Observability (gateway/observability/tracing.py): the request span, and its trace id for the Usage row.
     span: object = None
     trace_id: str = ""

@@ -57,6 +57,7 @@ from providers.types import (
     ChatResult,
     EmbeddingRequest,
     EmbeddingResult,
+    ImagePart,
     ProviderError,
     StreamEvent,
 )
@@ -95,8 +96,7 @@ async def begin(call: Call, request: ChatRequest, *, model: str, persona_header:
                               timeout=timeout)
     request_limits_check(messages=len(request.messages), max_tokens=request.max_tokens, route=route,
                          tools=request.tools)
-    if _needs(request):
-        _usable_steps(route, _needs(request))  # refused now, with the reason, if no step can
+    _serving(call, route, _needs(request), request)  # refused now, with the reason, if no step can
     tracing.annotate_request(call, request, requested_model=model)
     return route
 
@@ -109,7 +109,7 @@ async def begin_embedding(call: Call, request: EmbeddingRequest, *, model: str, 
     if len(request.inputs) > settings.EP_MAX_EMBEDDING_INPUTS:
         raise InvalidRequest(f"This request has {len(request.inputs)} inputs; this gateway embeds at most "
                              f"{settings.EP_MAX_EMBEDDING_INPUTS} per request.", code="too_many_inputs", param="input")
-    _usable_steps(route, _embedding_needs(request))
+    _serving(call, route, _embedding_needs(request))
     tracing.annotate_request(call, None, requested_model=model, operation="embeddings")
     return route
 
@@ -137,12 +137,22 @@ def _should_fall_back(error: ProviderError, step: StepInfo) -> bool:
 
 
 # How a refusal names a capability a route lacks.
-CAPABILITY_NAMES = {"token_inputs": "token-array inputs (send the text itself)"}
+CAPABILITY_NAMES = {"token_inputs": "token-array inputs (send the text itself)", "json_schema": "JSON schema output",
+                    "json_mode": "JSON output", "tools": "tool calls", "images": "image inputs"}
+# The request field a missing capability is about.
+CAPABILITY_PARAMS = {"token_inputs": "input", "tools": "tools", "images": "messages", "json_schema": "response_format",
+                     "json_mode": "response_format", "logprobs": "logprobs"}
 
 
-def _usable_steps(route: Route, needs: tuple[str, ...] = ()) -> list[StepInfo]:
-    """Enabled steps whose provider has every capability in `needs` (e.g.
-    "embeddings", "logprobs"); raises when the route has none."""
+def _serving(call: Call, route: Route, needs: tuple[str, ...], request: ChatRequest | None = None
+             ) -> list[StepInfo]:
+    """The route's enabled steps that can serve this request: their provider kind
+    and their model (the catalog) have every capability in `needs`, and, for a
+    chat request, its max_tokens and estimated prompt fit the model's limits.
+    Worked out once per call; steps left out are kept for the attempt log with
+    their reason. Raises when no step can: a 400 with the first step's reason."""
+    if call.serving is not None:
+        return call.serving
     steps = [s for s in route.steps if s.provider.enabled]
     if not steps:
         raise UpstreamFailed(
@@ -150,21 +160,85 @@ def _usable_steps(route: Route, needs: tuple[str, ...] = ()) -> list[StepInfo]:
             provider=route.label,
             attempts=0,
         )
-    capable = [s for s in steps if all(getattr(adapter_class(s.provider.kind).capabilities, n) for n in needs)]
-    if not capable:
-        serving = ", ".join(f"{s.provider.name}/{s.model}" for s in steps)
-        missing = next((n for n in needs if not any(getattr(adapter_class(s.provider.kind).capabilities, n)
-                                                    for s in steps)), needs[-1])
-        raise InvalidRequest(
-            f"'{route.label}' routes to {serving}, which does not serve {CAPABILITY_NAMES.get(missing, missing)}; "
-            f"use a persona or provider/model that does (GET /capabilities lists them).",
-            code=f"{missing}_not_supported", param="input" if missing == "token_inputs" else "model")
-    return capable
+    serving, skipped = [], []
+    for step in steps:
+        refusal = _refusal(step, needs, request and request_for_step(request, route, step))
+        if refusal is None:
+            serving.append(step)
+        else:
+            skipped.append((step, refusal))
+    if not serving:
+        raise _refused(route, steps, skipped[0][1])
+    call.serving, call.skipped = serving, skipped
+    return serving
+
+
+def _refusal(step: StepInfo, needs: tuple[str, ...], request: ChatRequest | None) -> tuple[str, str] | None:
+    """(what it lacks, why) when this step cannot serve the request, else None."""
+    capabilities = adapter_class(step.provider.kind).capabilities
+    info = step.provider.models.get(step.model)
+    for need in needs:
+        name = CAPABILITY_NAMES.get(need, need)
+        if not getattr(capabilities, need):
+            return need, f"{step.provider.name} ({step.provider.kind}) does not serve {name}"
+        if info is not None and need in info.unsupported:
+            return need, f"the model {step.provider.name}/{step.model} does not serve {name} (model catalog)"
+    if request is None or info is None:
+        return None
+    if info.max_output_tokens and request.max_tokens and request.max_tokens > info.max_output_tokens:
+        return "max_tokens", (f"max_tokens is {request.max_tokens}, and {step.provider.name}/{step.model} writes "
+                              f"at most {info.max_output_tokens} tokens")
+    if info.context_window and (prompt := _prompt_estimate(request)) > info.context_window:
+        return "context_window", (f"the prompt is about {prompt:,} tokens, and {step.provider.name}/{step.model} "
+                                  f"takes at most {info.context_window:,}")
+    return None
+
+
+def _refused(route: Route, steps: list[StepInfo], refusal: tuple[str, str]) -> InvalidRequest:
+    lack, reason = refusal
+    if lack == "max_tokens":
+        return InvalidRequest(f"'{route.label}' cannot take this request: {reason}.", code="max_tokens_too_large",
+                              param="max_tokens")
+    if lack == "context_window":
+        return InvalidRequest(f"'{route.label}' cannot take this request: {reason}.", code="context_length_exceeded",
+                              param="messages")
+    serving = ", ".join(f"{s.provider.name}/{s.model}" for s in steps)
+    return InvalidRequest(
+        f"'{route.label}' routes to {serving}, which does not serve {CAPABILITY_NAMES.get(lack, lack)} "
+        f"({reason}); use a persona or provider/model that does (GET /capabilities lists them).",
+        code=f"{lack}_not_supported", param=CAPABILITY_PARAMS.get(lack, "model"))
+
+
+def _skips_logged(call: Call) -> None:
+    """The steps `_serving` left out, on the attempt log with their reason (once)."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    for step, (_, reason) in call.skipped:
+        call.attempt_log.append({"provider": step.provider.name, "model": step.model, "outcome": "skipped",
+                                 "ms": 0, "at": now, "error": reason[:ATTEMPT_ERROR_CHARS]})
+    call.skipped = []
 
 
 def _needs(request: ChatRequest) -> tuple[str, ...]:
-    """The capabilities a chat request asks of its provider beyond plain chat."""
-    return ("logprobs",) if request.logprobs else ()
+    """The capabilities a chat request asks of its provider and model beyond plain text."""
+    needs = []
+    if request.tools:
+        needs.append("tools")
+    if any(isinstance(m.content, list) and any(isinstance(p, ImagePart) for p in m.content)
+           for m in request.messages):
+        needs.append("images")
+    kind = (request.response_format or {}).get("type")
+    if kind in ("json_schema", "json_object"):
+        needs.append("json_schema" if kind == "json_schema" else "json_mode")
+    if request.logprobs:
+        needs.append("logprobs")
+    return tuple(needs)
+
+
+def _prompt_estimate(request: ChatRequest) -> int:
+    # ~4 characters a token, as providers count English; not the reservation's
+    # generous ceiling (_input_estimate): a prompt that fits must not be refused.
+    text = "".join(m.text() for m in request.messages) + "".join(str(t.parameters) for t in request.tools)
+    return len(text) // 4
 
 
 # -- admit: rate limits, then budget reservation ---------------------------------------
@@ -181,10 +255,10 @@ def _max_output(step: StepInfo, request: ChatRequest) -> int:
     return request.max_tokens or (info and info.max_output_tokens) or settings.EP_DEFAULT_MAX_OUTPUT_TOKENS
 
 
-def worst_case(route: Route, base: ChatRequest) -> Decimal:
-    """The most this call can cost on any step of its route."""
+def worst_case(call: Call, route: Route, base: ChatRequest) -> Decimal:
+    """The most this call can cost on any step of its route that can serve it."""
     costs = []
-    for step in _usable_steps(route, _needs(base)):
+    for step in _serving(call, route, _needs(base), base):
         request = request_for_step(base, route, step)
         info = step.provider.models.get(step.model)
         costs.append(pricing.worst_case_cost(kind=step.provider.kind, model=step.model, info=info,
@@ -201,8 +275,8 @@ async def admit(call: Call, route: Route, base: ChatRequest) -> None:
         if base.max_tokens is None:
             # The reservation assumes this many output tokens: make it a real bound.
             base.max_tokens = min(_max_output(s, request_for_step(base, route, s))
-                                  for s in _usable_steps(route, _needs(base)))
-        return worst_case(route, base)
+                                  for s in _serving(call, route, _needs(base), base))
+        return worst_case(call, route, base)
 
     await _admit(call, route, ceiling)
 
@@ -254,36 +328,37 @@ async def _reserve(call: Call, amount: Decimal) -> None:
 async def complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
     """The chat answer of the first step (in route order) that answers, each with its retries."""
     await admit(call, route, base)
-    return await _first_answer(call, route, _needs(base),
-                               lambda adapter, step: adapter.chat(request_for_step(base, route, step)))
+    _serving(call, route, _needs(base), base)
+    return await _first_answer(call, route, lambda adapter, step: adapter.chat(request_for_step(base, route, step)))
 
 
 async def embed(call: Call, route: Route, base: EmbeddingRequest) -> EmbeddingResult:
     """Vectors from the first step (in route order) that serves embeddings, each with its retries."""
-    await _admit(call, route, lambda: _embedding_worst_case(route, base))
-    return await _first_answer(call, route, _embedding_needs(base),
-                               lambda adapter, step: adapter.embed(replace(base, model=step.model)))
+    await _admit(call, route, lambda: _embedding_worst_case(call, route, base))
+    _serving(call, route, _embedding_needs(base))
+    return await _first_answer(call, route, lambda adapter, step: adapter.embed(replace(base, model=step.model)))
 
 
 def _embedding_needs(request: EmbeddingRequest) -> tuple[str, ...]:
     return ("embeddings", "token_inputs") if request.has_tokens() else ("embeddings",)
 
 
-def _embedding_worst_case(route: Route, request: EmbeddingRequest) -> Decimal:
+def _embedding_worst_case(call: Call, route: Route, request: EmbeddingRequest) -> Decimal:
     if request.has_tokens():
         tokens = sum(len(ids) for ids in request.inputs)  # exact
     else:
         tokens = sum(len(text) for text in request.inputs) // 3 + len(request.inputs)  # a ceiling, as for chat
     return max(pricing.worst_case_cost(kind=s.provider.kind, model=s.model, info=s.provider.models.get(s.model),
                                        input_tokens=tokens, max_output=0)
-               for s in _usable_steps(route, _embedding_needs(request)))
+               for s in _serving(call, route, _embedding_needs(request)))
 
 
-async def _first_answer(call: Call, route: Route, needs: tuple[str, ...],
+async def _first_answer(call: Call, route: Route,
                         invoke: Callable[[Adapter, StepInfo], Awaitable[Answer]]) -> Answer:
-    """`invoke` on each capable step in route order until one answers; settles the call."""
+    """`invoke` on each serving step in route order until one answers; settles the call."""
     last_error: ProviderError | None = None
-    for step in plan_steps(_usable_steps(route, needs)):
+    _skips_logged(call)
+    for step in plan_steps(call.serving):
         call.provider, call.model = step.provider.name, step.model
         try:
             result = await _complete_step(call, step, invoke)
@@ -364,7 +439,8 @@ async def stream(call: Call, route: Route, base: ChatRequest) -> AsyncIterator[S
     if no step could start, or yields an `error` event after content was sent."""
     await admit(call, route, base)
     last_error: ProviderError | None = None
-    for step in plan_steps(_usable_steps(route, _needs(base))):
+    _skips_logged(call)
+    for step in plan_steps(_serving(call, route, _needs(base), base)):
         call.provider, call.model = step.provider.name, step.model
         request = request_for_step(base, route, step)
         try:

@@ -59,6 +59,10 @@ class Provider(models.Model):
         return bool(self.credential_encrypted)
 
 
+MODEL_SOURCES = [("provider", "the provider's model list"), ("genai-prices", "genai-prices data"),
+                 ("custom", "added by an operator")]
+
+
 class Model(models.Model):
     """A model of a provider. Prices in USD per million tokens.
 
@@ -72,8 +76,23 @@ class Model(models.Model):
     cached_input_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     context_window = models.PositiveIntegerField(null=True, blank=True)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # What the model can serve; empty (None) means unknown: the provider kind's
+    # capabilities decide. A step whose model says no is skipped for a request
+    # that needs it (gateway/pipeline.py, capability-aware routing).
+    supports_tools = models.BooleanField(null=True, blank=True)
+    supports_images = models.BooleanField(null=True, blank=True)
+    supports_json_schema = models.BooleanField(null=True, blank=True)
+    supports_reasoning = models.BooleanField(null=True, blank=True)
+    supports_embeddings = models.BooleanField(null=True, blank=True)
+    source = models.CharField(max_length=20, choices=MODEL_SOURCES, default="custom",
+                              help_text="Where the entry came from: the provider's model list, the bundled "
+                                        "genai-prices data, or an operator.")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    # Capability name (as providers.types.Capabilities and the pipeline name it) -> field.
+    CAPABILITY_FIELDS = {"tools": "supports_tools", "images": "supports_images", "json_schema": "supports_json_schema",
+                         "reasoning": "supports_reasoning", "embeddings": "supports_embeddings"}
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["provider", "name"], name="unique_model_per_provider")]
@@ -81,6 +100,10 @@ class Model(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider.name}/{self.name}"
+
+    def unsupported(self) -> frozenset[str]:
+        """The capabilities this model is known not to have."""
+        return frozenset(name for name, attr in self.CAPABILITY_FIELDS.items() if getattr(self, attr) is False)
 
     def clean(self) -> None:
         try:

@@ -16,6 +16,8 @@ class ModelInfo:
     cached_input_price: Decimal | None
     context_window: int | None
     max_output_tokens: int | None
+    # Capabilities the model is known not to have ("tools", "images", "json_schema", ...).
+    unsupported: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,8 @@ def provider_info(provider, models) -> ProviderInfo:
     )
     infos = {
         m.name: ModelInfo(
-            m.name, m.input_price, m.output_price, m.cached_input_price, m.context_window, m.max_output_tokens
+            m.name, m.input_price, m.output_price, m.cached_input_price, m.context_window, m.max_output_tokens,
+            m.unsupported(),
         )
         for m in models
         if m.enabled

@@ -13,6 +13,8 @@ demo. Provider options simulate a real provider's behaviour:
 Tools: when tools are offered and the last message is the user's, the demo
 calls them (all of them, unless parallel_tool_calls is false) with arguments
 built from each tool's JSON schema; after tool results it answers in text.
+`response_format`: a json_schema answer is a value valid for the schema (its
+required properties, types, enums); json_object is {"answer": "<the text>"}.
 """
 
 from __future__ import annotations
@@ -46,24 +48,42 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-def _sample_value(schema: dict[str, Any]) -> Any:
-    kind = schema.get("type")
+def _sample_value(schema: dict[str, Any], depth: int = 0) -> Any:
+    """A value that satisfies `schema` (types, enums, required properties, nested), for the demo's JSON."""
     if "enum" in schema and schema["enum"]:
         return schema["enum"][0]
-    return {"string": "demo", "integer": 1, "number": 1, "boolean": True, "array": [], "object": {}}.get(kind, "demo")
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" and depth < 8:
+        properties = schema.get("properties") or {}
+        required = schema.get("required") or list(properties)
+        return {name: _sample_value(properties.get(name) or {}, depth + 1) for name in required}
+    if kind == "array" and depth < 8:
+        return [_sample_value(schema["items"], depth + 1)] if isinstance(schema.get("items"), dict) else []
+    return {"string": "demo", "integer": 1, "number": 1, "boolean": True, "null": None, "object": {},
+            "array": []}.get(kind, "demo")
 
 
 def sample_arguments(tool: Tool) -> str:
-    properties = tool.parameters.get("properties", {}) or {}
-    required = tool.parameters.get("required") or list(properties)
-    return json.dumps({name: _sample_value(properties.get(name, {})) for name in required})
+    return json.dumps(_sample_value({"type": "object", **(tool.parameters or {})}))
+
+
+def json_answer(response_format: dict[str, Any], text: str) -> str:
+    """The demo's answer as JSON: a value valid for a json_schema format, else {"answer": text}."""
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return json.dumps(_sample_value(schema if schema.get("type") else {"type": "object", **schema}))
+    return json.dumps({"answer": text})
 
 
 class DemoAdapter(Adapter):
     kind = "demo"
     capabilities = Capabilities(
-        streaming=True, tools=True, parallel_tool_calls=True, images=False, json_mode=False, embeddings=True,
-        token_inputs=True,
+        streaming=True, tools=True, parallel_tool_calls=True, images=False, json_mode=True, json_schema=True,
+        embeddings=True, token_inputs=True,
         notes="Built-in demo: deterministic simulated answers, no real model.",
     )
 
@@ -81,11 +101,12 @@ class DemoAdapter(Adapter):
             return f"[demo] Based on the tool results ({results[:200]}), here is a simulated answer.", []
         prompt = last.text() if last is not None else ""
         digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
-        return (
-            f'[demo] Simulated answer {digest} to: "{prompt[:120]}". '
-            "This reply comes from the built-in demo provider; route this persona to a real provider for real answers.",
-            [],
-        )
+        text = (f'[demo] Simulated answer {digest} to: "{prompt[:120]}". '
+                "This reply comes from the built-in demo provider; route this persona to a real provider for real "
+                "answers.")
+        if (request.response_format or {}).get("type") in ("json_schema", "json_object"):
+            return json_answer(request.response_format, text), []
+        return text, []
 
     def _tool_calls(self, request: ChatRequest) -> list[ToolCall]:
         tools = request.tools
