@@ -94,8 +94,16 @@ class ScratchDatabase:
             statement = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
         return sorted(name for (name,) in self.query(statement))
 
-    def rows(self, table: str) -> list[tuple]:
-        return self.query(f'SELECT * FROM "{table}" ORDER BY 1')
+    def rows(self, table: str, columns: list[str]) -> list[tuple]:
+        named = ", ".join(f'"{c}"' for c in columns)
+        return self.query(f'SELECT {named} FROM "{table}" ORDER BY 1')
+
+    def columns(self, table: str) -> list[str]:
+        if self.vendor == "sqlite":
+            return [row[1] for row in self.query(f'PRAGMA table_info("{table}")')]
+        return [name for (name,) in self.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            f"AND table_name = '{table}' ORDER BY ordinal_position")]
 
     def counts(self) -> dict[str, int]:
         return {table: self.query(f'SELECT COUNT(*) FROM "{table}"')[0][0] for table in self.tables()}
@@ -353,15 +361,18 @@ def upgrade(tmp_path_factory) -> Upgrade:
         ours = [table for table in tables if table.startswith(prefixes)]
         ids = populate(db)
         counts_before = db.counts()
-        rows_before = {table: db.rows(table) for table in tables if table not in CHANGED_BY_DESIGN}
-        content_types_before = db.rows("django_content_type")
+        # Each table's columns at the old schema: a later migration may add
+        # columns (new features); the old columns' values must be unchanged.
+        columns = {table: db.columns(table) for table in tables}
+        rows_before = {table: db.rows(table, columns[table]) for table in tables if table not in CHANGED_BY_DESIGN}
+        content_types_before = db.rows("django_content_type", columns["django_content_type"])
 
         upgraded = manage(db, "migrate", "--no-input")
 
         yield Upgrade(
             db=db, ids=ids, ours_before=ours, empty_before=[t for t in ours if counts_before[t] == 0],
             counts_before=counts_before, counts_after=db.counts(), rows_before=rows_before,
-            rows_after={table: db.rows(table) for table in rows_before},
+            rows_after={table: db.rows(table, columns[table]) for table in rows_before},
             content_types_before=content_types_before, upgrade_output=upgraded.stdout,
         )
     finally:
@@ -441,7 +452,7 @@ def test_the_moved_models_content_types_now_say_accounts_and_permissions_still_p
     # Every other content type kept its id and label (models added later only add rows).
     moved = set(ids["content_types"].values())
     others = [row for row in upgrade.content_types_before if row[0] not in moved]
-    after = {row[0]: row for row in db.rows("django_content_type")}
+    after = {row[0]: row for row in db.rows("django_content_type", db.columns("django_content_type"))}
     assert [after.get(row[0]) for row in others] == others
 
 
