@@ -216,7 +216,7 @@ def test_a_route_edited_on_one_instance_is_served_by_the_other_within_the_check_
 
 
 @pytest.mark.skipif(not settings.REDIS_URL, reason="breakers are shared through Redis; without it each "
-                    "process keeps its own (docs/RESILIENCE.md)")
+                    "process keeps its own (README, resilience)")
 def test_a_breaker_opened_on_one_instance_is_open_on_the_other(cluster, world):
     from personas.models import Persona
 
