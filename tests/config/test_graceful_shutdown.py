@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+from decimal import Decimal
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from budgets.models import Usage
+from budgets.models import Budget, Reservation, Usage
+from providers.models import Model
+from tests.fault_support import wait_until
 from tests.platform_support import refuses_connections, start_serve
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -23,8 +26,17 @@ CHAT = {"model": "architect", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def slow_demo(world, **options) -> None:
+    """The demo provider slowed down, priced, and a hard budget on red: each
+    request holds a reservation from admission to its settlement, which the
+    test watches to know what is in flight."""
     world.demo.options = options
     world.demo.save()
+    Model.objects.filter(provider=world.demo, name="demo").update(input_price=0, output_price=1)
+    Budget.objects.create(name="red", scope="team", team=world.red, limit_usd=Decimal(100), thresholds=[])
+
+
+def in_flight(count: int) -> None:
+    wait_until(lambda: Reservation.objects.count() == count, 20, f"{count} request(s) admitted")
 
 
 class Stream(threading.Thread):
@@ -76,7 +88,7 @@ class WebsocketChat(threading.Thread):
 
 
 def test_sigterm_lets_requests_streams_and_websocket_chats_finish_and_record(test_database_url, world):
-    slow_demo(world, latency_ms=1000, chunk_delay_ms=150)  # each stream: ~2 s after a 1 s first token
+    slow_demo(world, latency_ms=1500, chunk_delay_ms=250)  # each stream: ~3.5 s after a 1.5 s first token
     server = start_serve(test_database_url, name="graceful", grace=20)
     before = Usage.objects.filter(team=world.red).count()
     try:
@@ -89,7 +101,7 @@ def test_sigterm_lets_requests_streams_and_websocket_chats_finish_and_record(tes
             server.url + "/v1/chat/completions", json=CHAT, timeout=60,
             headers={"Authorization": f"Bearer {world.red_key}"})))
         plain.start()
-        time.sleep(0.3)  # accepted, waiting its 1 s for the provider
+        in_flight(3)  # the plain request too: admitted, waiting for the provider
         stopped_at = time.monotonic()
         server.terminate()
 
@@ -102,7 +114,7 @@ def test_sigterm_lets_requests_streams_and_websocket_chats_finish_and_record(tes
         for thread in (stream, chat, plain):
             thread.join(timeout=30)
         assert server.process.wait(timeout=30) == 0
-        assert time.monotonic() - stopped_at < 15  # it exits when the work is done, not at the grace's end
+        assert time.monotonic() - stopped_at < 15  # it exits when the work is done, not at the grace's end (20 s)
     finally:
         server.stop()
 
@@ -113,6 +125,7 @@ def test_sigterm_lets_requests_streams_and_websocket_chats_finish_and_record(tes
     assert chat.close_code == 1012  # "service restart": the client reconnects elsewhere
     rows = list(Usage.objects.filter(team=world.red).order_by("id").values_list("endpoint", "status"))[before:]
     assert sorted(status for _, status in rows) == ["ok", "ok", "ok"], rows
+    assert not Reservation.objects.exists()  # each settled before the process exited
     assert "Traceback" not in server.log_text(), server.log_text()[-3000:]
 
 
@@ -124,6 +137,7 @@ def test_a_stream_longer_than_the_grace_is_cut_and_still_recorded(test_database_
         stream = Stream(server.url, world.red_key)
         stream.start()
         assert stream.started.wait(20)
+        in_flight(1)
         stopped_at = time.monotonic()
         server.terminate()
         assert server.process.wait(timeout=20) == 0
@@ -134,4 +148,5 @@ def test_a_stream_longer_than_the_grace_is_cut_and_still_recorded(test_database_
     assert "data: [DONE]" not in stream.lines
     rows = list(Usage.objects.filter(team=world.red).order_by("id").values_list("status", "stream"))[before:]
     assert rows == [("cancelled", True)]  # cut as if its client had left, and recorded
+    assert not Reservation.objects.exists()
     assert "Traceback" not in server.log_text(), server.log_text()[-3000:]

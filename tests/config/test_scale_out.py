@@ -101,19 +101,24 @@ class Proxy:
 
 
 class Cluster:
+    # The second instance runs two workers under config.serve's supervisor, as
+    # the systemd unit and compose do: SIGTERM reaches its workers through it.
+    WORKERS = (1, 2)
+
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
-        self.gateways = [self._start(f"scale-out-{n}") for n in (1, 2)]
+        self.gateways = [self._start(index) for index in (0, 1)]
         self.proxy = Proxy(self.gateways)
 
-    def _start(self, name: str, port: int | None = None) -> Served:
-        return start_serve(self.database_url, name=name, port=port, grace=20, **INSTANCE_ENV)
+    def _start(self, index: int, port: int | None = None) -> Served:
+        return start_serve(self.database_url, name=f"scale-out-{index + 1}", port=port, grace=20,
+                           workers=self.WORKERS[index], **INSTANCE_ENV)
 
     def restart(self, index: int) -> None:
         """What a deploy does to one host: SIGTERM (it drains), then start it again."""
         old = self.gateways[index]
         assert old.stop(timeout=40) == 0, old.log_text()[-3000:]
-        self.gateways[index] = self._start(f"scale-out-{index + 1}", port=old.port)
+        self.gateways[index] = self._start(index, port=old.port)
         name = f"gateway{index + 1}"
         wait_until(lambda: self.proxy.states().get(name) == "UP", 15, f"HAProxy sees {name} up again")
 
@@ -205,13 +210,15 @@ def test_a_route_edited_on_one_instance_is_served_by_the_other_within_the_check_
     edit = operator.post(f"/dashboard/personas/architect/steps/{step.id}/",
                          {f"s{step.id}-provider": "demo", f"s{step.id}-model": "demo-v2", f"s{step.id}-params": "{}"},
                          headers={"HX-Request": "true"})
-    edited_at = time.monotonic()
+    edited_at = time.monotonic()  # the edit is committed before its answer
     assert edit.status_code == 200 and "Saved demo/demo-v2" in edit.text, edit.text[:2000]
     assert ask(first.url, world.red_key)[2]["x-ep-model"] == "demo-v2"  # the editing instance: at once
 
-    served = wait_until(lambda: ask(second.url, world.red_key)[2]["x-ep-model"] == "demo-v2" and time.monotonic(),
-                        CONFIG_CHECK_SECONDS + 2, "the other instance serves the edited route")
-    assert served - edited_at <= CONFIG_CHECK_SECONDS + 0.5  # the stated time, and a request's worth
+    # An instance asks whether the configuration changed at most every
+    # CONFIG_CHECK_SECONDS, so any request it starts that long after the edit
+    # was saved is served by the new route, however slowly earlier ones ran.
+    time.sleep(max(0.0, edited_at + CONFIG_CHECK_SECONDS + 0.05 - time.monotonic()))
+    assert ask(second.url, world.red_key)[2]["x-ep-model"] == "demo-v2"
     assert {ask(cluster.proxy.url, world.red_key)[2]["x-ep-model"] for _ in range(4)} == {"demo-v2"}
 
 
