@@ -1,10 +1,10 @@
 """Two gateway instances (`python -m config.serve`, one port each, standing for
 two hosts) behind HAProxy with platform/haproxy.cfg, sharing the database (and
 Redis when REDIS_URL is set). Through the proxy: budgets stay exact across the
-instances, a route edited on one is served by the other within
-EP_CONFIG_CHECK_SECONDS, breakers and live events are shared (Redis), and a
-rolling restart of both under steady load loses no request and leaves no
-reservation.
+instances, streams pass chunk by chunk, a route edited on one is served by the
+other within EP_CONFIG_CHECK_SECONDS, breakers and live events are shared
+(Redis), and a rolling restart of both under steady load loses no request and
+leaves no reservation.
 
 HAProxy comes from Debian (scripts/install-proxy.sh, run by `make test`)."""
 
@@ -220,6 +220,24 @@ def test_a_route_edited_on_one_instance_is_served_by_the_other_within_the_check_
     time.sleep(max(0.0, edited_at + CONFIG_CHECK_SECONDS + 0.05 - time.monotonic()))
     assert ask(second.url, world.red_key)[2]["x-ep-model"] == "demo-v2"
     assert {ask(cluster.proxy.url, world.red_key)[2]["x-ep-model"] for _ in range(4)} == {"demo-v2"}
+
+
+def test_a_stream_through_the_proxy_arrives_chunk_by_chunk(cluster, world):
+    world.demo.options = {"latency_ms": 0, "chunk_delay_ms": 150}
+    world.demo.save()
+    config_seen()
+    arrivals = []
+    with httpx.stream("POST", cluster.proxy.url + "/v1/chat/completions", headers=bearer(world.red_key), timeout=30,
+                      json={"model": "architect", "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        for line in reply.iter_lines():
+            if line.startswith("data:") and '"content"' in line:
+                arrivals.append(time.monotonic())
+    # ~13 chunks 150 ms apart: a proxy that buffered the response would hand
+    # them over at once, at the end.
+    assert len(arrivals) >= 8
+    assert arrivals[-1] - arrivals[0] >= 0.1 * (len(arrivals) - 1), arrivals
 
 
 @pytest.mark.skipif(not settings.REDIS_URL, reason="breakers are shared through Redis; without it each "
