@@ -7,10 +7,12 @@ it. The ledger writer keeps both in step in the transaction that writes a row
 find what an operator's hand edit, or a bug, left behind, and with `fix`
 writes the ledger's figures back.
 
-Each counter is checked in its own short transaction with its row locked (FOR
-UPDATE on PostgreSQL; SQLite's single writer when fixing): a settlement
-commits its row and its counter change together, so under the lock both sums
-and the counter are read at one consistent moment, even while gateways run.
+A settlement commits its row and its counter change together, so a counter
+and the ledger agree in any consistent snapshot: each counter is checked in a
+read-only snapshot of its own, taking no lock, even while gateways run (on a
+large ledger a sum takes a while, and a lock would hold every request that
+settles against that budget meanwhile). Only a drift to repair is read again
+with the counter row locked, and repaired in that transaction.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -86,8 +88,18 @@ def ledger_verify(*, fix: bool = False) -> Verification:
 
 
 def _counter_check(counter_id: int, *, fix: bool, budgets: set[int]) -> Drift | None:
-    with store.writing() if fix else contextlib.nullcontext(), transaction.atomic():
-        counter = BudgetCounter.objects.select_for_update().filter(id=counter_id).first()
+    """Checked in a snapshot, without a lock; a drift to repair is checked again
+    with the counter locked and repaired in that transaction."""
+    drift = _counter_read(counter_id, budgets, repair=False)
+    if drift is None or not fix:
+        return drift
+    return _counter_read(counter_id, budgets, repair=True)
+
+
+def _counter_read(counter_id: int, budgets: set[int], *, repair: bool) -> Drift | None:
+    with _repairing() if repair else _snapshot():
+        counters = BudgetCounter.objects.filter(id=counter_id)
+        counter = (counters.select_for_update() if repair else counters).first()
         if counter is None:
             return None  # its budget was deleted meanwhile
         budget = Budget.objects.select_related("persona").get(id=counter.budget_id)
@@ -96,9 +108,29 @@ def _counter_check(counter_id: int, *, fix: bool, budgets: set[int]) -> Drift | 
         spent, reserved = store.money(counter.spent), store.money(counter.reserved)
         if spent == ledger_spent and reserved == held:
             return None
-        if fix:
+        if repair:
             BudgetCounter.objects.filter(id=counter.id).update(spent=ledger_spent, reserved=held)
         return Drift(counter.id, budget.id, budget.name, counter.period_start, spent, ledger_spent, reserved, held)
+
+
+@contextlib.contextmanager
+def _snapshot():
+    """One transaction whose reads all see the same moment, taking no lock:
+    REPEATABLE READ on PostgreSQL (a counter and its rows are committed together,
+    so they agree in any snapshot); an SQLite transaction reads one snapshot."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
+@contextlib.contextmanager
+def _repairing():
+    """The counter row locked (FOR UPDATE in the query), settlements on it
+    waiting until the repair commits; SQLite's writers queued (ledger_store)."""
+    with store.writing(), transaction.atomic():
+        yield
 
 
 def _ledger_sums(budget: Budget, counter: BudgetCounter) -> tuple[Decimal, Decimal]:
