@@ -134,3 +134,18 @@ def test_checking_and_fixing_while_the_writer_settles_stay_exact(world, red_budg
     counter = BudgetCounter.objects.get(budget=month)
     assert counter.spent == Decimal("0.01") * (len(settled) + 1) and counter.reserved == 0
     assert not Reservation.objects.exists()
+
+
+def test_week_and_lifetime_periods_are_bounded_as_the_writer_counts_them(world):
+    ledger.forget_counters()
+    week = Budget.objects.create(name="weekly", scope="team", team=world.red, period="week", limit_usd=Decimal(100),
+                                 thresholds=[])
+    lifetime = Budget.objects.create(name="forever", scope="team", team=world.red, period="lifetime",
+                                     limit_usd=Decimal(100), thresholds=[])
+    infos = [budget_info(week), budget_info(lifetime)]
+    now = timezone.now()
+    for days_ago, cost in ((40, "0.5"), (8, "0.25"), (0, "0.125")):
+        settle(world, infos, cost, created_at=now - timedelta(days=days_ago))
+    assert BudgetCounter.objects.filter(budget=week).count() == 3
+    assert BudgetCounter.objects.get(budget=lifetime).spent == Decimal("0.875")
+    assert "Checked 4 counter(s) of 2 budget(s) against the ledger: no drift." in verify()
