@@ -87,9 +87,10 @@ class WebsocketChat(threading.Thread):
                 self.started.set()
 
 
-def test_sigterm_lets_requests_streams_and_websocket_chats_finish_and_record(test_database_url, world):
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "supervised-workers"])
+def test_sigterm_lets_requests_streams_and_websocket_chats_finish_and_record(test_database_url, world, workers):
     slow_demo(world, latency_ms=1500, chunk_delay_ms=250)  # each stream: ~3.5 s after a 1.5 s first token
-    server = start_serve(test_database_url, name="graceful", grace=20)
+    server = start_serve(test_database_url, name="graceful", grace=20, workers=workers)
     before = Usage.objects.filter(team=world.red).count()
     try:
         stream, chat = Stream(server.url, world.red_key), WebsocketChat(server.port, world.red_key)
