@@ -62,7 +62,11 @@ class Proxy:
         self.log_path = ARTIFACTS / f"haproxy-{self.port}.log"
         self.process = subprocess.Popen([HAPROXY, "-db", "-f", str(ROOT / "platform" / "haproxy.cfg")], env=env,
                                         stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
-        wait_until(lambda: self.states() == {"gateway1": "UP", "gateway2": "UP"}, 15, "HAProxy sees both gateways")
+        try:
+            wait_until(lambda: self.states() == {"gateway1": "UP", "gateway2": "UP"}, 15, "HAProxy sees both gateways")
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:
@@ -107,8 +111,15 @@ class Cluster:
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
-        self.gateways = [self._start(index) for index in (0, 1)]
-        self.proxy = Proxy(self.gateways)
+        self.gateways: list[Served] = []
+        self.proxy: Proxy | None = None
+        try:
+            for index in (0, 1):
+                self.gateways.append(self._start(index))
+            self.proxy = Proxy(self.gateways)
+        except BaseException:
+            self.stop()  # nothing left running when the cluster cannot start
+            raise
 
     def _start(self, index: int, port: int | None = None) -> Served:
         return start_serve(self.database_url, name=f"scale-out-{index + 1}", port=port, grace=20,
@@ -123,7 +134,8 @@ class Cluster:
         wait_until(lambda: self.proxy.states().get(name) == "UP", 15, f"HAProxy sees {name} up again")
 
     def stop(self) -> None:
-        self.proxy.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
         for gateway in self.gateways:
             try:
                 gateway.stop(timeout=40)
