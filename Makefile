@@ -1,6 +1,7 @@
 # The two quick-start commands are `make run` and `make test` (see README).
 # Everything installs into .venv; nothing is installed system-wide except what
-# the browser tests need from Debian (scripts/install-browser.sh).
+# the browser tests and the multi-instance tests need from Debian
+# (scripts/install-browser.sh, scripts/install-proxy.sh).
 
 SYSTEM_PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -37,6 +38,7 @@ serve:
 # The whole suite: lint (ruff), the layer contracts (import-linter), then pytest.
 test: install-dev
 	sh scripts/install-browser.sh
+	sh scripts/install-proxy.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -22,6 +22,17 @@ def period_start(period: str, now: datetime) -> datetime:
     return EPOCH
 
 
+def period_end(period: str, start: datetime) -> datetime | None:
+    """Where the period beginning at `start` ends (None: a lifetime never does)."""
+    if period == "day":
+        return start + timedelta(days=1)
+    if period == "week":
+        return start + timedelta(days=7)
+    if period == "month":
+        return (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+    return None
+
+
 def scope_filter(*, scope: str, team_id: int | None, key_id: int | None, persona: str | None) -> Q:
     """The Usage rows a budget of this scope covers (the period is added by callers)."""
     if scope == "team":

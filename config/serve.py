@@ -12,7 +12,10 @@ SO_REUSEPORT, so the kernel spreads new connections across the workers.
 The parent only supervises: it restarts a worker that dies and stops them all
 on SIGTERM/SIGINT. Each worker serves HTTP and websockets (uvicorn, uvloop,
 httptools) for the whole ASGI application, as `uvicorn config.asgi:application`
-would.
+would, and stops gracefully (config/draining.py): it stops accepting at once,
+lets what is in flight finish within `--grace` seconds (EP_SHUTDOWN_GRACE_SECONDS,
+default 30) and writes every request's row before it exits, so instances behind
+a proxy can be restarted one at a time.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import time
 
 APP = "config.asgi:application"
 RESTART_PAUSE_SECONDS = 1.0
+# A draining worker's last steps after its grace period: cancelled requests
+# write their rows, the ledger writer flushes. Past this it is killed.
+EXIT_MARGIN_SECONDS = 10.0
 
 
 def bind(host: str, port: int, backlog: int) -> socket.socket:
@@ -56,13 +62,15 @@ def ensure_port_free(host: str, port: int) -> None:
             raise SystemExit(f"config.serve: cannot listen on {host}:{port}: {error.strerror}") from None
 
 
-def run_worker(host: str, port: int, backlog: int, log_level: str) -> None:
+def run_worker(host: str, port: int, backlog: int, log_level: str, grace: float) -> None:
     import uvicorn  # imported in the worker: the parent stays small
+
+    from config.draining import DrainingServer
 
     config = uvicorn.Config(
         APP, loop="uvloop", http="httptools", ws="websockets-sansio", lifespan="off",
         access_log=False,  # one log line per request costs more than the request (PERFORMANCE_NOTES)
-        log_level=log_level, backlog=backlog, proxy_headers=False,
+        log_level=log_level, backlog=backlog, proxy_headers=False, timeout_graceful_shutdown=grace,
     )
     config.load()  # imports the application: Django, the SDKs, the URLconf
     # What is loaded now lives as long as the process: keep the collector from
@@ -75,15 +83,15 @@ def run_worker(host: str, port: int, backlog: int, log_level: str) -> None:
     # socket, so a socket bound before the ~1 s of imports would hold a share of
     # them waiting (a replaced worker's first requests took that long).
     sock = bind(host, port, backlog)
-    uvicorn.Server(config).run(sockets=[sock])
+    DrainingServer(config).run(sockets=[sock])
 
 
 def supervise(args: argparse.Namespace) -> int:
     context = multiprocessing.get_context("spawn")  # no state shared from the parent
 
     def start() -> multiprocessing.Process:
-        proc = context.Process(target=run_worker, args=(args.host, args.port, args.backlog, args.log_level),
-                               daemon=False)
+        proc = context.Process(target=run_worker, daemon=False,
+                               args=(args.host, args.port, args.backlog, args.log_level, args.grace))
         proc.start()
         return proc
 
@@ -95,7 +103,7 @@ def supervise(args: argparse.Namespace) -> int:
         stopping = True
         for proc in workers:
             if proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)  # uvicorn finishes in-flight requests, then exits
+                os.kill(proc.pid, signal.SIGTERM)  # it drains (config/draining.py), then exits
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -107,8 +115,9 @@ def supervise(args: argparse.Namespace) -> int:
                       flush=True)
                 time.sleep(RESTART_PAUSE_SECONDS)
                 workers[i] = start()
+    ends = time.monotonic() + args.grace + EXIT_MARGIN_SECONDS
     for proc in workers:
-        proc.join(timeout=30)
+        proc.join(timeout=max(0.0, ends - time.monotonic()))
         if proc.is_alive():
             proc.kill()
     return 0
@@ -121,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1)))
     parser.add_argument("--backlog", type=int, default=2048)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--grace", type=float, default=float(os.environ.get("EP_SHUTDOWN_GRACE_SECONDS", "30")),
+                        help="seconds in-flight requests and streams get to finish after SIGTERM")
     return parser.parse_args(argv)
 
 
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     ensure_port_free(args.host, args.port)
     if args.workers <= 1:
-        run_worker(args.host, args.port, args.backlog, args.log_level)
+        run_worker(args.host, args.port, args.backlog, args.log_level, args.grace)
         return 0
     return supervise(args)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from contextlib import aclosing
 from typing import Any, Literal
 from urllib.parse import parse_qs
@@ -158,6 +159,15 @@ def client_id_of(text: str | None) -> Any:
 
 # -- /ws/v1/chat ------------------------------------------------------------------------------
 
+# The chat sockets open in this process: a server shutting down (config/draining.py)
+# keeps a socket open until the chats in flight on it have ended and written their rows.
+_open_chats: weakref.WeakSet[ChatConsumer] = weakref.WeakSet()
+
+
+def chats_in_flight() -> int:
+    return sum(len(consumer.requests) for consumer in list(_open_chats))
+
+
 
 class ChatConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "ep.no-layer"  # no such layer: a chat socket needs no channel-layer inbox
@@ -171,6 +181,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close()  # before accept: the handshake is refused with 403
             return
         await self.accept(subprotocol=chosen_subprotocol(self.scope))
+        _open_chats.add(self)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         client_id = client_id_of(text_data)
@@ -250,6 +261,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
+        _open_chats.discard(self)
         tasks = [task for task, _ in self.requests.values()]
         for task in tasks:
             task.cancel()
