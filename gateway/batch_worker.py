@@ -75,6 +75,18 @@ class Claimed:
     key_hash: str | None
 
 
+class WorkerLost(GatewayError):
+    """A request whose workers died under it twice: failed, not run a third time."""
+
+    status = 500
+    type = "api_error"
+    code = "batch_worker_lost"
+
+    @property
+    def usage_status(self) -> str:
+        return "error"
+
+
 # -- claims ---------------------------------------------------------------------------------
 
 
@@ -196,8 +208,8 @@ class BatchWorker:
                 raise AuthenticationFailed("The API key that created this batch was revoked, has expired, "
                                            "or was deleted.")
             if item.attempts > MAX_RUNS:
-                raise GatewayError("The workers running this request stopped twice before it finished; "
-                                   "it was not run again.", status=500, code="batch_worker_lost")
+                raise WorkerLost("The workers running this request stopped twice before it finished; "
+                                 "it was not run again.")
             return 200, await self.handlers[item.endpoint](call, item.body)
         except GatewayError as error:
             call.fail(error)
