@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import openai
 import pytest
 
 from budgets.models import Usage
