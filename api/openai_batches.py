@@ -91,7 +91,8 @@ async def create_batch(request: HttpRequest, body: BatchIn):
     if input_file.purpose != "batch":
         raise InvalidRequest(f"File '{input_file.id}' has purpose '{input_file.purpose}'; a batch's input file "
                              "is uploaded with purpose \"batch\".", code="invalid_input_file", param="input_file_id")
-    lines = lines_parse(input_file.content.encode())  # checked at upload; checked again against today's rules
+    # Checked at upload; checked again against today's rules (off the event loop: a file may be large).
+    lines = await _thread(lines_parse)(input_file.content.encode())
     batch = await _thread(batch_create)(team_id=call.key.team_id, api_key_id=call.key.id,
                                         input_file_id=input_file.id, endpoint=body.endpoint, lines=lines,
                                         errors=_mismatched(lines, body.endpoint), metadata=body.metadata)

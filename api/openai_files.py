@@ -56,7 +56,7 @@ async def upload_file(request: HttpRequest, file: File[UploadedFile], purpose: F
         raise InvalidRequest(f"purpose '{purpose}' is not supported: this gateway keeps files for batch jobs "
                              "only (purpose \"batch\").", code="unsupported_purpose", param="purpose")
     content = file.read()
-    lines_parse(content)  # refuses the file, naming the first bad line
+    await _thread(lines_parse)(content)  # refuses the file, naming the first bad line (off the event loop)
     stored = await _thread(file_create)(team_id=call.key.team_id, filename=_safe_filename(file.name),
                                         purpose=purpose, content=content.decode())
     return json_response(file_json(stored), call.request_id)

@@ -43,7 +43,7 @@ from budgets.snapshot import budget_info
 from gateway import events
 from gateway.batches import batches_advance, new_id
 from gateway.call import Call
-from gateway.errors import AuthenticationFailed, GatewayError
+from gateway.errors import AuthenticationFailed, GatewayError, RateLimited
 from gateway.models import BatchRequest
 from gateway.observability import metrics
 from gateway.recording import usage_event, usage_row_of
@@ -114,8 +114,8 @@ def requests_claim(*, worker: str, limit: int, lease: float) -> list[Claimed]:
     return claimed
 
 
-def leases_renew(*, worker: str, lease: float) -> int:
-    return BatchRequest.objects.filter(claim=worker, state__in=("running", "answered")).update(
+def leases_renew(*, worker: str, ids: list[int], lease: float) -> int:
+    return BatchRequest.objects.filter(id__in=ids, claim=worker, state__in=("running", "answered")).update(
         lease_until=timezone.now() + timedelta(seconds=lease))
 
 
@@ -123,6 +123,12 @@ def request_answered(*, item: Claimed, worker: str, status_code: int, response: 
     """Save the answer and the row to write, if this worker still holds the request."""
     return bool(BatchRequest.objects.filter(id=item.id, claim=worker, state="running", attempts=item.attempts).update(
         state="answered", status_code=status_code, response=response, ledger_line=ledger_line))
+
+
+def request_release(*, item: Claimed, worker: str) -> None:
+    """Put a request back as it was before this claim (it was not run: rate-limited)."""
+    BatchRequest.objects.filter(id=item.id, claim=worker, state="running", attempts=item.attempts).update(
+        state="pending", claim="", lease_until=None, attempts=item.attempts - 1)
 
 
 def request_done(*, item: Claimed, worker: str) -> None:
@@ -147,48 +153,84 @@ class BatchWorker:
         self.poll = poll_seconds
         self.id = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id('')[:8]}"
         self.in_flight: set[asyncio.Task] = set()
+        self.held: set[int] = set()  # the requests of the tasks in flight: only their leases are renewed
         self.stopping = False
+        self.resume_at = 0.0  # loop time before which nothing new is claimed (a rate limit said so)
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Work until stopped (`stop`), or with `until_idle` until no batch has
         anything left to do; requests in flight finish first."""
         log.info("batch worker %s started (concurrency %d)", self.id, self.concurrency)
-        renewed = asyncio.get_running_loop().time()
+        heartbeat = asyncio.create_task(self._renew_leases())
+        try:
+            await self._work(until_idle)
+        finally:
+            heartbeat.cancel()
+        log.info("batch worker %s stopped", self.id)
+
+    async def _renew_leases(self) -> None:
+        # Its own task, so that a busy turn of the main loop never lets a lease lapse.
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await _thread(leases_renew)(worker=self.id, ids=list(self.held), lease=self.lease)
+            except DatabaseError:
+                log.warning("batch worker %s could not renew its leases", self.id)
+
+    async def _work(self, until_idle: bool) -> None:
         while not self.stopping:
-            await _thread(batches_advance)()
-            claimed = await self._claim()
-            if asyncio.get_running_loop().time() - renewed > self.lease / 3:
-                await _thread(leases_renew)(worker=self.id, lease=self.lease)
-                renewed = asyncio.get_running_loop().time()
-            if until_idle and not claimed and not self.in_flight and not await _thread(work_remains)():
+            try:
                 await _thread(batches_advance)()
-                break
+                claimed = await self._claim()
+                if until_idle and not claimed and not self.in_flight and not await _thread(work_remains)():
+                    await _thread(batches_advance)()
+                    break
+            except DatabaseError as error:  # the database is down: wait for it, holding nothing new
+                log.warning("batch worker %s: database unreachable (%s)", self.id, str(error)[:200])
+                claimed = []
             if self.in_flight:
                 await asyncio.wait(self.in_flight, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
             else:
                 await asyncio.sleep(self.poll)
         if self.in_flight:
             await asyncio.wait(self.in_flight)
-        log.info("batch worker %s stopped", self.id)
 
     def stop(self) -> None:
         self.stopping = True
 
     async def _claim(self) -> list[Claimed]:
         free = self.concurrency - len(self.in_flight)
-        if free <= 0:
+        if free <= 0 or asyncio.get_running_loop().time() < self.resume_at:
             return []
         claimed = await _thread(requests_claim)(worker=self.id, limit=free, lease=self.lease)
         for item in claimed:
-            task = asyncio.create_task(self._settle(item) if item.state == "answered" else self._run(item))
+            self.held.add(item.id)
+            task = asyncio.create_task(self._handle(item))
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
         return claimed
 
+    async def _handle(self, item: Claimed) -> None:
+        try:
+            await (self._settle(item) if item.state == "answered" else self._run(item))
+        except Exception:  # noqa: BLE001 - its lease lapses and the request is taken up again
+            log.exception("batch %s: request %s interrupted", item.batch_id, item.custom_id)
+        finally:
+            self.held.discard(item.id)
+
     async def _run(self, item: Claimed) -> None:
         call = Call(request_id=item.request_id, endpoint=_endpoint_name(item.endpoint),
                     key=await _key(item.key_hash), run_id=item.batch_id, step=item.custom_id)
-        status, body = await self._answer(call, item)
+        try:
+            status, body = await self._answer(call, item)
+        except RateLimited as limited:
+            # Batch work can wait: the request goes back, unbilled (it was refused
+            # before any provider or budget), and this worker pauses.
+            await _thread(request_release)(item=item, worker=self.id)
+            pause = float(limited.headers.get("Retry-After") or 1)
+            self.resume_at = max(self.resume_at, asyncio.get_running_loop().time() + pause)
+            log.info("batch %s: rate-limited; pausing %.0f s", item.batch_id, pause)
+            return
         if call.key is None:
             log.warning("batch %s: the key that created it was deleted; %s not run", item.batch_id, item.custom_id)
         line = spool.encode(usage_row_of(call), [b.id for b in call.budgets]).decode() if call.key else ""
@@ -211,6 +253,8 @@ class BatchWorker:
                 raise WorkerLost("The workers running this request stopped twice before it finished; "
                                  "it was not run again.")
             return 200, await self.handlers[item.endpoint](call, item.body)
+        except RateLimited:
+            raise
         except GatewayError as error:
             call.fail(error)
             return error.status, error_body(error, call.request_id)

@@ -36,8 +36,10 @@ def upload(sdk: openai.OpenAI, lines: list, name: str = "requests.jsonl"):
 def start_worker(database_url: str, *args: str) -> subprocess.Popen:
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / f"batch-worker-{uuid.uuid4().hex[:8]}.log"
-    return subprocess.Popen([sys.executable, "manage.py", "run_batches", "--poll", "0.1", *args], cwd=ROOT,
-                            env=server_env(database_url), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen([sys.executable, "manage.py", "run_batches", "--poll", "0.1", *args], cwd=ROOT,
+                               env=server_env(database_url), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process.log_path = log  # what it logged, for tests that read it
+    return process
 
 
 def run_worker_until_idle(database_url: str, *args: str, timeout: float = 120) -> str:

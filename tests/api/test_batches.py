@@ -5,12 +5,15 @@ requests that fail; validation against the batch's endpoint."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
-from budgets.models import Usage
-from gateway.models import BatchRequest
+from accounts.models import ApiKey
+from budgets.models import RateLimit, Usage
+from gateway.models import Batch, BatchRequest
 from tests.api.batch_support import (
     chat_line,
     client,
@@ -149,3 +152,34 @@ def test_batches_are_listed_newest_first_with_a_cursor(live, world):
     assert [b.id for b in first_page.data] == ids[::-1][:2] and first_page.has_more
     assert [b.id for b in sdk.batches.list(limit=2, after=ids[1]).data] == [ids[0]]
     assert [b.id for b in sdk.batches.list(limit=2)] == ids[::-1]  # the SDK pages through with `after`
+
+
+def test_requests_not_run_within_the_window_expire(live, world, test_database_url):
+    sdk = client(live, world.red_key)
+    batch = sdk.batches.create(input_file_id=upload(sdk, [chat_line("late", "Hi")]).id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    Batch.objects.filter(id=batch.id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    run_worker_until_idle(test_database_url)
+    expired = wait_for_batch(sdk, batch.id, ("expired",))
+    assert expired.expired_at and expired.output_file_id is None
+    assert [line["error"]["code"] for line in results(sdk, expired.error_file_id)] == ["batch_expired"]
+    assert not Usage.objects.filter(run_id=batch.id).exists()
+
+
+def test_a_rate_limited_batch_waits_instead_of_failing(live, world, test_database_url):
+    limited, key = ApiKey.issue(team=world.red, name=f"limited {uuid.uuid4().hex[:6]}")
+    RateLimit.objects.create(api_key=limited, requests_per_minute=2)
+    sdk = client(live, key)
+    batch = sdk.batches.create(input_file_id=upload(sdk, [chat_line(f"r{i}", "Hi") for i in range(3)]).id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    rows = Usage.objects.filter(run_id=batch.id)
+    worker = start_worker(test_database_url, "--concurrency", "1")
+    try:
+        assert wait_for(lambda: rows.count() == 2, timeout=30)
+        assert wait_for(lambda: "rate-limited" in worker.log_path.read_text(), timeout=10)
+        third = BatchRequest.objects.get(batch_id=batch.id, custom_id="r2")
+        assert (third.state, third.attempts) == ("pending", 0)  # put back, to run when the limit allows
+        assert rows.count() == 2 and set(rows.values_list("status", flat=True)) == {"ok"}
+        assert sdk.batches.retrieve(batch.id).status == "in_progress"
+    finally:
+        stop_process(worker)
