@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 
+import httpx
 import pytest
 from django.utils import timezone
 
@@ -65,6 +67,9 @@ def test_a_batch_runs_through_the_pipeline_and_its_results_come_back(live, world
         assert row.output_tokens == response["body"]["usage"]["completion_tokens"]
     assert _most_at_once(rows.values()) == 2  # the concurrency limit, used
     assert sdk.files.retrieve(done.output_file_id).purpose == "batch_output"
+    run = httpx.get(f"{live.url}/api/v1/runs/{batch.id}", headers={"Authorization": f"Bearer {world.red_key}"}).json()
+    assert run["request_count"] == 6 and Decimal(run["cost_usd"]) == sum(r.cost_usd for r in rows.values())
+    assert sorted(run["steps"], key=lambda s: s["step"])[0]["step"] == "task-0"
 
 
 def _most_at_once(rows) -> int:
