@@ -96,7 +96,9 @@ async def retrieve_file(request: HttpRequest, file_id: str):
 
 
 @router.get("/files/{file_id}/content", summary="Download a file's content",
-            response={200: str, **error_responses(*KEYED, 404)})
+            response={200: str, **error_responses(*KEYED, 404)},
+            openapi_extra={"responses": {200: {"description": "The file as it was uploaded or written (JSONL).",
+                                               "content": {"application/jsonl": {"schema": {"type": "string"}}}}}})
 async def file_content(request: HttpRequest, file_id: str):
     call: Call = request.ep_call
     call.endpoint = "files.content"

@@ -109,3 +109,26 @@ def test_each_state_a_dead_worker_leaves_is_resumed_once(live, world, test_datab
     assert errors["ran-twice"]["status_code"] == 500
     assert errors["ran-twice"]["body"]["error"]["code"] == "batch_worker_lost"
     assert (done.request_counts.completed, done.request_counts.failed) == (4, 1)
+
+
+def test_a_stopped_worker_finishes_what_it_holds_and_takes_nothing_new(live, world, test_database_url):
+    sdk = client(live, world.red_key)
+    world.demo.options = {"latency_ms": 700, "chunk_delay_ms": 0}
+    world.demo.save()
+    batch = sdk.batches.create(input_file_id=upload(sdk, [chat_line(f"s{i}", "Hi") for i in range(6)]).id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    requests = BatchRequest.objects.filter(batch_id=batch.id)
+    worker = start_worker(test_database_url, "--concurrency", "2")
+    try:
+        assert wait_for(lambda: requests.filter(state="running").count() == 2, timeout=30, interval=0.01)
+        held = set(requests.filter(state="running").values_list("id", flat=True))
+        worker.terminate()  # SIGTERM
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    done = set(requests.filter(state="done").values_list("id", flat=True))
+    assert held <= done  # what it held was finished, and billed
+    assert not requests.filter(state__in=("running", "answered")).exists()
+    assert Usage.objects.filter(run_id=batch.id).count() == len(done) < 6
+    assert set(requests.exclude(id__in=done).values_list("state", "attempts")) == {("pending", 0)}

@@ -5,6 +5,7 @@ requests that fail; validation against the batch's endpoint."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -13,9 +14,9 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from accounts.models import ApiKey
+from accounts.models import ApiKey, hash_key
 from budgets.models import RateLimit, Usage
-from gateway.models import Batch, BatchRequest
+from gateway.models import Batch, BatchFile, BatchRequest
 from tests.api.batch_support import (
     chat_line,
     client,
@@ -188,3 +189,18 @@ def test_a_rate_limited_batch_waits_instead_of_failing(live, world, test_databas
         assert sdk.batches.retrieve(batch.id).status == "in_progress"
     finally:
         stop_process(worker)
+
+
+def test_a_batch_whose_key_was_revoked_runs_nothing(live, world, test_database_url):
+    sdk = client(live, world.red_key)
+    batch = sdk.batches.create(input_file_id=upload(sdk, [chat_line("a", "Hi"), chat_line("b", "Hi")]).id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    ApiKey.objects.filter(key_hash=hash_key(world.red_key)).update(revoked_at=timezone.now())
+    run_worker_until_idle(test_database_url)
+    done = Batch.objects.get(id=batch.id)
+    assert done.status == "completed" and not done.output_file_id
+    lines = [json.loads(line) for line in BatchFile.objects.get(id=done.error_file_id).content.splitlines()]
+    assert {(line["response"]["status_code"], line["response"]["body"]["error"]["code"]) for line in lines} == {
+        (401, "invalid_api_key")}
+    rows = Usage.objects.filter(run_id=batch.id)
+    assert sorted(rows.values_list("step", "status", "cost_usd")) == [("a", "refused", 0), ("b", "refused", 0)]
