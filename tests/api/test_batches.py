@@ -27,6 +27,7 @@ from tests.api.batch_support import (
     wait_for_batch,
 )
 from tests.conftest import stop_process
+from tests.fakes.common import FakeReply
 from tests.streaming_support import wait_for
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,8 @@ def test_a_batch_runs_through_the_pipeline_and_its_results_come_back(live, world
     assert batch.status == "validating" and batch.request_counts.total == 6
     assert batch.metadata == {"job": "nightly"} and batch.expires_at - batch.created_at == 24 * 3600
 
-    run_worker_until_idle(test_database_url, "--concurrency", "2")
+    output = run_worker_until_idle(test_database_url, "--concurrency", "2")
+    assert "Traceback" not in output and "Unclosed" not in output and '"level": "ERROR"' not in output
     done = wait_for_batch(sdk, batch.id, ("completed",))
 
     assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (6, 6, 0)
@@ -204,3 +206,26 @@ def test_a_batch_whose_key_was_revoked_runs_nothing(live, world, test_database_u
         (401, "invalid_api_key")}
     rows = Usage.objects.filter(run_id=batch.id)
     assert sorted(rows.values_list("step", "status", "cost_usd")) == [("a", "refused", 0), ("b", "refused", 0)]
+
+
+def test_a_batch_reaches_a_real_provider_adapter_and_is_priced_from_its_usage(live, world, via_fake,
+                                                                             test_database_url):
+    via_fake.script(FakeReply(text="first answer", input_tokens=100, output_tokens=10, cached_tokens=40),
+                    FakeReply(text="second answer", input_tokens=200, output_tokens=20))
+    sdk = client(live, world.red_key)
+    lines = [chat_line("one", "Q1", model="via-openai", temperature=0.2),
+             chat_line("two", "Q2", model="via-openai", max_tokens=50)]
+    batch = sdk.batches.create(input_file_id=upload(sdk, lines).id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    run_worker_until_idle(test_database_url, "--concurrency", "1")
+    done = wait_for_batch(sdk, batch.id, ("completed",))
+    answers = {line["custom_id"]: line["response"]["body"] for line in results(sdk, done.output_file_id)}
+    assert answers["one"]["choices"][0]["message"]["content"] == "first answer"
+    assert answers["one"]["usage"]["prompt_tokens_details"]["cached_tokens"] == 40
+    assert answers["two"]["choices"][0]["message"]["content"] == "second answer"
+    sent = [request["body"] for request in via_fake.requests]
+    assert [(b["messages"][-1]["content"], b.get("temperature")) for b in sent] == [("Q1", 0.2), ("Q2", None)]
+    assert sent[1]["max_tokens"] == 50  # each line's own parameters reach the provider
+    rows = {row.step: row for row in Usage.objects.filter(run_id=batch.id)}
+    assert (rows["one"].provider, rows["one"].input_tokens, rows["one"].cached_tokens) == ("openai", 100, 40)
+    assert rows["two"].cost_usd > rows["one"].cost_usd > 0
