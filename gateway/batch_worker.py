@@ -43,7 +43,7 @@ from budgets.snapshot import budget_info
 from gateway import events
 from gateway.batches import batches_advance, new_id
 from gateway.call import Call
-from gateway.errors import AuthenticationFailed, GatewayError, RateLimited
+from gateway.errors import AuthenticationFailed, GatewayError, RateLimited, ServiceUnavailable
 from gateway.models import BatchRequest
 from gateway.observability import metrics
 from gateway.recording import usage_event, usage_row_of
@@ -55,6 +55,10 @@ log = logging.getLogger("gateway.batches")
 # settings.EP_BATCH_HANDLERS).
 Handler = Callable[[Call, dict], Awaitable[dict]]
 MAX_RUNS = 2  # a request whose worker died is run once more, never a third time
+# Refusals that say "not now" (a rate limit; a store the gateway needs is down):
+# batch work can wait, so the request goes back instead of failing.
+NOT_NOW = (RateLimited, ServiceUnavailable)
+STORE_DOWN_PAUSE = 5.0  # seconds, when the refusal names no Retry-After
 
 
 def _thread(function):
@@ -223,13 +227,14 @@ class BatchWorker:
                     key=await _key(item.key_hash), run_id=item.batch_id, step=item.custom_id)
         try:
             status, body = await self._answer(call, item)
-        except RateLimited as limited:
-            # Batch work can wait: the request goes back, unbilled (it was refused
-            # before any provider or budget), and this worker pauses.
+        except NOT_NOW as refusal:
+            # The request goes back, unbilled (it was refused before any provider
+            # or budget), and this worker pauses.
             await _thread(request_release)(item=item, worker=self.id)
-            pause = float(limited.headers.get("Retry-After") or 1)
+            pause = float(refusal.headers.get("Retry-After") or STORE_DOWN_PAUSE)
             self.resume_at = max(self.resume_at, asyncio.get_running_loop().time() + pause)
-            log.info("batch %s: rate-limited; pausing %.0f s", item.batch_id, pause)
+            log.info("batch %s: %s; pausing %.0f s", item.batch_id,
+                     "rate-limited" if isinstance(refusal, RateLimited) else refusal.code, pause)
             return
         if call.key is None:
             log.warning("batch %s: the key that created it was deleted; %s not run", item.batch_id, item.custom_id)
@@ -253,7 +258,7 @@ class BatchWorker:
                 raise WorkerLost("The workers running this request stopped twice before it finished; "
                                  "it was not run again.")
             return 200, await self.handlers[item.endpoint](call, item.body)
-        except RateLimited:
+        except NOT_NOW:
             raise
         except GatewayError as error:
             call.fail(error)

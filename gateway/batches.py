@@ -149,11 +149,15 @@ def batches_advance(now: datetime | None = None) -> None:
     """One pass of the state machine, run by every worker on every turn and
     safe to run in several at once (each step is a conditional update):
     validating -> in_progress; past its window, a batch's unstarted requests
-    expire; a batch with nothing left in flight is finalized."""
+    expire; a dead worker's request of a cancelled batch is cancelled; a batch
+    with nothing left in flight is finalized."""
     now = now or timezone.now()
     Batch.objects.filter(status="validating").update(status="in_progress", in_progress_at=now)
     BatchRequest.objects.filter(state="pending", batch__status="in_progress", batch__expires_at__lte=now).update(
         state="expired")
+    # A dead worker's request of a cancelled batch is not run again: it had no answer, so no row.
+    BatchRequest.objects.filter(state="running", lease_until__lt=now, batch__status="cancelling").update(
+        state="cancelled", claim="")
     unsettled = BatchRequest.objects.filter(state__in=UNSETTLED).values("batch_id")
     for batch_id in (Batch.objects.filter(status__in=("in_progress", "cancelling", "finalizing"))
                      .exclude(id__in=unsettled).values_list("id", flat=True)):

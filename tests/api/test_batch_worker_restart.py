@@ -132,3 +132,16 @@ def test_a_stopped_worker_finishes_what_it_holds_and_takes_nothing_new(live, wor
     assert not requests.filter(state__in=("running", "answered")).exists()
     assert Usage.objects.filter(run_id=batch.id).count() == len(done) < 6
     assert set(requests.exclude(id__in=done).values_list("state", "attempts")) == {("pending", 0)}
+
+
+def test_a_dead_workers_request_in_a_cancelled_batch_is_cancelled_not_run(live, world, test_database_url):
+    sdk = client(live, world.red_key)
+    batch = sdk.batches.create(input_file_id=upload(sdk, [chat_line("held", "Hi"), chat_line("queued", "Hi")]).id,
+                               endpoint="/v1/chat/completions", completion_window="24h")
+    BatchRequest.objects.filter(batch_id=batch.id, custom_id="held").update(
+        state="running", claim="dead-worker", attempts=1, lease_until=timezone.now() + timedelta(seconds=1))
+    assert sdk.batches.cancel(batch.id).status == "cancelling"  # "held" is in flight, as far as anyone knows
+    run_worker_until_idle(test_database_url)  # waits out the lease
+    cancelled = wait_for_batch(sdk, batch.id, ("cancelled",))
+    assert [line["error"]["code"] for line in results(sdk, cancelled.error_file_id)] == ["batch_cancelled"] * 2
+    assert not Usage.objects.filter(run_id=batch.id).exists()
