@@ -21,7 +21,15 @@ from api.batch_lines import VALIDATORS, lines_parse
 from api.errors import KEYED, error_responses
 from api.openai_files import team_file
 from api.responses import json_response
-from gateway.batches import BatchLine, batch_cancel, batch_create, batch_get, batches_list, request_counts
+from gateway.batches import (
+    BatchLine,
+    batch_cancel,
+    batch_create,
+    batch_get,
+    batches_list,
+    batches_usage,
+    request_counts,
+)
 from gateway.call import Call
 from gateway.errors import InvalidRequest, NotFound
 from gateway.models import Batch
@@ -40,7 +48,7 @@ def _epoch(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value else None
 
 
-def batch_json(batch: Batch, counts: dict[str, int]) -> dict:
+def batch_json(batch: Batch, counts: dict[str, int], usage: dict) -> dict:
     errors = {"object": "list", "data": batch.errors} if batch.errors else None
     return {
         "id": batch.id, "object": "batch", "endpoint": batch.endpoint, "errors": errors,
@@ -48,13 +56,19 @@ def batch_json(batch: Batch, counts: dict[str, int]) -> dict:
         "status": batch.status, "output_file_id": batch.output_file_id or None,
         "error_file_id": batch.error_file_id or None,
         **{name: _epoch(getattr(batch, name)) for name in TIMESTAMPS},
-        "request_counts": counts, "metadata": batch.metadata,
+        "request_counts": counts, "usage": usage, "metadata": batch.metadata,
     }
 
 
+def _summaries(batches: list[Batch]) -> list[dict]:
+    ids = [b.id for b in batches]
+    counts, usage = request_counts(ids), batches_usage(ids)
+    return [batch_json(b, counts[b.id], usage[b.id]) for b in batches]
+
+
 async def _render(batch: Batch, request_id: str):
-    counts = (await _thread(request_counts)([batch.id]))[batch.id]
-    return json_response(batch_json(batch, counts), request_id)
+    [body] = await _thread(_summaries)([batch])
+    return json_response(body, request_id)
 
 
 class BatchIn(Schema):
@@ -136,9 +150,7 @@ async def list_batches(request: HttpRequest, query: Query[BatchesQuery]):
     if not 1 <= query.limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100.", param="limit")
     page = await _thread(batches_list)(team_id=call.key.team_id, after=query.after, limit=query.limit + 1)
-    shown = page[: query.limit]
-    counts = await _thread(request_counts)([b.id for b in shown])
-    data: list[dict[str, Any]] = [batch_json(b, counts[b.id]) for b in shown]
+    data: list[dict[str, Any]] = await _thread(_summaries)(page[: query.limit])
     body = {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None, "has_more": len(page) > query.limit}
     return json_response(body, call.request_id)

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from budgets.ledger_store import money
+from budgets.models import Usage
 from gateway.call import new_request_id
 from gateway.models import Batch, BatchFile, BatchRequest
 
@@ -140,6 +142,28 @@ def request_counts(batch_ids: list[str]) -> dict[str, dict[str, int]]:
     for row in rows:
         counts[row["batch_id"]] = {"total": row["total"], "completed": row["completed"], "failed": row["failed"]}
     return counts
+
+
+def batches_usage(batch_ids: list[str]) -> dict[str, dict]:
+    """OpenAI's `usage` per batch: the tokens of its requests' Usage rows so far,
+    and (ours) what they cost. Matched by request id as well as run id, so a
+    live call tagged with a batch's id as its run is not counted."""
+    rows = (Usage.objects.filter(run_id__in=batch_ids,
+                                 request_id__in=BatchRequest.objects.filter(batch_id__in=batch_ids)
+                                 .values("request_id"))
+            .values("run_id").annotate(input=Sum("input_tokens"), output=Sum("output_tokens"),
+                                       cached=Sum("cached_tokens"), reasoning=Sum("reasoning_tokens"),
+                                       cost=Sum("cost_usd")))
+    found = {row["run_id"]: row for row in rows}
+    return {batch_id: _usage_json(found.get(batch_id, {})) for batch_id in batch_ids}
+
+
+def _usage_json(row: dict) -> dict:
+    tokens = {name: row.get(name) or 0 for name in ("input", "output", "cached", "reasoning")}
+    return {"input_tokens": tokens["input"], "input_tokens_details": {"cached_tokens": tokens["cached"]},
+            "output_tokens": tokens["output"], "output_tokens_details": {"reasoning_tokens": tokens["reasoning"]},
+            "total_tokens": tokens["input"] + tokens["output"],
+            "cost_usd": f"{money(row.get('cost')):.8f}"}
 
 
 # -- how a batch moves on --------------------------------------------------------------

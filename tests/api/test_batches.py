@@ -46,7 +46,7 @@ def test_a_batch_runs_through_the_pipeline_and_its_results_come_back(live, world
     assert (input_file.object, input_file.purpose, input_file.filename) == ("file", "batch", "requests.jsonl")
     batch = sdk.batches.create(input_file_id=input_file.id, endpoint="/v1/chat/completions",
                                completion_window="24h", metadata={"job": "nightly"})
-    assert batch.status == "validating" and batch.request_counts.total == 6
+    assert batch.status == "validating" and batch.request_counts.total == 6 and batch.usage.total_tokens == 0
     assert batch.metadata == {"job": "nightly"} and batch.expires_at - batch.created_at == 24 * 3600
 
     output = run_worker_until_idle(test_database_url, "--concurrency", "2")
@@ -69,6 +69,9 @@ def test_a_batch_runs_through_the_pipeline_and_its_results_come_back(live, world
         assert row.team == world.red and row.cost_usd > 0
         assert row.output_tokens == response["body"]["usage"]["completion_tokens"]
     assert _most_at_once(rows.values()) == 2  # the concurrency limit, used
+    assert done.usage.input_tokens == sum(r.input_tokens for r in rows.values())
+    assert done.usage.total_tokens == sum(r.input_tokens + r.output_tokens for r in rows.values())
+    assert Decimal(done.usage.cost_usd) == sum(r.cost_usd for r in rows.values())  # ours, beside OpenAI's fields
     assert sdk.files.retrieve(done.output_file_id).purpose == "batch_output"
     run = httpx.get(f"{live.url}/api/v1/runs/{batch.id}", headers={"Authorization": f"Bearer {world.red_key}"}).json()
     assert run["request_count"] == 6 and Decimal(run["cost_usd"]) == sum(r.cost_usd for r in rows.values())
