@@ -27,6 +27,8 @@ from providers.types import EmbeddingRequest
 
 # custom_id becomes the Usage row's `step`: its length and characters (gateway/routes.py).
 CUSTOM_ID = re.compile("[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,100}")
+# A \u0000 escape (not an escaped backslash before "u0000"): PostgreSQL cannot store a NUL character.
+NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _chat_body(body: dict) -> ChatCompletionIn:
@@ -62,10 +64,12 @@ def lines_parse(content: bytes) -> list[BatchLine]:
                               f"{settings.EP_BATCH_FILE_MAX_BYTES} bytes (EP_BATCH_FILE_MAX_BYTES).",
                               code="file_too_large", param="file")
     try:
-        text = content.decode("utf-8")
+        text: str | None = content.decode("utf-8-sig")  # a byte-order mark, as some editors write, is dropped
     except UnicodeDecodeError:
-        raise InvalidRequest("The file is not UTF-8 text: a batch file is JSONL, one JSON request a line.",
-                             code="invalid_file_encoding", param="file") from None
+        text = None
+    if text is None or "\x00" in text:
+        raise InvalidRequest("The file is not UTF-8 text (or holds NUL bytes): a batch file is JSONL, one JSON "
+                             "request a line.", code="invalid_file_encoding", param="file")
     lines, seen = [], set()
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
@@ -87,9 +91,13 @@ def lines_parse(content: bytes) -> list[BatchLine]:
 
 def _line_parse(number: int, raw: str) -> BatchLine:
     try:
-        data = json.loads(raw)
-    except ValueError as error:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except json.JSONDecodeError as error:
         raise _bad_line(number, f"not valid JSON ({error.msg} at column {error.colno}).") from None
+    except (ValueError, RecursionError) as error:
+        raise _bad_line(number, f"not valid JSON ({error}).") from None
+    if NUL_ESCAPE.search(raw):
+        raise _bad_line(number, "it holds a NUL character (\\u0000), which this gateway cannot store.")
     if not isinstance(data, dict):
         raise _bad_line(number, "a line must be a JSON object with custom_id, method, url and body.")
     custom_id, method, url, body = (data.get(k) for k in ("custom_id", "method", "url", "body"))
@@ -111,6 +119,10 @@ def _line_parse(number: int, raw: str) -> BatchLine:
     except GatewayError as error:
         raise _bad_line(number, error.message) from None
     return BatchLine(number, custom_id, url, body)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _bad_line(number: int, problem: str) -> InvalidRequest:

@@ -49,6 +49,9 @@ BAD_LINES = [
     (json.dumps(chat_line("b", "Hi", stream=True)), "stream: true is not supported in a batch"),
     (json.dumps(chat_line("b", "Hi", n=2)), "n=2"),
     (json.dumps(chat_line("b", "Hi", temperature=5)), "body.temperature"),
+    (json.dumps(chat_line("b", "Hi", response_format={"x": float("nan")})), "NaN is not a JSON number"),
+    ("[" * 100_000, "not valid JSON"),
+    (json.dumps(chat_line("b", "Hi\u0000there")), "NUL character"),
 ]
 
 
@@ -70,6 +73,7 @@ def test_a_bad_line_is_refused_at_upload_naming_it(live, world, line, problem):
     (b"", "batch", "empty_file"),
     (b"\n\n", "batch", "empty_file"),
     (b"\xff\xfe{}", "batch", "invalid_file_encoding"),
+    (jsonl([GOOD]) + b"\x00", "batch", "invalid_file_encoding"),
     (jsonl([GOOD]), "assistants", "unsupported_purpose"),
 ])
 def test_files_that_cannot_be_batch_input_are_refused(live, world, content, purpose, code):
@@ -77,6 +81,14 @@ def test_files_that_cannot_be_batch_input_are_refused(live, world, content, purp
         client(live, world.red_key).files.create(file=("in.jsonl", io.BytesIO(content)), purpose=purpose)
     assert refused.value.body["code"] == code
     assert not BatchFile.objects.exists()
+
+
+def test_a_literal_backslash_u0000_and_a_byte_order_mark_are_fine(live, world):
+    sdk = client(live, world.red_key)
+    content = "\ufeff".encode() + jsonl([chat_line("a", "a path: C:\\u0000\\file")])
+    uploaded = sdk.files.create(file=("bom.jsonl", io.BytesIO(content)), purpose="batch")
+    batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert batch.status == "validating" and batch.request_counts.total == 1
 
 
 def test_a_file_over_the_size_limit_is_refused(world, transactional_db, test_database_url):
