@@ -28,6 +28,7 @@ from gateway.batches import (
     batch_get,
     batches_list,
     batches_usage,
+    missing,
     request_counts,
 )
 from gateway.call import Call
@@ -98,9 +99,9 @@ async def create_batch(request: HttpRequest, body: BatchIn):
     if body.completion_window != "24h":
         raise InvalidRequest("completion_window must be \"24h\".", param="completion_window")
     if body.metadata is not None and (len(body.metadata) > 16 or any(
-            len(k) > 64 or len(v) > 512 for k, v in body.metadata.items())):
+            len(k) > 64 or len(v) > 512 or "\x00" in k + v for k, v in body.metadata.items())):
         raise InvalidRequest("metadata holds at most 16 pairs, keys of at most 64 and values of at most 512 "
-                             "characters.", param="metadata")
+                             "characters, none of them NUL.", param="metadata")
     input_file = await team_file(call, body.input_file_id, param="input_file_id", with_content=True)
     if input_file.purpose != "batch":
         raise InvalidRequest(f"File '{input_file.id}' has purpose '{input_file.purpose}'; a batch's input file "
@@ -116,7 +117,7 @@ async def create_batch(request: HttpRequest, body: BatchIn):
 async def _team_batch(call: Call, batch_id: str) -> Batch:
     found = await _thread(batch_get)(team_id=call.key.team_id, batch_id=batch_id)
     if found is None:
-        raise NotFound(f"No batch with id '{batch_id}'.", code="batch_not_found", param="batch_id")
+        raise NotFound(missing("batch", batch_id), code="batch_not_found", param="batch_id")
     return found
 
 
@@ -134,7 +135,7 @@ async def cancel_batch(request: HttpRequest, batch_id: str):
     call.endpoint = "batches.cancel"
     batch = await _thread(batch_cancel)(team_id=call.key.team_id, batch_id=batch_id)
     if batch is None:
-        raise NotFound(f"No batch with id '{batch_id}'.", code="batch_not_found", param="batch_id")
+        raise NotFound(missing("batch", batch_id), code="batch_not_found", param="batch_id")
     return await _render(batch, call.request_id)
 
 

@@ -21,7 +21,7 @@ from api.auth import ApiKeyAuth
 from api.batch_lines import lines_parse
 from api.errors import KEYED, error_responses
 from api.responses import json_response
-from gateway.batches import file_create, file_delete, file_get, files_list
+from gateway.batches import file_create, file_delete, file_get, files_list, missing
 from gateway.call import Call
 from gateway.errors import InvalidRequest, NotFound
 from gateway.models import BatchFile
@@ -43,7 +43,7 @@ async def team_file(call: Call, file_id: str, *, param: str = "file_id", with_co
     """The caller's team's file, else a 404 (also for another team's)."""
     found = await _thread(file_get)(team_id=call.key.team_id, file_id=file_id, with_content=with_content)
     if found is None:
-        raise NotFound(f"No file with id '{file_id}'.", code="file_not_found", param=param)
+        raise NotFound(missing("file", file_id), code="file_not_found", param=param)
     return found
 
 
@@ -114,5 +114,5 @@ async def delete_file(request: HttpRequest, file_id: str):
     call: Call = request.ep_call
     call.endpoint = "files.delete"
     if not await _thread(file_delete)(team_id=call.key.team_id, file_id=file_id):
-        raise NotFound(f"No file with id '{file_id}'.", code="file_not_found", param="file_id")
+        raise NotFound(missing("file", file_id), code="file_not_found", param="file_id")
     return json_response({"id": file_id, "object": "file", "deleted": True}, call.request_id)

@@ -11,6 +11,7 @@ the caller's team, so another team's id is the same 404 as an unknown one.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,22 @@ UNSETTLED = ("pending", "running", "answered")
 # Statuses a batch leaves only by being finalized, or cancelled.
 ACTIVE = ("validating", "in_progress")
 COMPLETION_WINDOW = timedelta(hours=24)  # "24h", the only window OpenAI offers
+# The ids (and purposes) this module makes. Anything else a caller sends is no
+# file or batch of ours, and never reaches a query (PostgreSQL refuses a NUL in one: a 500).
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _ours(name: str | None) -> bool:
+    return bool(name) and NAME.fullmatch(name) is not None
+
+
+def missing(kind: str, name: str) -> str:
+    """What to tell a caller whose file or batch id found nothing. A malformed
+    id is not echoed: the message ends up on the Usage row, and a NUL or a
+    newline must not (gateway/routes.py checks the names it echoes the same way)."""
+    if _ours(name):
+        return f"No {kind} with id '{name}'."
+    return f"No {kind} with that id: it is not an id this gateway makes."
 
 
 def new_id(prefix: str) -> str:
@@ -44,6 +61,8 @@ def file_create(*, team_id: int, filename: str, purpose: str, content: str) -> B
 
 
 def file_get(*, team_id: int, file_id: str, with_content: bool = False) -> BatchFile | None:
+    if not _ours(file_id):
+        return None
     files = BatchFile.objects.filter(id=file_id, team_id=team_id)
     return (files if with_content else files.defer("content")).first()
 
@@ -53,6 +72,8 @@ def files_list(*, team_id: int, purpose: str | None, after: str | None, limit: i
     """A page of the team's files, newest first unless `order` is "asc";
     `after` is the id the previous page ended with."""
     files = BatchFile.objects.filter(team_id=team_id).defer("content")
+    if purpose and not _ours(purpose):
+        return []
     if purpose:
         files = files.filter(purpose=purpose)
     files = _after(files, after, team_id=team_id, model=BatchFile, ascending=order == "asc")
@@ -61,6 +82,8 @@ def files_list(*, team_id: int, purpose: str | None, after: str | None, limit: i
 
 
 def file_delete(*, team_id: int, file_id: str) -> bool:
+    if not _ours(file_id):
+        return False
     deleted, _ = BatchFile.objects.filter(id=file_id, team_id=team_id).delete()
     return deleted > 0
 
@@ -69,6 +92,8 @@ def _after(rows, after: str | None, *, team_id: int, model, ascending: bool = Fa
     """Rows past the cursor row `after` (an id of the same team) in the listing order."""
     if not after:
         return rows
+    if not _ours(after):
+        return rows.none()
     cursor = model.objects.filter(id=after, team_id=team_id).values("created_at", "id").first()
     if cursor is None:
         return rows.none()
@@ -110,6 +135,8 @@ def batch_create(*, team_id: int, api_key_id: int, input_file_id: str, endpoint:
 
 
 def batch_get(*, team_id: int, batch_id: str) -> Batch | None:
+    if not _ours(batch_id):
+        return None
     return Batch.objects.filter(id=batch_id, team_id=team_id).first()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 
+import httpx
 import openai
 import pytest
 
@@ -167,3 +168,22 @@ def test_another_teams_files_and_batches_are_indistinguishable_from_missing_ones
     assert blue.batches.list().data == []
     assert red.batches.retrieve(red_batch.id).status == "validating"  # untouched by blue's cancel
     assert red.files.retrieve(red_file.id).id == red_file.id
+
+
+@pytest.mark.parametrize("path", ["/v1/files/a%00b", "/v1/files/a%0Ab/content", "/v1/batches/a%00b",
+                                  "/v1/batches/%E2%80%A8/cancel"])
+def test_an_id_we_never_made_is_a_404_that_does_not_echo_it(live, world, path):
+    method = "POST" if path.endswith("cancel") else "GET"
+    response = httpx.request(method, live.url + path, headers={"Authorization": f"Bearer {world.red_key}"})
+    assert response.status_code == 404
+    assert "not an id this gateway makes" in response.json()["error"]["message"]
+    row = Usage.objects.get()  # recorded, which a NUL in its message would have prevented on PostgreSQL
+    assert row.error_code.endswith("_not_found") and "\x00" not in row.error_message
+
+
+def test_list_cursors_and_filters_we_never_made_find_nothing(live, world):
+    upload(client(live, world.red_key), [GOOD])
+    headers = {"Authorization": f"Bearer {world.red_key}"}
+    for query in ("/v1/files?after=a%00b", "/v1/files?purpose=a%00b", "/v1/batches?after=a%00b"):
+        response = httpx.get(live.url + query, headers=headers)
+        assert response.status_code == 200 and response.json()["data"] == []
