@@ -33,7 +33,8 @@ def test_a_batch_completes_after_its_worker_is_killed_mid_batch(live, world, tes
     sdk = client(live, world.red_key)
     budget = Budget.objects.create(name="red monthly", scope="team", team=world.red, period="month",
                                    limit_usd=Decimal(100))
-    world.demo.options = {"latency_ms": 400, "chunk_delay_ms": 0}
+    # Long calls, so that the kill, a moment after a look finds one running, still finds it running.
+    world.demo.options = {"latency_ms": 1200, "chunk_delay_ms": 0}
     world.demo.save()
     custom_ids = [f"job-{i}" for i in range(8)]
     batch = sdk.batches.create(input_file_id=upload(sdk, [chat_line(c, f"Do {c}") for c in custom_ids]).id,
@@ -43,7 +44,8 @@ def test_a_batch_completes_after_its_worker_is_killed_mid_batch(live, world, tes
 
     first = start_worker(test_database_url, "--concurrency", "2", "--lease", "1.5")
     try:
-        assert wait_for(lambda: rows.count() >= 2 and in_flight.exists(), timeout=30, interval=0.01)
+        assert wait_for(lambda: rows.count() >= 2 and in_flight.filter(state="running").exists(), timeout=30,
+                        interval=0.01)
     finally:
         first.kill()  # SIGKILL: its requests in flight are left claimed, under leases no one renews
         first.wait()
