@@ -14,9 +14,11 @@ from api import (
     metrics,
     models,
     native,
+    openai_batches,
     openai_compat,
     openai_completions,
     openai_embeddings,
+    openai_files,
     openai_responses,
     runs,
 )
@@ -33,6 +35,8 @@ api.add_router("/v1", openai_compat.router)  # OpenAI clients
 api.add_router("/v1", openai_responses.router)  # the Responses API (api/openai_responses.py)
 api.add_router("/v1", openai_embeddings.router)
 api.add_router("/v1", openai_completions.router)  # the legacy text completions
+api.add_router("/v1", openai_files.router)  # batch input and results files
+api.add_router("/v1", openai_batches.router)  # batch jobs, run by `manage.py run_batches`
 api.add_router("/v1", models.router)  # OpenAI and Anthropic SDKs both list models here
 api.add_router("/v1", anthropic_compat.router)  # Claude SDKs and Claude Code
 api.add_router("/api/v1", native.router)  # Hive's native chat, JSON or SSE

@@ -248,6 +248,19 @@ EP_WEBHOOK_RETRY_SECONDS = envfloat("EP_WEBHOOK_RETRY_SECONDS", 5.0)
 EP_SWEEP_SECONDS = envfloat("EP_SWEEP_SECONDS", 5.0)
 # Stored /v1/responses answers (store: true) are kept this many days (OpenAI keeps 30).
 EP_RESPONSES_RETENTION_DAYS = envfloat("EP_RESPONSES_RETENTION_DAYS", 30.0)
+# Batch jobs (/v1/files, /v1/batches; `manage.py run_batches`, gateway/batch_worker.py).
+EP_BATCH_FILE_MAX_BYTES = envint("EP_BATCH_FILE_MAX_BYTES", 50 * 1024 * 1024)  # an input file, stored in the database
+EP_BATCH_MAX_REQUESTS = envint("EP_BATCH_MAX_REQUESTS", 50_000)  # requests in one batch, as OpenAI
+EP_BATCH_CONCURRENCY = envint("EP_BATCH_CONCURRENCY", 4)  # requests a worker runs at once
+# A worker renews its claims every third of this; a claim not renewed for this long is a dead worker's.
+EP_BATCH_LEASE_SECONDS = envfloat("EP_BATCH_LEASE_SECONDS", 60.0)
+EP_BATCH_POLL_SECONDS = envfloat("EP_BATCH_POLL_SECONDS", 1.0)
+# How the worker runs each endpoint's requests: the API's handlers, named here
+# because the gateway layer that runs them cannot import the API.
+EP_BATCH_HANDLERS = {
+    "/v1/chat/completions": "api.batch_lines.chat_line",
+    "/v1/embeddings": "api.batch_lines.embeddings_line",
+}
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(BASE_DIR / "test-artifacts" / "mail"))

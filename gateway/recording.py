@@ -140,3 +140,9 @@ async def usage_record(call: Call) -> None:
         sweeper.ensure_started()
 
 
+
+
+def usage_row_of(call: Call) -> UsageRow:
+    """The row `usage_record` would write for the call, for a caller that keeps
+    it before writing it (a batch request: gateway/batch_worker.py)."""
+    return _usage_row(call)

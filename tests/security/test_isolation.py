@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, AuditEntry, Team
 from budgets.models import Alert, Budget, Usage
-from gateway.models import StoredResponse
+from gateway.models import Batch, BatchFile, StoredResponse
 from personas.models import Persona, RouteStep
 from providers.models import Model
 from tests.dashboard.conftest import client_for
@@ -123,6 +123,9 @@ CHAT = {
 # Stored responses are the team's conversations: no other team reads them, admin keys included.
 STORED = ("GET /v1/responses/resp_blue", "GET /v1/responses/resp_blue/input_items",
           "DELETE /v1/responses/resp_blue")
+# So are batch files and batches (the DELETE last: blue's own call deletes it).
+BATCH_STORED = ("GET /v1/files/file-blue", "GET /v1/files/file-blue/content", "GET /v1/batches/batch_blue",
+                "POST /v1/batches/batch_blue/cancel", "DELETE /v1/files/file-blue")
 
 
 def call(live, label: str, key: str | None, body=None, **params) -> httpx.Response:
@@ -144,13 +147,19 @@ def test_each_api_route_answers_only_the_keys_its_rule_allows(live, world):
     StoredResponse.objects.create(id="resp_blue", team=world.blue, body={"id": "resp_blue", "output": []})
     for label in STORED:  # the DELETE last: blue's own call deletes it
         table[label] = {who: call(live, label, key).status_code for who, key in keys.items()}
+    BatchFile.objects.create(id="file-blue", team=world.blue, purpose="batch", filename="b.jsonl", bytes=2,
+                             content="{}")
+    Batch.objects.create(id="batch_blue", team=world.blue, endpoint="/v1/chat/completions",
+                         input_file_id="file-blue", expires_at=timezone.now())
+    for label in BATCH_STORED:
+        table[label] = {who: call(live, label, key).status_code for who, key in keys.items()}
     table["GET /metrics"] = {who: call(live, "GET /metrics", key).status_code for who, key in keys.items()}
     table["GET /health?deep"] = {who: call(live, "GET /health", key, deep="true").status_code
                                  for who, key in keys.items()}
     table["GET /capabilities"] = {who: call(live, "GET /capabilities", key).status_code for who, key in keys.items()}
     expected = {label: {"none": 401, "red": 200, "blue": 200, "admin": 200} for label in CHAT}
     expected["GET /api/v1/runs/run-blue"] = {"none": 401, "red": 404, "blue": 200, "admin": 200}
-    expected.update({label: {"none": 401, "red": 404, "blue": 200, "admin": 404} for label in STORED})
+    expected.update({label: {"none": 401, "red": 404, "blue": 200, "admin": 404} for label in STORED + BATCH_STORED})
     expected["GET /metrics"] = {"none": 401, "red": 403, "blue": 403, "admin": 200}
     expected["GET /health?deep"] = {"none": 401, "red": 403, "blue": 403, "admin": 200}
     expected["GET /capabilities"] = {"none": 200, "red": 200, "blue": 200, "admin": 200}

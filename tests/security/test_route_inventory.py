@@ -51,6 +51,10 @@ API_RULES = {
     "DELETE /v1/responses/{response_id}": "key", "GET /v1/responses/{response_id}/input_items": "key",
     "GET /api/v1/runs/": "key", "GET /api/v1/runs/{run_id}": "key", "GET /costs": "key",
     "GET /health": "public+admin-key", "GET /capabilities": "public+key", "GET /metrics": "admin-key",
+    "POST /v1/files": "key", "GET /v1/files": "key", "GET /v1/files/{file_id}": "key",
+    "GET /v1/files/{file_id}/content": "key", "DELETE /v1/files/{file_id}": "key",
+    "POST /v1/batches": "key", "GET /v1/batches": "key", "GET /v1/batches/{batch_id}": "key",
+    "POST /v1/batches/{batch_id}/cancel": "key",
 }
 
 WEBSOCKET_RULES = {
