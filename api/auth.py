@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from django.http import HttpRequest
 from ninja.security import HttpBearer
@@ -65,7 +66,13 @@ def _bearer(header: str) -> str:
 
 
 def _endpoint_name(path: str) -> str:
-    return path.strip("/").replace("/", ".")[:40]
+    # Endpoints with an id in the path name themselves (e.g. "responses.get"); for the
+    # rest, control characters go: the name lands on the Usage row, and PostgreSQL
+    # text cannot hold a NUL.
+    return _CONTROL.sub("", path.strip("/").replace("/", "."))[:40]
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def begin_options(request: HttpRequest, *, run_id: str | None = None, step: str | None = None) -> dict:

@@ -12,6 +12,7 @@ for retrieval and `previous_response_id` (gateway/stored_responses.py).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -50,6 +51,7 @@ log = logging.getLogger("api.openai_responses")
 router = Router(tags=["OpenAI compatible"], auth=ApiKeyAuth())
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+RESPONSE_ID = re.compile(r"resp_[0-9a-zA-Z_-]{1,60}")  # the ids Echo makes: "resp_" + the request id's tail
 
 # -- normalized -> Responses objects ------------------------------------------------------
 
@@ -249,6 +251,9 @@ async def _previous_items(call: Call, previous_id: str | None) -> list[dict]:
     """What the previous response saw and answered: its input items, then its output."""
     if not previous_id:
         return []
+    if not RESPONSE_ID.fullmatch(previous_id):
+        raise NotFound("Previous response not found: that is not an id this gateway makes.",
+                       code="previous_response_not_found", param="previous_response_id")
     previous = await stored_response_get(response_id=previous_id, team_id=call.key.team_id)
     if previous is None:
         raise NotFound(f"Previous response '{previous_id}' not found: it was not stored (store: false), was "
@@ -330,12 +335,20 @@ async def _stored_when_done(stream: AsyncIterator[bytes], writer: EventWriter, i
             yield chunk
 
 
+def _not_found(response_id: str) -> NotFound:
+    if not RESPONSE_ID.fullmatch(response_id):  # never echoed: it may hold what no row can (a NUL)
+        return NotFound("No response with that id: it is not an id this gateway makes.", code="response_not_found",
+                        param="response_id")
+    return NotFound(f"No response with id '{response_id}'.", code="response_not_found", param="response_id")
+
+
 async def _stored(request: HttpRequest, response_id: str, endpoint: str) -> Stored:
     call: Call = request.ep_call
     call.endpoint = endpoint  # not the path: it holds the id
-    stored = await stored_response_get(response_id=response_id, team_id=call.key.team_id)
+    stored = (await stored_response_get(response_id=response_id, team_id=call.key.team_id)
+              if RESPONSE_ID.fullmatch(response_id) else None)
     if stored is None:
-        raise NotFound(f"No response with id '{response_id}'.", code="response_not_found", param="response_id")
+        raise _not_found(response_id)
     return stored
 
 
@@ -354,8 +367,9 @@ async def get_response(request: HttpRequest, response_id: str, stream: bool = Fa
 async def delete_response(request: HttpRequest, response_id: str):
     call: Call = request.ep_call
     call.endpoint = "responses.delete"
-    if not await stored_response_delete(response_id=response_id, team_id=call.key.team_id):
-        raise NotFound(f"No response with id '{response_id}'.", code="response_not_found", param="response_id")
+    if not RESPONSE_ID.fullmatch(response_id) or not await stored_response_delete(response_id=response_id,
+                                                                                  team_id=call.key.team_id):
+        raise _not_found(response_id)
     return json_response({"id": response_id, "object": "response", "deleted": True}, call.request_id)
 
 

@@ -24,6 +24,7 @@ from api.errors import KEYED, error_responses
 from api.responses import json_response
 from budgets.models import Usage
 from gateway.errors import InvalidRequest, NotFound
+from gateway.routes import caller_names_check
 
 router = Router(tags=["Runs"], auth=ApiKeyAuth())
 
@@ -173,6 +174,8 @@ async def list_runs(request: HttpRequest, limit: int = Query(50, ge=1, le=500), 
 @router.get("/{run_id}", summary="One workflow run: its steps, requests, tokens, cost and status",
             response={200: dict, **error_responses(*KEYED, 404)})
 async def get_run(request: HttpRequest, run_id: str):
+    request.ep_call.endpoint = "runs.get"  # not the path: it holds the id
+    caller_names_check(run_id=run_id)  # the rule run ids are made by: no control characters (a NUL fails a query)
     detail = await sync_to_async(run_detail, thread_sensitive=False)(run_id=run_id, team_id=_team_scope(request.auth))
     if detail is None:
         raise NotFound(f"No run '{run_id}' is visible to this API key.", code="run_not_found", param="run_id")

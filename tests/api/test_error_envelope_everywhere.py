@@ -71,3 +71,21 @@ def test_the_413_message_states_the_limit(live, world):
     error = assert_envelope(response, 413, "request_too_large")
     assert error["message"] == ("Request body is larger than this gateway accepts: at most 8388608 bytes "
                                 "(8 MiB, EP_MAX_BODY_BYTES).")
+
+
+@pytest.mark.parametrize("method, path, body, status, code", [
+    ("GET", "/v1/responses/resp_a%00b", None, 404, "response_not_found"),
+    ("DELETE", "/v1/responses/a%00b", None, 404, "response_not_found"),
+    ("GET", "/v1/responses/a%00b/input_items", None, 404, "response_not_found"),
+    ("POST", "/v1/responses", {"model": "architect", "input": "hi", "previous_response_id": "resp_\u0000"}, 404,
+     "previous_response_not_found"),
+    ("GET", "/api/v1/runs/a%00b", None, 400, "invalid_run_id"),
+])
+def test_an_id_with_a_nul_is_refused_and_recorded_not_a_500(live, world, method, path, body, status, code):
+    """PostgreSQL text cannot hold a NUL: such an id must be refused before any
+    query, and the refusal's message must not echo it, or its row could not be written."""
+    response = httpx.request(method, live.url + path, json=body, headers={"Authorization": f"Bearer {world.red_key}"})
+    error = assert_envelope(response, status, code)
+    assert "\x00" not in error["message"]
+    row = Usage.objects.get()
+    assert (row.http_status, row.error_code) == (status, code)
