@@ -157,6 +157,16 @@ class EmbeddingRequest:
 
 
 @dataclass(slots=True)
+class ModelListing:
+    """One model as a provider's list-models endpoint describes it (what it says; None: not said)."""
+
+    name: str
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    embeddings: bool | None = None  # an embedding model (it serves embeddings, not chat)
+
+
+@dataclass(slots=True)
 class EmbeddingResult:
     vectors: list[list[float]]  # one per input, in order
     usage: Usage = field(default_factory=Usage)

@@ -40,6 +40,7 @@ from providers.types import (
     FinishReason,
     ImagePart,
     Message,
+    ModelListing,
     ProviderError,
     StreamEvent,
     TextPart,
@@ -490,6 +491,13 @@ class AnthropicAdapter(Adapter):
             http_client=anthropic.DefaultAsyncHttpxClient(follow_redirects=False,
                                                           limits=upstream_limits(config, httpx2.Limits)),
         )
+
+    async def list_models(self) -> list[ModelListing]:
+        try:
+            page = await self._client.models.list(limit=1000)
+            return [ModelListing(m.id) for m in page.data]
+        except (anthropic.AnthropicError, httpx2.HTTPError, ValueError) as err:
+            raise self._error(err) from None
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         params = request_to_wire(request, self._default_max_tokens)

@@ -37,6 +37,7 @@ from providers.types import (
     ChatResult,
     EmbeddingRequest,
     EmbeddingResult,
+    ModelListing,
     ProviderError,
     StreamEvent,
 )
@@ -106,6 +107,11 @@ class Adapter:
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         """Vectors for `request.inputs`; only adapters whose Capabilities say `embeddings`."""
         raise ProviderError("bad_request", f"{self.kind} does not serve embeddings", provider=self.config.name)
+
+    async def list_models(self) -> list[ModelListing] | None:
+        """The models the provider's list-models endpoint names; None when it has
+        none (the catalog then comes from the bundled genai-prices data)."""
+        return None
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """An async iterator of StreamEvents ending in `done` or `error`.

@@ -34,6 +34,7 @@ from providers.types import (
     EmbeddingRequest,
     EmbeddingResult,
     Message,
+    ModelListing,
     ProviderError,
     StreamEvent,
     Tool,
@@ -181,6 +182,9 @@ class DemoAdapter(Adapter):
             yield StreamEvent("tool_call", index=index, tool_call_id=call.id, name=call.name, arguments=call.arguments)
         yield StreamEvent("usage", usage=self._usage(request, text, calls))
         yield StreamEvent("done", finish_reason=finish)
+
+    async def list_models(self) -> list[ModelListing]:
+        return [ModelListing("demo", context_window=128_000, max_output_tokens=4096)]
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         """Deterministic vectors: the same text gives the same vector, so retrieval demos behave."""

@@ -35,6 +35,7 @@ from providers.types import (
     FinishReason,
     ImagePart,
     Message,
+    ModelListing,
     ProviderError,
     StreamEvent,
     TextPart,
@@ -430,6 +431,17 @@ async def _track_response(response: Any) -> None:
         bucket.append(response)
 
 
+def model_listing_from_wire(model: gt.Model) -> ModelListing:
+    """A models.list entry: "models/<name>", its token limits, and whether it embeds rather than chats."""
+    actions = set(model.supported_actions or ())
+    return ModelListing(
+        (model.name or "").removeprefix("models/"),
+        context_window=model.input_token_limit,
+        max_output_tokens=model.output_token_limit,
+        embeddings=("embedContent" in actions and "generateContent" not in actions) if actions else None,
+    )
+
+
 def embedding_result_from_wire(response: gt.EmbedContentResponse, request: EmbeddingRequest) -> EmbeddingResult:
     """Gemini's embeddings answer. The Gemini API reports no token counts for
     embeddings, so the input is estimated (~4 characters a token) for billing."""
@@ -502,6 +514,13 @@ class GeminiAdapter(Adapter):
             raise self._error(exc) from None  # `from None`: SDK errors hold request details
         result.model = result.model or request.model
         return result
+
+    async def list_models(self) -> list[ModelListing]:
+        try:
+            pager = await self._aio().models.list(config={"page_size": 1000})
+            return [model_listing_from_wire(m) async for m in pager]
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a ProviderError
+            raise self._error(exc) from None
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         config = gt.EmbedContentConfig(output_dimensionality=request.dimensions) if request.dimensions else None

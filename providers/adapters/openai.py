@@ -33,6 +33,7 @@ from providers.types import (
     FinishReason,
     ImagePart,
     Message,
+    ModelListing,
     ProviderError,
     StreamEvent,
     ToolCall,
@@ -459,6 +460,14 @@ class OpenAIAdapter(Adapter):
             return openai_responses.result_from_wire(body, response.headers.get("x-request-id"))
         except (openai.OpenAIError, httpx2.HTTPError, ValueError, AttributeError, TypeError, IndexError,
                 KeyError) as err:
+            raise self._error(err) from None
+
+    async def list_models(self) -> list[ModelListing]:
+        try:
+            response = await self._client.get("/models", cast_to=httpx2.Response)
+            data = json.loads(response.content)["data"]
+            return [ModelListing(m["id"], embeddings=True if "embedding" in m["id"] else None) for m in data]
+        except (openai.OpenAIError, httpx2.HTTPError, ValueError, TypeError, KeyError) as err:
             raise self._error(err) from None
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
