@@ -15,6 +15,7 @@ FAKES: dict[str, str] = {
     "gemini": "tests.fakes.gemini_server.FakeGeminiServer",
     "claude_agent": "tests.fakes.claude_cli.FakeClaudeCLI",
     "azure_openai": "tests.fakes.azure_openai_server.FakeAzureOpenAIServer",
+    "bedrock": "tests.fakes.bedrock_server.FakeBedrockServer",
     "vertex_gemini": "tests.fakes.vertex_server.FakeVertexGeminiServer",
     "vertex_anthropic": "tests.fakes.vertex_server.FakeVertexAnthropicServer",
 }
