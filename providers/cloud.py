@@ -1,0 +1,81 @@
+"""What the cloud provider kinds need besides a key: where (region, project, API
+version) and a credential of their shape. Kept in Provider.options, checked here
+before anything is saved, so a provider that cannot work is refused with a
+sentence instead of failing every call later.
+
+The region and project end up inside the provider's own hostname or path
+(`bedrock-runtime.<region>.amazonaws.com`, `<location>-aiplatform.googleapis.com`),
+so they are plain identifiers: nothing in them can point a credential at another
+host. Only base_url can, and that stays admin-only and SSRF-checked
+(providers/validation.py), as does a service-account key's own `token_uri`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ValidationError
+
+from providers.adapters.cloud_credentials import aws_keys, google_service_account_info
+from providers.validation import base_url_validate
+
+# Option keys the dashboard's provider form edits as fields of their own.
+CLOUD_OPTIONS = ("region", "project", "api_version", "credential_type")
+REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+){0,5}")
+PROJECT = re.compile(r"[a-z0-9][a-z0-9.:-]{0,99}")  # includes domain-scoped ids, example.com:project
+API_VERSION = re.compile(r"[A-Za-z0-9.-]{1,40}")
+CREDENTIAL_TYPES = {
+    "api_key": ("API key", ("azure_openai",)),
+    "entra_token": ("Microsoft Entra ID token", ("azure_openai",)),
+    "aws_keys": ("AWS access keys (JSON)", ("bedrock",)),
+    "aws_role": ("The gateway host's AWS role (no key stored)", ("bedrock",)),
+}
+VERTEX_KINDS = ("vertex_gemini", "vertex_anthropic")
+
+
+def cloud_options_errors(*, kind: str, base_url: str, options: dict) -> dict[str, str]:
+    """Field name -> what is wrong, for the cloud settings of a provider of `kind`."""
+    errors: dict[str, str] = {}
+    region, project = options.get("region") or "", options.get("project") or ""
+    api_version, credential_type = options.get("api_version") or "", options.get("credential_type") or ""
+    if region and (len(region) > 30 or not REGION.fullmatch(region)):
+        errors["region"] = "A region is lower-case letters, digits and dashes, e.g. eu-central-1 or us-east5."
+    if project and not PROJECT.fullmatch(project):
+        errors["project"] = "A Google Cloud project id is lower-case letters, digits and dashes, e.g. my-project-42."
+    if api_version and not API_VERSION.fullmatch(api_version):
+        errors["api_version"] = "An API version looks like 2024-10-21 or 2025-04-01-preview."
+    if credential_type and kind not in CREDENTIAL_TYPES.get(credential_type, ("",))[1]:
+        errors["credential_type"] = f"That credential type is not one a {kind} provider takes."
+    if kind == "azure_openai" and not base_url:
+        errors["base_url"] = ("An Azure OpenAI provider needs its resource's endpoint as the base URL, e.g. "
+                              "https://my-resource.openai.azure.com.")
+    if kind == "bedrock" and not region:
+        errors["region"] = "A Bedrock provider needs its AWS region, e.g. eu-central-1."
+    if kind in VERTEX_KINDS:
+        if not region:
+            errors["region"] = "A Vertex AI provider needs its location, e.g. europe-west4 or us-east5."
+        if not project:
+            errors["project"] = "A Vertex AI provider needs its Google Cloud project id."
+    return errors
+
+
+def credential_validate(*, kind: str, options: dict, credential: str) -> None:
+    """Raise ValidationError unless `credential` has the shape a provider of `kind` takes."""
+    try:
+        if kind == "bedrock" and options.get("credential_type") != "aws_role":
+            aws_keys(credential)
+        elif kind in VERTEX_KINDS:
+            info = google_service_account_info(credential)
+            if info is not None:
+                _token_uri_validate(info["token_uri"])
+    except ValueError as error:
+        raise ValidationError(str(error), code="credential") from None
+
+
+def _token_uri_validate(token_uri: str) -> None:
+    # google-auth posts a signed assertion to the key file's own token_uri: the same
+    # guard as a base URL, so a key file cannot aim the gateway at an internal address.
+    try:
+        base_url_validate(token_uri)
+    except ValidationError as error:
+        raise ValueError(f"The key file's token_uri is refused: {' '.join(error.messages)}") from None
