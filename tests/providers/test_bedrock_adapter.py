@@ -23,7 +23,13 @@ from providers.adapters.bedrock import (
     usage_from_wire,
 )
 from providers.types import ChatRequest, ImagePart, Message, ProviderError, TextPart, Tool, ToolCall
-from tests.fakes.bedrock_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, FakeBedrockServer, exception_frame
+from tests.fakes.bedrock_server import (
+    ACCESS_KEY_ID,
+    REGION,
+    SECRET_ACCESS_KEY,
+    FakeBedrockServer,
+    exception_frame,
+)
 from tests.fakes.common import FakeReply, FakeToolCall
 
 WEATHER = Tool(name="get_weather", description="Weather in a city",
