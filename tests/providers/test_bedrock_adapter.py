@@ -30,7 +30,7 @@ from tests.fakes.bedrock_server import (
     FakeBedrockServer,
     exception_frame,
 )
-from tests.fakes.common import FakeReply, FakeToolCall
+from tests.fakes.common import FakeReply, FakeToolCall, Fault
 
 WEATHER = Tool(name="get_weather", description="Weather in a city",
                parameters={"type": "object", "properties": {"city": {"type": "string"}}})
@@ -251,3 +251,19 @@ def test_errors_never_carry_the_secret_key_even_if_echoed():
 def test_retry_after_is_read_from_the_header():
     error = error_from_sdk(_client_error("ThrottlingException", 429, headers={"retry-after": "3"}))
     assert error.retry_after == 3.0
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_goes_silent_times_out_after_what_arrived(fake, make):
+    fake.script(Fault("stall_stream", after_chunks=2, seconds=3, reply=FakeReply(text="slow answer here")))
+    events = await collect(make(read_timeout=0.5).stream(ask(Message("user", "hi"))))
+    assert [e.type for e in events[:2]] == ["delta", "delta"]
+    assert events[-1].type == "error" and events[-1].error.kind == "timeout" and events[-1].error.retryable
+
+
+@pytest.mark.asyncio
+async def test_a_plain_answer_cut_mid_body_is_unavailable(fake, make):
+    fake.script(Fault("cut", reply=FakeReply(text="a plain answer that is cut")))
+    with pytest.raises(ProviderError) as caught:
+        await make().chat(ask(Message("user", "hi")))
+    assert caught.value.kind == "unavailable" and caught.value.retryable

@@ -88,12 +88,17 @@ async def test_calls_go_to_the_projects_model_with_the_access_token(fake, make):
 
 
 @pytest.mark.asyncio
-async def test_claude_on_vertex_gets_the_model_in_the_path_not_the_body(servers, fake, make):
-    if fake.publisher != "claude":
-        pytest.skip("Claude's rawPredict body only")
-    await make().chat(ask(fake))
-    body = fake.requests[-1]["body"]
-    assert "model" not in body and body["anthropic_version"] and body["messages"]
+async def test_claude_on_vertex_gets_the_model_in_the_path_not_the_body(servers):
+    claude = servers["claude"]
+    claude.reset()
+    adapter = VertexAnthropicAdapter(claude.adapter_config())
+    try:
+        await adapter.chat(ChatRequest(model=claude.model, messages=[Message("user", "hi")], max_tokens=20))
+    finally:
+        await adapter.aclose()
+    body = claude.requests[-1]["body"]
+    assert "model" not in body and body["anthropic_version"] and body["max_tokens"] == 20
+    assert claude.requests[-1]["path"].endswith(f"/models/{claude.model}:rawPredict")
 
 
 @pytest.mark.asyncio
