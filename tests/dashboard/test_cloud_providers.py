@@ -14,6 +14,8 @@ from playwright.sync_api import expect
 from accounts.models import AuditEntry
 from providers.models import Provider
 from tests.dashboard.conftest import client_for, log_in, screenshot
+from tests.dashboard.test_connection_errors import closed_port
+from tests.fakes.bedrock_server import ACCESS_KEY_ID, REGION, FakeBedrockServer
 from tests.fakes.vertex_server import service_account_json
 
 AWS_KEYS = json.dumps({"access_key_id": "AKIAEXAMPLE000000001", "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxR"})
@@ -103,6 +105,27 @@ def test_the_host_role_needs_no_key_and_the_list_says_so(people):
     listing = client_for(people.olive).get(reverse("providers:list")).content.decode()
     row = listing[listing.index(">cloud<"):]
     assert "AWS Bedrock" in row[:400] and "not needed" in row[:1200]
+
+
+@pytest.fixture(scope="module")
+def bedrock_fake():
+    server = FakeBedrockServer().start()
+    yield server
+    server.stop()
+
+
+def test_test_connection_reaches_bedrock_signed_and_names_a_refused_port(people, bedrock_fake):
+    bedrock_fake.reset()
+    provider = Provider(name="cloud", kind="bedrock", base_url=bedrock_fake.base_url, options={"region": REGION})
+    provider.set_credential(bedrock_fake.credential())
+    provider.save()
+    olive = client_for(people.olive)
+    answer = olive.post(reverse("providers:test", args=["cloud"]), headers={"HX-Request": "true"}).content.decode()
+    assert "Connected: amazon.nova-micro-v1:0 answered in" in answer  # no model yet: the kind's default
+    assert bedrock_fake.signers[-1]["key"] == ACCESS_KEY_ID
+    Provider.objects.filter(pk=provider.pk).update(base_url=f"http://127.0.0.1:{closed_port()}")
+    answer = olive.post(reverse("providers:test", args=["cloud"]), headers={"HX-Request": "true"}).content.decode()
+    assert "Failed (unavailable)" in answer and "connection refused" in answer
 
 
 @pytest.mark.browser
