@@ -172,13 +172,19 @@ class ProviderForm(forms.ModelForm):
         help_text="Azure OpenAI: an API key (default) or an Entra ID token. AWS Bedrock: access keys (default) or "
                   "the gateway host's own role (no key stored).",
     )
+    role_arn = forms.CharField(required=False, max_length=600, label="AWS role to assume (ARN)",
+                               help_text="AWS Bedrock, optional: the keys (or the host's role) assume this role, "
+                                         "e.g. in the account that holds the Bedrock quota.")
+    external_id = forms.CharField(required=False, max_length=1224, label="External id",
+                                  help_text="AWS Bedrock, optional: the external id the role's trust policy asks for.")
 
     class Meta:
         model = Provider
         fields = ["name", "kind", "base_url", "enabled", "connect_timeout", "read_timeout", "options"]
 
-    field_order = ["name", "kind", "base_url", "region", "project", "api_version", "credential_type", "credential",
-                   "clear_credential", "enabled", "connect_timeout", "read_timeout", "options"]
+    field_order = ["name", "kind", "base_url", "region", "project", "api_version", "credential_type", "role_arn",
+                   "external_id", "credential", "clear_credential", "enabled", "connect_timeout", "read_timeout",
+                   "options"]
 
     # Where a provider points and what it runs (options such as claude_agent's
     # cli_path) are for admins only: an operator who could aim the stored
@@ -190,7 +196,8 @@ class ProviderForm(forms.ModelForm):
     # Which kinds each cloud field is for: dashboard.js shows a field only for those
     # kinds (without the script every field shows, each help text naming its kinds).
     FIELD_KINDS = {"region": "bedrock vertex_gemini vertex_anthropic", "project": "vertex_gemini vertex_anthropic",
-                   "api_version": "azure_openai", "credential_type": "azure_openai bedrock"}
+                   "api_version": "azure_openai", "credential_type": "azure_openai bedrock", "role_arn": "bedrock",
+                   "external_id": "bedrock"}
 
     def __init__(self, *args, user=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -86,9 +86,11 @@ def _cloud_facts(provider: Provider) -> list[tuple[str, str]]:
                 ("Authenticates with", "a Microsoft Entra ID token" if entra else "an API key (api-key header)")]
     if provider.kind == "bedrock":
         role = options.get("credential_type") == "aws_role"
+        signer = "the gateway host's AWS role" if role else "AWS access keys"
+        if options.get("role_arn"):
+            signer = f"the role {options['role_arn']}, assumed with {signer}"
         return [("Calls go to", provider.base_url or f"https://bedrock-runtime.{region}.amazonaws.com"),
-                ("AWS region", region or "not set"),
-                ("Authenticates with", "the gateway host's AWS role" if role else "AWS access keys, SigV4-signed")]
+                ("AWS region", region or "not set"), ("Authenticates with", f"{signer}, SigV4-signed")]
     if provider.kind in VERTEX_KINDS:
         return [("Calls go to", provider.base_url or f"https://{region}-aiplatform.googleapis.com"),
                 ("Google Cloud project", project or "not set"), ("Location", region or "not set"),

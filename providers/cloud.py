@@ -20,10 +20,12 @@ from providers.adapters.cloud_credentials import aws_keys, google_service_accoun
 from providers.validation import base_url_validate
 
 # Option keys the dashboard's provider form edits as fields of their own.
-CLOUD_OPTIONS = ("region", "project", "api_version", "credential_type")
+CLOUD_OPTIONS = ("region", "project", "api_version", "credential_type", "role_arn", "external_id")
 REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+){0,5}")
 PROJECT = re.compile(r"[a-z0-9][a-z0-9.:-]{0,99}")  # includes domain-scoped ids, example.com:project
 API_VERSION = re.compile(r"[A-Za-z0-9.-]{1,40}")
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}")
 CREDENTIAL_TYPES = {
     "api_key": ("API key", ("azure_openai",)),
     "entra_token": ("Microsoft Entra ID token", ("azure_openai",)),
@@ -44,6 +46,15 @@ def cloud_options_errors(*, kind: str, base_url: str, options: dict) -> dict[str
         errors["project"] = "A Google Cloud project id is lower-case letters, digits and dashes, e.g. my-project-42."
     if api_version and not API_VERSION.fullmatch(api_version):
         errors["api_version"] = "An API version looks like 2024-10-21 or 2025-04-01-preview."
+    if options.get("role_arn") and not ROLE_ARN.fullmatch(options["role_arn"]):
+        errors["role_arn"] = "A role ARN looks like arn:aws:iam::123456789012:role/bedrock-caller."
+    if options.get("external_id") and not EXTERNAL_ID.fullmatch(options["external_id"]):
+        errors["external_id"] = "An external id is 2 or more letters, digits and +=,.@:/- characters."
+    if options.get("sts_endpoint_url"):
+        try:  # where AssumeRole is signed and sent: the same guard as a base URL
+            base_url_validate(options["sts_endpoint_url"])
+        except ValidationError as error:
+            errors["options"] = "sts_endpoint_url: " + " ".join(error.messages)
     if credential_type and kind not in CREDENTIAL_TYPES.get(credential_type, ("",))[1]:
         errors["credential_type"] = f"That credential type is not one a {kind} provider takes."
     if kind == "azure_openai" and not base_url:

@@ -157,3 +157,23 @@ def test_the_form_shows_each_kind_its_own_fields_and_the_page_where_calls_go(pag
     provider = Provider.objects.get(name="vertex-eu")
     assert provider.options == {"project": "acme-ml-prod", "region": "europe-west4"}
     assert provider.get_credential() == "ya29.a-browser-token"
+
+
+def test_a_bedrock_provider_may_assume_a_role_named_by_a_valid_arn(people):
+    olive = client_for(people.olive)
+    response = post_provider(olive, region="eu-central-1", credential=AWS_KEYS, role_arn="bedrock-caller")
+    assert "role ARN looks like" in errors(response)["role_arn"][0]
+    role = "arn:aws:iam::210987654321:role/bedrock-caller"
+    response = post_provider(olive, region="eu-central-1", credential=AWS_KEYS, role_arn=role, external_id="ep-42")
+    assert response.status_code == 302, errors(response)
+    assert Provider.objects.get(name="cloud").options == {"region": "eu-central-1", "role_arn": role,
+                                                          "external_id": "ep-42"}
+    page = olive.get(reverse("providers:edit", args=["cloud"])).content.decode()
+    assert f"the role {role}, assumed with AWS access keys" in page
+
+
+def test_an_sts_endpoint_at_a_metadata_address_is_refused(people):
+    response = post_provider(client_for(people.ada), region="eu-central-1", credential=AWS_KEYS,
+                             options='{"sts_endpoint_url": "http://169.254.169.254/"}')
+    assert response.status_code == 400
+    assert "sts_endpoint_url" in errors(response)["options"][0]

@@ -12,6 +12,10 @@
 - errors as Bedrock sends them: the status, `x-amzn-ErrorType: <Code>:<namespace>`,
   `{"message": ...}`.
 
+It also serves STS's AssumeRole (`POST /`, the query protocol: a form body,
+an XML answer) for a provider that assumes a role: the temporary keys it hands
+out (`assumed`) are the ones the Bedrock calls must then be signed with.
+
 Every request must be SigV4-signed: `Authorization: AWS4-HMAC-SHA256 Credential=<key
 id>/<date>/<region>/bedrock/aws4_request, SignedHeaders=..., Signature=<hex>` and an
 `X-Amz-Date`. The signature itself is not recomputed (the fake does not know the
@@ -98,13 +102,15 @@ class FakeBedrockServer(FakeProviderServer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.signers: list[dict[str, str]] = []  # the SigV4 credential scope of each request
+        self.signers: list[dict[str, str]] = []  # the SigV4 credential scope of each Bedrock request
+        self.assumed: list[dict[str, str]] = []  # each AssumeRole call: its form and the keys handed out
         # One entry per streamed answer: {"sent": frames so far, "completed", "closed"}.
         self.streams: list[dict[str, Any]] = []
 
     def reset(self) -> None:
         super().reset()
         self.signers = []
+        self.assumed = []
         self.streams = []
 
     def credential(self, session_token: str | None = None) -> str:
@@ -134,22 +140,41 @@ class FakeBedrockServer(FakeProviderServer):
         return Starlette(routes=[
             Route("/model/{model_id}/converse", self._converse, methods=["POST"]),
             Route("/model/{model_id}/converse-stream", self._converse_stream, methods=["POST"]),
+            Route("/", self._sts, methods=["POST"]),
         ])
 
-    def _unsigned(self, request: Request) -> Response | None:
+    def _unsigned(self, request: Request, service: str = "bedrock") -> Response | None:
         match = SIGV4.match(request.headers.get("authorization", ""))
         if match is None or not request.headers.get("x-amz-date"):
             return _error(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
-        if (match["service"], match["region"]) != ("bedrock", REGION):
+        if (match["service"], match["region"]) != (service, REGION):
             return _error(403, "InvalidSignatureException",
                           f"Credential should be scoped to a valid region and the service 'bedrock', "
                           f"not '{match['region']}/{match['service']}'.")
         signed = set(match["signed"].split(";"))
         if not {"host", "x-amz-date"} <= signed:
             return _error(403, "InvalidSignatureException", "host and x-amz-date must be signed.")
-        self.signers.append({"key": match["key"], "region": match["region"], "signed": match["signed"],
-                             "session_token": request.headers.get("x-amz-security-token", "")})
+        signer = {"key": match["key"], "region": match["region"], "signed": match["signed"],
+                  "session_token": request.headers.get("x-amz-security-token", "")}
+        if service == "bedrock":
+            self.signers.append(signer)
+        else:
+            self.assumed.append({"signed_by": match["key"]})
         return None
+
+    async def _sts(self, request: Request) -> Response:
+        """STS AssumeRole: temporary keys for the role, in STS's XML."""
+        form = dict(await request.form())
+        self.record(request.url.path, dict(request.headers), form)
+        refusal = self._unsigned(request, service="sts")
+        if refusal is not None:
+            return refusal
+        if form.get("Action") != "AssumeRole" or not str(form.get("RoleArn", "")).startswith("arn:aws:iam::"):
+            return Response(_sts_error("ValidationError", "RoleArn is required"), 400, media_type="text/xml")
+        keys = {"AccessKeyId": "ASIA" + uuid.uuid4().hex[:16].upper(), "SecretAccessKey": uuid.uuid4().hex,
+                "SessionToken": "FQoGZXIvYXdzE" + uuid.uuid4().hex}
+        self.assumed[-1] |= {"form": form, **keys}
+        return Response(_assume_role_xml(form, keys), 200, media_type="text/xml")
 
     async def _read(self, request: Request) -> tuple[Any, Response | None]:
         raw = await request.body()
@@ -242,6 +267,28 @@ def _error(status: int, code: str, message: str, retry_after: float | None = Non
     if retry_after is not None:
         headers["Retry-After"] = f"{retry_after:g}"
     return JSONResponse({"message": message}, status, headers=headers)
+
+
+def _assume_role_xml(form: dict, keys: dict[str, str]) -> str:
+    role = form["RoleArn"].rsplit("/", 1)[-1]
+    account = form["RoleArn"].split(":")[4]
+    session = form.get("RoleSessionName", "session")
+    return (
+        '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>'
+        f"<AssumedRoleUser><AssumedRoleId>AROAFAKE:{session}</AssumedRoleId>"
+        f"<Arn>arn:aws:sts::{account}:assumed-role/{role}/{session}</Arn></AssumedRoleUser>"
+        f"<Credentials><AccessKeyId>{keys['AccessKeyId']}</AccessKeyId>"
+        f"<SecretAccessKey>{keys['SecretAccessKey']}</SecretAccessKey>"
+        f"<SessionToken>{keys['SessionToken']}</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration>"
+        "</Credentials></AssumeRoleResult>"
+        f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata></AssumeRoleResponse>"
+    )
+
+
+def _sts_error(code: str, message: str) -> str:
+    return (f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+            f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>{uuid.uuid4()}</RequestId>"
+            "</ErrorResponse>")
 
 
 def _tool_uses(reply: FakeReply) -> list[dict[str, Any]]:

@@ -267,3 +267,30 @@ async def test_a_plain_answer_cut_mid_body_is_unavailable(fake, make):
     with pytest.raises(ProviderError) as caught:
         await make().chat(ask(Message("user", "hi")))
     assert caught.value.kind == "unavailable" and caught.value.retryable
+
+
+ROLE = "arn:aws:iam::210987654321:role/bedrock-caller"
+
+
+@pytest.mark.asyncio
+async def test_a_role_is_assumed_with_the_stored_keys_and_its_keys_sign_the_calls(fake, make):
+    adapter = make(options={"region": REGION, "role_arn": ROLE, "external_id": "ep-42",
+                            "sts_endpoint_url": fake.base_url})
+    await adapter.chat(ask(Message("user", "hi")))
+    await collect(adapter.stream(ask(Message("user", "hi"))))
+    (assumed,) = fake.assumed  # once: the temporary keys are reused until they near expiry
+    assert assumed["signed_by"] == ACCESS_KEY_ID
+    assert (assumed["form"]["RoleArn"], assumed["form"]["ExternalId"]) == (ROLE, "ep-42")
+    assert [s["key"] for s in fake.signers] == [assumed["AccessKeyId"]] * 2
+    assert {s["session_token"] for s in fake.signers} == {assumed["SessionToken"]}
+
+
+@pytest.mark.asyncio
+async def test_the_host_role_can_assume_a_role_too(fake, make, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAROLEFROMENV00002")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "role-secret")
+    adapter = make(credential="", options={"region": REGION, "credential_type": "aws_role", "role_arn": ROLE,
+                                           "sts_endpoint_url": fake.base_url})
+    await adapter.chat(ask(Message("user", "hi")))
+    assert fake.assumed[0]["signed_by"] == "AKIAROLEFROMENV00002"
+    assert fake.signers[-1]["key"] == fake.assumed[0]["AccessKeyId"]
