@@ -20,12 +20,9 @@ Choices worth knowing:
 - `json_schema` is Converse's `outputConfig.textFormat`; `json_object` has no
   native form and is asked for in the system prompt; `seed` has no equivalent.
 - Usage: Bedrock's `inputTokens` leaves cache reads and writes out; ours counts them.
-- Credentials (providers/adapters/cloud_credentials.py): static keys, or with
-  options `credential_type: "aws_role"` the host's role through botocore's
-  default chain; either may then assume options `role_arn` (STS AssumeRole, with
-  `external_id` if set; refreshed before it expires), the usual way to reach
-  Bedrock in another account. Region from options `region`; base_url overrides
-  the Bedrock endpoint, options `sts_endpoint_url` the STS one.
+- Credentials: static keys, the host's role, or a role assumed with either
+  (providers/adapters/aws_auth.py). Region from options `region`; base_url
+  overrides the Bedrock endpoint, options `sts_endpoint_url` the STS one.
 """
 
 from __future__ import annotations
@@ -38,17 +35,12 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
-from aiobotocore.credentials import (
-    AioAssumeRoleCredentialFetcher,
-    AioCredentials,
-    AioDeferredRefreshableCredentials,
-)
 from aiobotocore.session import AioSession
 from botocore import eventstream
 from botocore import exceptions as boto_errors
-from botocore.config import Config
 from botocore.parsers import ResponseParserError
 
+from providers.adapters.aws_auth import SERVICE, AssumedRole, client_kwargs
 from providers.adapters.base import Adapter, AdapterConfig, connection_failure
 from providers.adapters.cloud_credentials import aws_keys
 from providers.types import (
@@ -68,8 +60,6 @@ from providers.types import (
 
 log = logging.getLogger(__name__)
 
-SERVICE = "bedrock-runtime"
-DEFAULT_REGION = "us-east-1"
 JSON_INSTRUCTION = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
 IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
                  "image/webp": "webp"}
@@ -418,72 +408,6 @@ def _kind_for_status(status: int | None) -> str:
 # -- the adapter -------------------------------------------------------------------
 
 
-def _client_config(config: AdapterConfig) -> Config:
-    return Config(
-        connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout,
-        retries={"total_max_attempts": 1, "mode": "standard"},  # the gateway retries, with its breaker
-        max_pool_connections=int(config.options.get("max_connections", 100)),
-        # AWS_ENDPOINT_URL* in the environment must not redirect a configured provider.
-        ignore_configured_endpoint_urls=True,
-    )
-
-
-def _static_keys(config: AdapterConfig) -> dict[str, Any]:
-    """The stored keys as create_client arguments; none for the host's role (botocore's default
-    chain: instance profile, ECS task role, web identity). Raises ValueError on unusable keys."""
-    if config.options.get("credential_type") == "aws_role":
-        return {}
-    keys = aws_keys(config.credential)
-    return {"aws_access_key_id": keys.access_key_id, "aws_secret_access_key": keys.secret_access_key,
-            "aws_session_token": keys.session_token}
-
-
-def client_kwargs(config: AdapterConfig) -> dict[str, Any]:
-    """`create_client` arguments for a provider; raises ValueError on an unusable credential."""
-    kwargs: dict[str, Any] = {
-        "region_name": config.options.get("region") or DEFAULT_REGION,
-        "endpoint_url": config.base_url or None,  # None: bedrock-runtime.<region>.amazonaws.com
-        "config": _client_config(config),
-    }
-    keys = _static_keys(config)
-    # With a role to assume, the keys (or the host's role) only sign the AssumeRole call.
-    return kwargs if config.options.get("role_arn") else kwargs | keys
-
-
-class _AssumedRole:
-    """A credential provider for an AioSession: the role in options `role_arn`, assumed
-    with the provider's own keys (or the host's role) and refreshed by botocore before
-    it expires (its AssumeRole fetcher, as for a `role_arn` profile in ~/.aws/config)."""
-
-    METHOD = "assume-role"
-
-    def __init__(self, config: AdapterConfig) -> None:
-        self._config = config
-        self._keys = _static_keys(config)  # ValueError here: checked with the other arguments
-
-    async def load_credentials(self) -> AioDeferredRefreshableCredentials:
-        opts = self._config.options
-        extra = {"RoleSessionName": "execution-platform"}
-        if opts.get("external_id"):
-            extra["ExternalId"] = opts["external_id"]
-        fetcher = AioAssumeRoleCredentialFetcher(self._sts_client, await self._source(), opts["role_arn"],
-                                                 extra_args=extra, cache={})
-        return AioDeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials, method=self.METHOD)
-
-    async def _source(self) -> Any:
-        if self._keys:
-            return AioCredentials(self._keys["aws_access_key_id"], self._keys["aws_secret_access_key"],
-                                  self._keys["aws_session_token"])
-        return await AioSession().get_credentials()  # the host's own role signs AssumeRole
-
-    def _sts_client(self, service: str, **credentials: Any) -> Any:
-        opts = self._config.options
-        return AioSession().create_client(service, region_name=opts.get("region") or DEFAULT_REGION,
-                                          endpoint_url=opts.get("sts_endpoint_url") or None,
-                                          config=_client_config(self._config), **credentials)
-
-
 class BedrockAdapter(Adapter):
     kind = "bedrock"
     capabilities = Capabilities(
@@ -511,7 +435,7 @@ class BedrockAdapter(Adapter):
             if self._client is None:
                 session = AioSession()
                 if self.config.options.get("role_arn"):
-                    session.register_component("credential_provider", _AssumedRole(self.config))
+                    session.register_component("credential_provider", AssumedRole(self.config))
                 self._client = await session.create_client(SERVICE, **self._kwargs).__aenter__()
         return self._client
 
