@@ -204,7 +204,8 @@ class ProviderForm(forms.ModelForm):
         for name, kinds in self.FIELD_KINDS.items():
             self.fields[name].widget.attrs["data-kinds"] = kinds
         for name in CLOUD_OPTIONS:
-            self.initial.setdefault(name, (self.instance.options or {}).get(name, ""))
+            if self.instance.kind in self.FIELD_KINDS[name].split():
+                self.initial.setdefault(name, (self.instance.options or {}).get(name, ""))
         if user is None or not user.is_superuser:
             for name in self.ADMIN_ONLY:
                 field = self.fields[name]
@@ -221,7 +222,7 @@ class ProviderForm(forms.ModelForm):
         data = super().clean()
         data.setdefault("clear_credential", False)  # the views read it whether or not it was offered
         kind = data.get("kind") or self.instance.kind
-        options = self._options_with_cloud_fields(data)
+        options = self._options_with_cloud_fields(data, kind)
         for name, message in cloud_options_errors(kind=kind, base_url=data.get("base_url") or "",
                                                   options=options).items():
             self.add_error(name, message)
@@ -233,9 +234,13 @@ class ProviderForm(forms.ModelForm):
         data["options"] = options
         return data
 
-    def _options_with_cloud_fields(self, data: dict) -> dict:
+    def _options_with_cloud_fields(self, data: dict, kind: str) -> dict:
+        """The options with the cloud fields of this kind written in. Other kinds' fields
+        are left out: `project` means an OpenAI project to the openai kind, set in options."""
         options = dict(data.get("options") or {})
         for name in CLOUD_OPTIONS:
+            if kind not in self.FIELD_KINDS[name].split():
+                continue
             value = (data.get(name) or "").strip()
             if value:
                 options[name] = value

@@ -36,16 +36,30 @@ VERTEX_KINDS = ("vertex_gemini", "vertex_anthropic")
 
 
 def cloud_options_errors(*, kind: str, base_url: str, options: dict) -> dict[str, str]:
-    """Field name -> what is wrong, for the cloud settings of a provider of `kind`."""
-    errors: dict[str, str] = {}
-    region, project = options.get("region") or "", options.get("project") or ""
-    api_version, credential_type = options.get("api_version") or "", options.get("credential_type") or ""
-    if region and (len(region) > 30 or not REGION.fullmatch(region)):
-        errors["region"] = "A region is lower-case letters, digits and dashes, e.g. eu-central-1 or us-east5."
-    if project and not PROJECT.fullmatch(project):
-        errors["project"] = "A Google Cloud project id is lower-case letters, digits and dashes, e.g. my-project-42."
-    if api_version and not API_VERSION.fullmatch(api_version):
+    """Field name -> what is wrong, for the cloud settings of a provider of `kind`.
+    Only the kind's own keys are judged: `project` in an openai provider's options is
+    its OpenAI project, not a Google one."""
+    if kind == "azure_openai":
+        return _azure_errors(base_url, options)
+    if kind == "bedrock":
+        return _bedrock_errors(options)
+    if kind in VERTEX_KINDS:
+        return _vertex_errors(options)
+    return {}
+
+
+def _azure_errors(base_url: str, options: dict) -> dict[str, str]:
+    errors = _credential_type_errors("azure_openai", options)
+    if options.get("api_version") and not API_VERSION.fullmatch(options["api_version"]):
         errors["api_version"] = "An API version looks like 2024-10-21 or 2025-04-01-preview."
+    if not base_url:
+        errors["base_url"] = ("An Azure OpenAI provider needs its resource's endpoint as the base URL, e.g. "
+                              "https://my-resource.openai.azure.com.")
+    return errors
+
+
+def _bedrock_errors(options: dict) -> dict[str, str]:
+    errors = _credential_type_errors("bedrock", options) | _region_errors(options, "its AWS region, e.g. eu-central-1")
     if options.get("role_arn") and not ROLE_ARN.fullmatch(options["role_arn"]):
         errors["role_arn"] = "A role ARN looks like arn:aws:iam::123456789012:role/bedrock-caller."
     if options.get("external_id") and not EXTERNAL_ID.fullmatch(options["external_id"]):
@@ -55,19 +69,33 @@ def cloud_options_errors(*, kind: str, base_url: str, options: dict) -> dict[str
             base_url_validate(options["sts_endpoint_url"])
         except ValidationError as error:
             errors["options"] = "sts_endpoint_url: " + " ".join(error.messages)
-    if credential_type and kind not in CREDENTIAL_TYPES.get(credential_type, ("",))[1]:
-        errors["credential_type"] = f"That credential type is not one a {kind} provider takes."
-    if kind == "azure_openai" and not base_url:
-        errors["base_url"] = ("An Azure OpenAI provider needs its resource's endpoint as the base URL, e.g. "
-                              "https://my-resource.openai.azure.com.")
-    if kind == "bedrock" and not region:
-        errors["region"] = "A Bedrock provider needs its AWS region, e.g. eu-central-1."
-    if kind in VERTEX_KINDS:
-        if not region:
-            errors["region"] = "A Vertex AI provider needs its location, e.g. europe-west4 or us-east5."
-        if not project:
-            errors["project"] = "A Vertex AI provider needs its Google Cloud project id."
     return errors
+
+
+def _vertex_errors(options: dict) -> dict[str, str]:
+    errors = _region_errors(options, "its location, e.g. europe-west4 or us-east5")
+    project = options.get("project") or ""
+    if not project:
+        errors["project"] = "A Vertex AI provider needs its Google Cloud project id."
+    elif not PROJECT.fullmatch(project):
+        errors["project"] = "A Google Cloud project id is lower-case letters, digits and dashes, e.g. my-project-42."
+    return errors
+
+
+def _region_errors(options: dict, what: str) -> dict[str, str]:
+    region = options.get("region") or ""
+    if not region:
+        return {"region": f"This provider needs {what}."}
+    if len(region) > 30 or not REGION.fullmatch(region):
+        return {"region": "A region is lower-case letters, digits and dashes, e.g. eu-central-1 or us-east5."}
+    return {}
+
+
+def _credential_type_errors(kind: str, options: dict) -> dict[str, str]:
+    credential_type = options.get("credential_type") or ""
+    if credential_type and kind not in CREDENTIAL_TYPES.get(credential_type, ("", ()))[1]:
+        return {"credential_type": f"That credential type is not one a {kind} provider takes."}
+    return {}
 
 
 def credential_validate(*, kind: str, options: dict, credential: str) -> None:

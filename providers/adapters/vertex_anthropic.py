@@ -4,7 +4,8 @@ The anthropic adapter with another client: `AsyncAnthropicVertex` sends the same
 Messages body to `.../projects/<p>/locations/<region>/publishers/anthropic/models/
 <model>:rawPredict` (`:streamRawPredict` for streams), moving `model` into the URL
 and adding `anthropic_version`; answers, stream events and errors are Anthropic's,
-so the mapping is providers/adapters/anthropic.py's. Credentials are Google's, as
+so the mapping is providers/adapters/anthropic.py's. Options `project` and
+`region` (Vertex's location) say where. Credentials are Google's, as
 for vertex_gemini: a service-account key file (the SDK refreshes its token, in a
 thread) or an access token (providers/adapters/cloud_credentials.py).
 """
@@ -44,7 +45,7 @@ class VertexAnthropicAdapter(AnthropicAdapter):
             name = config.name or self.kind
             self._setup_error = ProviderError("auth", f"{name}: {exc}", provider=name)
         return anthropic.AsyncAnthropicVertex(
-            region=opts.get("location") or DEFAULT_REGION,
+            region=opts.get("region") or DEFAULT_REGION,
             project_id=opts.get("project") or "unset",
             base_url=config.base_url or None,  # None: the SDK's regional endpoint
             **auth,

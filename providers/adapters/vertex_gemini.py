@@ -4,7 +4,8 @@ The gemini adapter with another client: google-genai speaks the same
 GenerateContent wire to Vertex (`.../projects/<p>/locations/<l>/publishers/google/
 models/<model>:generateContent`), so the mapping is providers/adapters/gemini.py's.
 What changes is the client: `vertexai=True`, the provider's `project` and
-`location` (options), and Google credentials instead of an API key: a
+location (options `project`, `region`: the dashboard's one "Region or location"
+field for every cloud kind), and Google credentials instead of an API key: a
 service-account key file (the SDK refreshes its token, in a thread) or an access
 token (providers/adapters/cloud_credentials.py).
 """
@@ -42,7 +43,7 @@ class VertexGeminiAdapter(GeminiAdapter):
             return None
         # base_url None: the SDK's regional endpoint, https://<location>-aiplatform.googleapis.com/
         return genai.Client(vertexai=True, credentials=credentials, project=opts["project"],
-                            location=opts.get("location") or DEFAULT_LOCATION,
+                            location=opts.get("region") or DEFAULT_LOCATION,  # Vertex calls it the location
                             http_options=self._http_options(config.base_url or None))
 
     def _aio(self):

@@ -51,7 +51,7 @@ def _provider(name: str, fake, credential: str) -> Provider:
         kind, base_url, options = "bedrock", fake.base_url, {"region": REGION}
     else:
         kind = "vertex_gemini" if name == "vertex" else "vertex_anthropic"
-        base_url, options = fake.vertex_base_url, {"project": PROJECT, "location": fake.location}
+        base_url, options = fake.vertex_base_url, {"project": PROJECT, "region": fake.location}
     provider = Provider(name=name, kind=kind, base_url=base_url, read_timeout=5, options=options)
     provider.set_credential(credential)
     provider.save()

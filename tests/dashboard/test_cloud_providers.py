@@ -177,3 +177,14 @@ def test_an_sts_endpoint_at_a_metadata_address_is_refused(people):
                              options='{"sts_endpoint_url": "http://169.254.169.254/"}')
     assert response.status_code == 400
     assert "sts_endpoint_url" in errors(response)["options"][0]
+
+
+def test_the_cloud_fields_leave_other_kinds_options_alone(people):
+    # `project` in an openai provider's options is its OpenAI project, set by an admin in the JSON.
+    provider = Provider.objects.create(name="cloud", kind="openai", options={"project": "proj_abc"})
+    response = client_for(people.ada).post(reverse("providers:edit", args=["cloud"]), {
+        "name": "cloud", "kind": "openai", "connect_timeout": 5, "read_timeout": 60, "enabled": "on",
+        "project": "", "region": "eu-west-1", "options": '{"project": "proj_abc"}'})
+    assert response.status_code == 302, errors(response)
+    provider.refresh_from_db()
+    assert provider.options == {"project": "proj_abc"}

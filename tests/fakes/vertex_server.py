@@ -77,7 +77,7 @@ def service_account_json(token_uri: str, email: str = "gateway@ep-test-project.i
 def _vertex_fields(fake, provider_id: int, name: str, kind: str, credential: str, overrides: dict) -> dict:
     fields: dict[str, Any] = dict(
         provider_id=provider_id, name=name, kind=kind, base_url=fake.vertex_base_url, credential=credential,
-        read_timeout=10, connect_timeout=2, options={"project": PROJECT, "location": fake.location},
+        read_timeout=10, connect_timeout=2, options={"project": PROJECT, "region": fake.location},
     )
     fields.update(overrides)
     return fields

@@ -126,7 +126,7 @@ async def test_a_token_the_fake_does_not_know_is_auth(fake, make):
 @pytest.mark.parametrize("credential, options, words", [
     ('{"type": "authorized_user", "refresh_token": "x"}', None, "service-account"),
     ('{"type": "service_account", "client_email": "a@b"}', None, "lacks private_key, token_uri"),
-    ("ya29.token", {"location": "us-east5"}, "project"),
+    ("ya29.token", {"region": "us-east5"}, "project"),
 ])
 async def test_a_credential_or_setting_that_cannot_work_fails_as_auth_without_calling(fake, make, credential,
                                                                                    options, words):
