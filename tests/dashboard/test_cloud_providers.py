@@ -188,3 +188,15 @@ def test_the_cloud_fields_leave_other_kinds_options_alone(people):
     assert response.status_code == 302, errors(response)
     provider.refresh_from_db()
     assert provider.options == {"project": "proj_abc"}
+
+
+def test_the_django_admin_applies_the_same_checks(people):
+    ada = client_for(people.ada)
+    response = ada.post(reverse("admin:providers_provider_add"), {
+        "name": "cloud", "kind": "vertex_gemini", "connect_timeout": 5, "read_timeout": 60, "enabled": "on",
+        "options": '{"project": "p-1", "region": "us-east5"}',
+        "credential": service_account_json("http://169.254.169.254/token"),
+        "models-TOTAL_FORMS": 0, "models-INITIAL_FORMS": 0})
+    assert response.status_code == 200  # the form again, with its error
+    assert "token_uri is refused" in response.content.decode()
+    assert not Provider.objects.filter(name="cloud").exists()
