@@ -294,3 +294,25 @@ async def test_the_host_role_can_assume_a_role_too(fake, make, monkeypatch):
     await adapter.chat(ask(Message("user", "hi")))
     assert fake.assumed[0]["signed_by"] == "AKIAROLEFROMENV00002"
     assert fake.signers[-1]["key"] == fake.assumed[0]["AccessKeyId"]
+
+
+@pytest.mark.asyncio
+async def test_a_frame_with_a_wrong_checksum_is_an_unavailable_error_event(fake, make):
+    fake.script(Fault("malformed"))
+    events = await collect(make().stream(ask(Message("user", "hi"))))
+    assert events[-1].type == "error" and events[-1].error.kind == "unavailable"
+    assert "malformed" in events[-1].error.message
+
+
+def test_the_fakes_frames_decode_with_botocores_own_parser():
+    from botocore.eventstream import EventStreamBuffer
+
+    from tests.fakes.bedrock_server import event_frame
+
+    buffer = EventStreamBuffer()
+    buffer.add_data(event_frame("messageStart", {"role": "assistant"}) + exception_frame("throttlingException", "x"))
+    first, second = list(buffer)
+    assert first.headers == {":event-type": "messageStart", ":content-type": "application/json",
+                             ":message-type": "event"}
+    assert json.loads(first.payload) == {"role": "assistant"}
+    assert second.headers[":exception-type"] == "throttlingException"
