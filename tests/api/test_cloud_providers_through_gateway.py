@@ -60,8 +60,9 @@ def _provider(name: str, fake, credential: str) -> Provider:
 
 
 def _credential(name: str, fake, secret: str) -> str:
-    if name == "bedrock":  # AWS keys are a JSON object; the canary is the secret half
-        return json.dumps({"access_key_id": ACCESS_KEY_ID, "secret_access_key": secret})
+    if name == "bedrock":  # AWS keys are a JSON object; the canary is in both secret halves
+        return json.dumps({"access_key_id": ACCESS_KEY_ID, "secret_access_key": secret,
+                           "session_token": f"FwoGZXIvYXdzE{secret}"})
     if name.startswith("vertex"):
         fake.oauth.issued.add(secret)  # the fake accepts this access token
     return secret
