@@ -74,6 +74,22 @@ def google_credentials(text: str) -> Any:
         raise ValueError(f"The service-account key file is not usable ({type(exc).__name__}).") from None
 
 
+def google_auth_failure(exc: BaseException) -> tuple[str, str] | None:
+    """(kind, message) when a Vertex call failed in google-auth, minting or refreshing
+    its token, else None. A refused grant (a disabled account, a deleted key) is `auth`;
+    a token endpoint that is down or slow is worth a retry."""
+    from google.auth import exceptions as auth_errors
+
+    if not isinstance(exc, auth_errors.GoogleAuthError):
+        return None
+    retryable = bool(getattr(exc, "retryable", False)) or isinstance(exc, auth_errors.TransportError)
+    # google-auth's messages quote the token endpoint's answer, never the key or the assertion.
+    detail = str(exc)[:300]
+    if retryable:
+        return "unavailable", f"the Google token endpoint failed ({type(exc).__name__}: {detail})"
+    return "auth", f"Google refused the credential ({type(exc).__name__}: {detail})"
+
+
 def google_access_token(text: str) -> str | None:
     """The text itself when it is an access token, else None (a service account, refreshed by the SDK)."""
     return text.strip() if google_service_account_info(text) is None else None

@@ -18,7 +18,7 @@ from contextlib import aclosing
 import anthropic
 
 from providers.adapters.anthropic import AnthropicAdapter
-from providers.adapters.cloud_credentials import google_access_token, google_credentials
+from providers.adapters.cloud_credentials import google_access_token, google_auth_failure, google_credentials
 from providers.types import Capabilities, ChatRequest, ChatResult, ProviderError, StreamEvent
 
 DEFAULT_REGION = "us-east5"  # where Claude models are served on Vertex AI
@@ -51,6 +51,13 @@ class VertexAnthropicAdapter(AnthropicAdapter):
             **auth,
             **self._client_transport(),
         )
+
+    def _error(self, exc: BaseException) -> ProviderError:
+        failure = google_auth_failure(exc)
+        if failure is None:
+            return super()._error(exc)
+        name = self.config.name or self.kind
+        return ProviderError(failure[0], f"{name}: {failure[1]}", provider=name)  # type: ignore[arg-type]
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         if self._setup_error is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from google import genai
 
-from providers.adapters.cloud_credentials import google_credentials
+from providers.adapters.cloud_credentials import google_auth_failure, google_credentials
 from providers.adapters.gemini import GeminiAdapter
 from providers.types import Capabilities, ProviderError
 
@@ -45,6 +45,13 @@ class VertexGeminiAdapter(GeminiAdapter):
         return genai.Client(vertexai=True, credentials=credentials, project=opts["project"],
                             location=opts.get("region") or DEFAULT_LOCATION,  # Vertex calls it the location
                             http_options=self._http_options(config.base_url or None))
+
+    def _error(self, exc: BaseException) -> ProviderError:
+        failure = google_auth_failure(exc)
+        if failure is None:
+            return super()._error(exc)
+        name = self.config.name or self.kind
+        return ProviderError(failure[0], f"{name}: {failure[1]}", provider=name)  # type: ignore[arg-type]
 
     def _aio(self):
         if self._client is None:

@@ -44,6 +44,7 @@ class GoogleOAuth:
     def __init__(self) -> None:
         self.issued: set[str] = set()
         self.assertions: list[dict[str, Any]] = []  # the JWT claims each token request carried
+        self.deny = False  # answer token requests as Google does for a disabled account or deleted key
 
     def valid(self, request: Request) -> bool:
         auth = request.headers.get("authorization", "")
@@ -57,6 +58,8 @@ class GoogleOAuth:
             return JSONResponse({"error": "invalid_grant", "error_description": "Invalid JWT."}, 400)
         claims = json.loads(base64.urlsafe_b64decode(assertion.split(".")[1] + "=="))
         self.assertions.append(claims)
+        if self.deny:
+            return JSONResponse({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}, 400)
         token = "ya29.fake-issued-" + secrets.token_urlsafe(12)
         self.issued.add(token)
         return JSONResponse({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})

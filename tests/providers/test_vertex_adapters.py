@@ -42,8 +42,10 @@ def fake(request, servers):
     server = servers[request.param]
     server.reset()
     server.oauth.assertions.clear()
+    server.oauth.deny = False
     server.publisher = request.param
     yield server
+    server.oauth.deny = False
     server.reset()
 
 
@@ -113,6 +115,18 @@ async def test_a_service_account_key_mints_its_token_at_its_token_uri(fake, make
     sent = fake.requests[-1]["headers"]["authorization"]
     assert sent.startswith("Bearer ya29.fake-issued-") and sent[7:] in fake.oauth.issued
     assert json.loads(key_file)["private_key"] not in json.dumps(fake.requests)
+
+
+@pytest.mark.asyncio
+async def test_a_service_account_google_refuses_is_auth_in_chat_and_stream(fake, make):
+    fake.oauth.deny = True
+    adapter = make(credential=service_account_json(fake.base_url + "/token"))
+    with pytest.raises(ProviderError) as caught:
+        await adapter.chat(ask(fake))
+    assert caught.value.kind == "auth" and "invalid_grant" in caught.value.message
+    events = [e async for e in adapter.stream(ask(fake))]
+    assert [e.type for e in events] == ["error"] and events[0].error.kind == "auth"
+    assert fake.call_count == 0  # no model call without a token
 
 
 @pytest.mark.asyncio
