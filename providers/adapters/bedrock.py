@@ -408,6 +408,15 @@ def _kind_for_status(status: int | None) -> str:
 # -- the adapter -------------------------------------------------------------------
 
 
+def _load_service_model(session: AioSession) -> None:
+    """Fill the session's loader cache with the files create_client would read."""
+    loader = session.get_component("data_loader")
+    loader.load_service_model(SERVICE, "service-2")
+    loader.load_service_model(SERVICE, "endpoint-rule-set-1")
+    loader.load_data("partitions")
+    loader.load_data("sdk-default-configuration")
+
+
 class BedrockAdapter(Adapter):
     kind = "bedrock"
     capabilities = Capabilities(
@@ -436,6 +445,9 @@ class BedrockAdapter(Adapter):
                 session = AioSession()
                 if self.config.options.get("role_arn"):
                     session.register_component("credential_provider", AssumedRole(self.config))
+                # botocore reads and parses its JSON service model (~30 ms) synchronously
+                # inside create_client: do that part in a thread, off the event loop.
+                await asyncio.to_thread(_load_service_model, session)
                 self._client = await session.create_client(SERVICE, **self._kwargs).__aenter__()
         return self._client
 
