@@ -42,7 +42,7 @@ from providers.types import ChatRequest
 # How each provider kind takes a reasoning effort (ChatRequest.extra keys its
 # adapter reads). Kinds not listed cannot, and a request asking is refused;
 # demo simulates its answers and ignores it.
-REASONING_KINDS = ("openai", "gemini", "demo")
+REASONING_KINDS = ("openai", "azure_openai", "gemini", "vertex_gemini", "demo")
 GEMINI_THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 TEXT_TYPES = ("input_text", "output_text", "text")
 LOGPROBS_INCLUDE = "message.output_text.logprobs"

@@ -20,7 +20,9 @@ MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)
 
 # Our provider kinds -> genai-prices provider ids.
-GENAI_PRICES_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "google", "claude_agent": "anthropic"}
+GENAI_PRICES_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "google", "claude_agent": "anthropic",
+                         "azure_openai": "azure", "bedrock": "aws", "vertex_gemini": "google",
+                         "vertex_anthropic": "anthropic"}
 
 
 @lru_cache(maxsize=1024)

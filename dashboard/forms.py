@@ -13,6 +13,7 @@ from accounts.services import TEAM_ROLES, USER_ROLES
 from budgets.models import Budget, Usage
 from personas.models import Persona, params_validate
 from providers.adapters.openai import RESPONSES_API_MODES
+from providers.cloud import CLOUD_OPTIONS, CREDENTIAL_TYPES, cloud_options_errors, credential_validate
 from providers.models import Model, Provider, model_name_validate
 
 # -- teams, keys and memberships -----------------------------------------------
@@ -148,24 +149,64 @@ class ProviderForm(forms.ModelForm):
     # the stored credential.
     credential = forms.CharField(
         required=False, strip=True, widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        label="API key", help_text="Write-only: leave empty to keep the stored key.",
+        label="API key",
+        help_text="Write-only: leave empty to keep the stored key. AWS Bedrock: "
+                  '{"access_key_id": "AKIA...", "secret_access_key": "...", "session_token": "..." (optional)}. '
+                  "Vertex AI: a service-account key file (its JSON) or an OAuth access token.",
     )
     clear_credential = forms.BooleanField(required=False, label="Remove the stored API key")
     options = ParamsField(label="Adapter options (JSON)")
     base_url = forms.URLField(required=False, assume_scheme="https", label="Base URL",
-                              help_text="Empty means the provider's public API.")
+                              help_text="Empty means the provider's public API. Azure OpenAI: the resource's "
+                                        "endpoint, e.g. https://my-resource.openai.azure.com.")
+    # The cloud kinds' settings, kept in options (providers/cloud.py checks them).
+    region = forms.CharField(required=False, max_length=30, label="Region or location",
+                             help_text="AWS Bedrock: the AWS region (eu-central-1). Vertex AI: the location "
+                                       "(europe-west4, us-east5 for Claude).")
+    project = forms.CharField(required=False, max_length=100, label="Google Cloud project",
+                              help_text="Vertex AI: the project id the models are billed to.")
+    api_version = forms.CharField(required=False, max_length=40, label="Azure API version",
+                                  help_text="Azure OpenAI: the api-version every call carries; empty means 2024-10-21.")
+    credential_type = forms.ChoiceField(
+        required=False, label="Credential type",
+        choices=[("", "the kind's usual one")] + [(k, label) for k, (label, _) in CREDENTIAL_TYPES.items()],
+        help_text="Azure OpenAI: an API key (default) or an Entra ID token. AWS Bedrock: access keys (default) or "
+                  "the gateway host's own role (no key stored).",
+    )
+    role_arn = forms.CharField(required=False, max_length=600, label="AWS role to assume (ARN)",
+                               help_text="AWS Bedrock, optional: the keys (or the host's role) assume this role, "
+                                         "e.g. in the account that holds the Bedrock quota.")
+    external_id = forms.CharField(required=False, max_length=1224, label="External id",
+                                  help_text="AWS Bedrock, optional: the external id the role's trust policy asks for.")
 
     class Meta:
         model = Provider
         fields = ["name", "kind", "base_url", "enabled", "connect_timeout", "read_timeout", "options"]
 
+    field_order = ["name", "kind", "base_url", "region", "project", "api_version", "credential_type", "role_arn",
+                   "external_id", "credential", "clear_credential", "enabled", "connect_timeout", "read_timeout",
+                   "options"]
+
     # Where a provider points and what it runs (options such as claude_agent's
     # cli_path) are for admins only: an operator who could aim the stored
     # credential and every prompt at any URL could exfiltrate both (docs/SECURITY.md).
+    # The cloud fields above stay open to operators: they are plain identifiers
+    # that cannot leave the provider's own endpoint (providers/cloud.py).
     ADMIN_ONLY = ("base_url", "options")
+
+    # Which kinds each cloud field is for: dashboard.js shows a field only for those
+    # kinds (without the script every field shows, each help text naming its kinds).
+    FIELD_KINDS = {"region": "bedrock vertex_gemini vertex_anthropic", "project": "vertex_gemini vertex_anthropic",
+                   "api_version": "azure_openai", "credential_type": "azure_openai bedrock", "role_arn": "bedrock",
+                   "external_id": "bedrock"}
 
     def __init__(self, *args, user=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        for name, kinds in self.FIELD_KINDS.items():
+            self.fields[name].widget.attrs["data-kinds"] = kinds
+        for name in CLOUD_OPTIONS:
+            if self.instance.kind in self.FIELD_KINDS[name].split():
+                self.initial.setdefault(name, (self.instance.options or {}).get(name, ""))
         if user is None or not user.is_superuser:
             for name in self.ADMIN_ONLY:
                 field = self.fields[name]
@@ -175,7 +216,8 @@ class ProviderForm(forms.ModelForm):
                 self.initial[name] = field.prepare_value(self.initial.get(name, field.initial))
         if not self.instance.has_credential:  # nothing stored (a new provider): nothing to remove
             del self.fields["clear_credential"]
-            self.fields["credential"].help_text = "Write-only: never shown again once saved."
+            self.fields["credential"].help_text = self.fields["credential"].help_text.replace(
+                "leave empty to keep the stored key", "never shown again once saved")
 
     def clean(self) -> dict:
         data = super().clean()
@@ -183,7 +225,36 @@ class ProviderForm(forms.ModelForm):
         if data.get("kind") == "openai" and mode is not None and mode not in RESPONSES_API_MODES:
             self.add_error("options", f"responses_api must be one of {', '.join(RESPONSES_API_MODES)}.")
         data.setdefault("clear_credential", False)  # the views read it whether or not it was offered
+        kind = data.get("kind") or self.instance.kind
+        options = self._options_with_cloud_fields(data, kind)
+        for name, message in cloud_options_errors(kind=kind, base_url=data.get("base_url") or "",
+                                                  options=options).items():
+            self.add_error(name, message)
+        if data.get("credential"):
+            try:
+                credential_validate(kind=kind, options=options, credential=data["credential"])
+            except forms.ValidationError as error:
+                self.add_error("credential", error)
+        data["options"] = options
         return data
+
+    def _options_with_cloud_fields(self, data: dict, kind: str) -> dict:
+        """The options with the cloud fields of this kind written in. Other kinds' fields
+        are left out: `project` means an OpenAI project to the openai kind, set in options."""
+        options = dict(data.get("options") or {})
+        for name in CLOUD_OPTIONS:
+            if kind not in self.FIELD_KINDS[name].split():
+                continue
+            value = (data.get(name) or "").strip()
+            if value:
+                options[name] = value
+            else:
+                options.pop(name, None)
+        return options
+
+    def save(self, commit: bool = True) -> Provider:
+        self.instance.options = self.cleaned_data["options"]
+        return super().save(commit=commit)
 
 
 class ModelForm(forms.ModelForm):

@@ -20,6 +20,8 @@ from dashboard.forms import ModelForm, ProviderForm
 from dashboard.rendering import render_page, wants_fragment
 from gateway.resilience import breaker_states
 from providers import services
+from providers.adapters.azure_openai import DEFAULT_API_VERSION as DEFAULT_AZURE_API_VERSION
+from providers.cloud import VERTEX_KINDS
 from providers.connection import connection_test
 from providers.models import Model, Provider
 
@@ -69,8 +71,31 @@ def provider_edit(request: HttpRequest, name: str) -> HttpResponse:
         messages.success(request, f"Provider '{provider.name}' saved.")
         return redirect("providers:edit", name=provider.name)
     context = {"form": form, "provider": provider, "models": provider.models.all(),
-               "model_form": ModelForm(provider=provider, prefix="new")}
+               "model_form": ModelForm(provider=provider, prefix="new"), "facts": _cloud_facts(provider)}
     return render_page(request, "providers/edit.html", context, status=400 if form.errors else 200)
+
+
+def _cloud_facts(provider: Provider) -> list[tuple[str, str]]:
+    """Where a cloud provider's calls go and how they authenticate, in words, for its page."""
+    options = provider.options or {}
+    region, project = options.get("region", ""), options.get("project", "")
+    if provider.kind == "azure_openai":
+        entra = options.get("credential_type") == "entra_token"
+        return [("Calls go to", f"{provider.base_url.rstrip('/')}/openai/deployments/<model>"),
+                ("API version", options.get("api_version") or DEFAULT_AZURE_API_VERSION),
+                ("Authenticates with", "a Microsoft Entra ID token" if entra else "an API key (api-key header)")]
+    if provider.kind == "bedrock":
+        role = options.get("credential_type") == "aws_role"
+        signer = "the gateway host's AWS role" if role else "AWS access keys"
+        if options.get("role_arn"):
+            signer = f"the role {options['role_arn']}, assumed with {signer}"
+        return [("Calls go to", provider.base_url or f"https://bedrock-runtime.{region}.amazonaws.com"),
+                ("AWS region", region or "not set"), ("Authenticates with", f"{signer}, SigV4-signed")]
+    if provider.kind in VERTEX_KINDS:
+        return [("Calls go to", provider.base_url or f"https://{region}-aiplatform.googleapis.com"),
+                ("Google Cloud project", project or "not set"), ("Location", region or "not set"),
+                ("Authenticates with", "a Google service-account key or access token")]
+    return []
 
 
 @operator_required

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin
 
+from providers.cloud import cloud_options_errors, credential_validate
 from providers.models import Model, Provider
 
 
@@ -16,6 +17,21 @@ class ProviderForm(forms.ModelForm):
     class Meta:
         model = Provider
         fields = ("name", "kind", "base_url", "enabled", "connect_timeout", "read_timeout", "options")
+
+    def clean(self) -> dict:
+        """The dashboard's checks for the cloud kinds (providers/cloud.py), here too:
+        a service-account key's token_uri is an address the gateway will post to."""
+        data = super().clean()
+        kind, options = data.get("kind") or "", data.get("options") or {}
+        for name, message in cloud_options_errors(kind=kind, base_url=data.get("base_url") or "",
+                                                  options=options).items():
+            self.add_error(name if name in self.fields else "options", message)
+        if data.get("credential"):
+            try:
+                credential_validate(kind=kind, options=options, credential=data["credential"])
+            except forms.ValidationError as error:
+                self.add_error("credential", error)
+        return data
 
     def save(self, commit: bool = True):
         provider = super().save(commit=False)

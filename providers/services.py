@@ -19,6 +19,12 @@ DEFAULT_MODELS = {
     "gemini": "gemini-2.5-flash",
     "claude_agent": "claude-sonnet-4-6",
     "demo": "demo",
+    # Cloud kinds: a guess for the connection test until the operator adds a model
+    # (an Azure deployment is named by its owner; Bedrock wants its model id).
+    "azure_openai": "gpt-4o-mini",
+    "bedrock": "amazon.nova-micro-v1:0",
+    "vertex_gemini": "gemini-2.5-flash",
+    "vertex_anthropic": "claude-sonnet-4-6",
 }
 # The demo bills simulated prices so dashboards and budgets show something real.
 DEMO_PRICES = {"input_price": Decimal("1.00"), "output_price": Decimal("2.00")}

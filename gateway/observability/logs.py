@@ -31,15 +31,20 @@ _request_id: ContextVar[str] = ContextVar("ep_request_id", default="")
 _trace_id: ContextVar[str] = ContextVar("ep_trace_id", default="")
 
 MASK = "[REDACTED]"
-# Key shapes: OpenAI (sk-, sk-proj-), Anthropic (sk-ant-), Google (AIza), ours (ep-).
-_KEYS = re.compile(r"\b(?:sk-ant-|sk-|AIza|ep-)[A-Za-z0-9_\-]{8,}")
+# Key shapes: OpenAI (sk-, sk-proj-), Anthropic (sk-ant-), Google (AIza, and ya29. OAuth
+# access tokens: Vertex AI), ours (ep-).
+_KEYS = re.compile(r"\b(?:sk-ant-|sk-|AIza|ep-|ya29\.)[A-Za-z0-9_\-]{8,}")
 # The value after a credential header or parameter name, in any of the shapes
 # it gets logged: `Authorization: Bearer x`, `'x-api-key': 'x'`, `"api_key"="x"`, `?key=x`.
 _HEADERS = re.compile(
-    r"(?i)((?:proxy-)?authorization|x-api-key|x-goog-api-key|api[-_]key|credential|password|secret)"
+    r"(?i)((?:proxy-)?authorization|x-api-key|x-goog-api-key|api[-_]key|credential|password|secret"
+    # AWS: the session token header (botocore logs it, and its canonical request, at DEBUG)
+    r"|x-amz-security-token|session[-_]?token|secret[-_]?access[-_]?key)"
     r"""(['"]?\s*(?:[:=]\s*[(]?(?:b?['"])?|,\s*b?['"]))(?:(?:bearer|basic|token)\s+)?[^\s'",})\]\\]+"""
 )
 _QUERY_KEY = re.compile(r"(?i)([?&](?:key|api_key|access_token)=)[^&\s'\"]+")
+# STS answers (AssumeRole) hand out keys in XML, which botocore logs at DEBUG.
+_XML_SECRET = re.compile(r"(?i)(<(?:SecretAccessKey|SessionToken)>)[^<]+")
 
 
 def redact(text: str) -> str:
@@ -48,6 +53,7 @@ def redact(text: str) -> str:
         return text
     text = _HEADERS.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _QUERY_KEY.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    text = _XML_SECRET.sub(lambda m: f"{m.group(1)}{MASK}", text)
     return _KEYS.sub(MASK, text)
 
 

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 # Provider kind -> gen_ai.system (the semantic conventions' well-known values).
 GEN_AI_SYSTEMS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini",
-                  "claude_agent": "anthropic", "demo": "demo"}
+                  "claude_agent": "anthropic", "demo": "demo", "azure_openai": "azure.ai.openai",
+                  "bedrock": "aws.bedrock", "vertex_gemini": "gcp.vertex_ai", "vertex_anthropic": "gcp.vertex_ai"}
 
 _tracer: trace.Tracer | None = None
 _provider = None  # the SDK TracerProvider, when tracing is on

@@ -20,6 +20,10 @@ ADAPTERS: dict[str, str] = {
     "anthropic": "providers.adapters.anthropic.AnthropicAdapter",
     "gemini": "providers.adapters.gemini.GeminiAdapter",
     "claude_agent": "providers.adapters.claude_agent.ClaudeAgentAdapter",
+    "azure_openai": "providers.adapters.azure_openai.AzureOpenAIAdapter",
+    "bedrock": "providers.adapters.bedrock.BedrockAdapter",
+    "vertex_gemini": "providers.adapters.vertex_gemini.VertexGeminiAdapter",
+    "vertex_anthropic": "providers.adapters.vertex_anthropic.VertexAnthropicAdapter",
 }
 
 KIND_LABELS: dict[str, str] = {
@@ -28,6 +32,10 @@ KIND_LABELS: dict[str, str] = {
     "anthropic": "Anthropic",
     "gemini": "Google Gemini",
     "claude_agent": "Claude Agent SDK (Claude CLI)",
+    "azure_openai": "Azure OpenAI",
+    "bedrock": "AWS Bedrock",
+    "vertex_gemini": "Google Vertex AI: Gemini",
+    "vertex_anthropic": "Google Vertex AI: Claude",
 }
 
 

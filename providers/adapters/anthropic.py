@@ -481,16 +481,26 @@ class AnthropicAdapter(Adapter):
     def __init__(self, config: AdapterConfig) -> None:
         super().__init__(config)
         self._default_max_tokens = int(config.options.get("default_max_tokens", DEFAULT_MAX_TOKENS))
-        self._client = anthropic.AsyncAnthropic(
-            api_key=config.credential,
-            base_url=config.base_url or None,  # None: the SDK's default endpoint
-            timeout=anthropic.Timeout(config.read_timeout, connect=config.connect_timeout),
-            max_retries=0,  # the gateway retries, with its breaker and fallback, itself
+        self._client = self._make_client()
+
+    def _make_client(self) -> anthropic.AsyncAnthropic:
+        """The SDK client; a subclass (vertex_anthropic) swaps in its own, keeping the wire mapping."""
+        return anthropic.AsyncAnthropic(
+            api_key=self.config.credential,
+            base_url=self.config.base_url or None,  # None: the SDK's default endpoint
+            **self._client_transport(),
+        )
+
+    def _client_transport(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "timeout": anthropic.Timeout(config.read_timeout, connect=config.connect_timeout),
+            "max_retries": 0,  # the gateway retries, with its breaker and fallback, itself
             # The SDK follows redirects by default, and x-api-key survives a redirect
             # to another host: never follow one (docs/SECURITY.md).
-            http_client=anthropic.DefaultAsyncHttpxClient(follow_redirects=False,
-                                                          limits=upstream_limits(config, httpx2.Limits)),
-        )
+            "http_client": anthropic.DefaultAsyncHttpxClient(follow_redirects=False,
+                                                             limits=upstream_limits(config, httpx2.Limits)),
+        }
 
     async def list_models(self) -> list[ModelListing]:
         try:

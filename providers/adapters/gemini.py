@@ -462,12 +462,20 @@ class GeminiAdapter(Adapter):
 
     def __init__(self, config: AdapterConfig) -> None:
         super().__init__(config)
-        self._client: genai.Client | None = None
         self._signatures = SignatureCache()
-        if not config.credential:
-            return  # no key: every call fails as `auth`, and the SDK never reads GOOGLE_API_KEY from env
-        options = gt.HttpOptions(
-            base_url=config.base_url or DEFAULT_BASE_URL,
+        self._client: genai.Client | None = self._make_client()
+
+    def _make_client(self) -> genai.Client | None:
+        """The SDK client, None without a key; a subclass (vertex_gemini) builds its own in Vertex mode."""
+        if not self.config.credential:
+            return None  # no key: every call fails as `auth`, and the SDK never reads GOOGLE_API_KEY from env
+        options = self._http_options(self.config.base_url or DEFAULT_BASE_URL)
+        return genai.Client(api_key=self.config.credential, vertexai=False, http_options=options)
+
+    def _http_options(self, base_url: str | None) -> gt.HttpOptions:
+        config = self.config
+        return gt.HttpOptions(
+            base_url=base_url,
             api_version=config.options.get("api_version"),
             # Milliseconds; httpx applies it to connect and to each read, so streams may run longer.
             timeout=max(1, int(config.read_timeout * 1000)),
@@ -484,7 +492,6 @@ class GeminiAdapter(Adapter):
             async_client_args={"event_hooks": {"response": [_track_response]}, "follow_redirects": False,
                                "transport": _async_transport(config)},
         )
-        self._client = genai.Client(api_key=config.credential, vertexai=False, http_options=options)
 
     def _error(self, exc: BaseException) -> ProviderError:
         return error_from_sdk(exc, provider=self.config.name or self.kind, secret=self.config.credential)

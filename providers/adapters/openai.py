@@ -391,26 +391,37 @@ class OpenAIAdapter(Adapter):
         on_openai = (config.base_url or DEFAULT_BASE_URL).rstrip("/") == DEFAULT_BASE_URL
         mode = opts.get("responses_api")  # the provider form refuses other values
         self._responses_api = mode if mode in RESPONSES_API_MODES else ("native" if on_openai else "off")
-        self._client = openai.AsyncOpenAI(
-            # Keyless local servers (Ollama, vLLM) still need a non-empty key for the
-            # SDK; an explicit placeholder also stops it reading OPENAI_API_KEY.
-            api_key=config.credential or "no-key",
-            base_url=config.base_url or DEFAULT_BASE_URL,
-            timeout=openai.Timeout(config.read_timeout, connect=config.connect_timeout),
-            max_retries=0,  # the pipeline retries, with backoff, breaker and fallback
-            default_headers=opts.get("default_headers"),  # e.g. Azure's api-key, OpenRouter's X-Title
-            default_query=opts.get("default_query"),  # e.g. Azure's api-version
-            # The SDK follows redirects by default, re-sending the prompt (and any
-            # custom key header) wherever the provider points: never (docs/SECURITY.md).
-            # aiohttp under the SDK (its `openai[aiohttp]` option): 0.72 ms of CPU
-            # per call instead of 0.89 on httpx, 2.3 ms per 20-chunk stream instead of 2.8.
-            http_client=openai.DefaultAioHttpClient(follow_redirects=False,
-                                                    limits=upstream_limits(config, httpx2.Limits)),
-        )
+        self._client = self._make_client()
         # The SDK falls back to OPENAI_ORG_ID / OPENAI_PROJECT_ID from the process
         # env; a gateway must send only what this provider was configured with.
         self._client.organization = opts.get("organization")
         self._client.project = opts.get("project")
+
+    def _make_client(self) -> openai.AsyncOpenAI:
+        """The SDK client; a subclass (azure_openai) swaps in its own, keeping the wire mapping."""
+        config, opts = self.config, self.config.options
+        return openai.AsyncOpenAI(
+            # Keyless local servers (Ollama, vLLM) still need a non-empty key for the
+            # SDK; an explicit placeholder also stops it reading OPENAI_API_KEY.
+            api_key=config.credential or "no-key",
+            base_url=config.base_url or DEFAULT_BASE_URL,
+            default_headers=opts.get("default_headers"),  # e.g. OpenRouter's X-Title
+            default_query=opts.get("default_query"),
+            **self._client_transport(),
+        )
+
+    def _client_transport(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "timeout": openai.Timeout(config.read_timeout, connect=config.connect_timeout),
+            "max_retries": 0,  # the pipeline retries, with backoff, breaker and fallback
+            # The SDK follows redirects by default, re-sending the prompt (and any
+            # custom key header) wherever the provider points: never (docs/SECURITY.md).
+            # aiohttp under the SDK (its `openai[aiohttp]` option): 0.72 ms of CPU
+            # per call instead of 0.89 on httpx, 2.3 ms per 20-chunk stream instead of 2.8.
+            "http_client": openai.DefaultAioHttpClient(follow_redirects=False,
+                                                       limits=upstream_limits(config, httpx2.Limits)),
+        }
 
     def _error(self, err: BaseException) -> ProviderError:
         return error_from_sdk(err, provider=self.config.name or self.kind, secret=self.config.credential)

@@ -82,7 +82,24 @@ function setupLiveFeed() {
   connect();
 }
 
+// Provider form: the cloud fields (region, project, API version, credential type)
+// show only for the kinds that use them (data-kinds); without the script all show.
+function setupProviderKindFields() {
+  const kind = document.querySelector("select[name=kind]");
+  const fields = document.querySelectorAll("[data-kinds]");
+  if (!kind || !fields.length) return;
+  function show() {
+    fields.forEach((input) => {
+      const wrapper = input.closest(".field");
+      if (wrapper) wrapper.hidden = !input.dataset.kinds.split(" ").includes(kind.value);
+    });
+  }
+  kind.addEventListener("change", show);
+  show();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setupPlayground();
   setupLiveFeed();
+  setupProviderKindFields();
 });

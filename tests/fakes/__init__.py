@@ -14,4 +14,8 @@ FAKES: dict[str, str] = {
     "anthropic": "tests.fakes.anthropic_server.FakeAnthropicServer",
     "gemini": "tests.fakes.gemini_server.FakeGeminiServer",
     "claude_agent": "tests.fakes.claude_cli.FakeClaudeCLI",
+    "azure_openai": "tests.fakes.azure_openai_server.FakeAzureOpenAIServer",
+    "bedrock": "tests.fakes.bedrock_server.FakeBedrockServer",
+    "vertex_gemini": "tests.fakes.vertex_server.FakeVertexGeminiServer",
+    "vertex_anthropic": "tests.fakes.vertex_server.FakeVertexAnthropicServer",
 }

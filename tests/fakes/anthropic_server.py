@@ -159,6 +159,10 @@ class FakeAnthropicServer(FakeProviderServer):
         body, refusal = await self._read(request)
         if refusal is not None:
             return refusal
+        return await self._respond(body)
+
+    async def _respond(self, body: dict[str, Any]) -> Response:
+        """The answer to one valid Messages request: the next script item, as JSON or SSE."""
         item = self.next_script()
         streaming = bool(body.get("stream"))
         model = body.get("model") or self.model

@@ -115,10 +115,8 @@ class FakeGeminiServer(FakeProviderServer):
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         self.record(path, dict(request.headers), body)
         model, _, action = request.path_params["model_action"].partition(":")
-        if not (request.headers.get("x-goog-api-key") or request.query_params.get("key")):
-            return JSONResponse(error_body(
-                403, "Method doesn't allow unregistered callers (callers without established identity). "
-                "Please use API Key or other form of API consumer identity to call this API."), 403)
+        if (refusal := self._unauthenticated(request)) is not None:
+            return refusal
         if action in ("batchEmbedContents", "embedContent"):
             return self._embed(body, action)
         if action not in ("generateContent", "streamGenerateContent"):
@@ -133,6 +131,13 @@ class FakeGeminiServer(FakeProviderServer):
         if isinstance(script, Fault):
             return await self._fault(script, model, stream)
         return self._answer(script, model, stream)
+
+    def _unauthenticated(self, request: Request) -> Response | None:
+        if request.headers.get("x-goog-api-key") or request.query_params.get("key"):
+            return None
+        return JSONResponse(error_body(
+            403, "Method doesn't allow unregistered callers (callers without established identity). "
+            "Please use API Key or other form of API consumer identity to call this API."), 403)
 
     def _embed(self, body: Any, action: str) -> Response:
         """Gemini's embeddings: {"embeddings": [{"values": [...]}]} (no token counts, as the API)."""

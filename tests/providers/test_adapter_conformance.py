@@ -7,12 +7,15 @@ each provider received on the wire is checked in tests/providers/test_<kind>_ada
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import time
 
 import pytest
 
 from providers.adapters import get_adapter
-from providers.types import ChatRequest, Message, ProviderError, Tool
+from providers.types import ChatRequest, ImagePart, Message, ProviderError, TextPart, Tool
 from tests.fakes.common import FakeReply, FakeToolCall, Fault
 
 pytestmark = pytest.mark.asyncio
@@ -161,6 +164,49 @@ async def test_parallel_tool_calls_stream_as_separate_indexes(harness):
     if harness.scriptable:
         by_name = {c["name"]: json.loads(c["arguments"]) for c in calls.values()}
         assert by_name == {"get_weather": {"city": "Oslo"}, "get_time": {"tz": "CET"}}
+
+
+# -- images ----------------------------------------------------------------------
+
+PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR-a-fake-pixel").decode()
+
+
+async def test_an_image_reaches_the_provider_in_its_own_format(harness):
+    adapter = get_adapter(harness.adapter_config())
+    if not adapter.capabilities.images:
+        pytest.skip(f"{harness.kind} declares no image input")
+    harness.script(FakeReply(text="A single pixel."))
+    parts = [TextPart("What is in this picture?"), ImagePart(url=f"data:image/png;base64,{PIXEL}")]
+    result = await adapter.chat(ChatRequest(model=harness.model, messages=[Message(role="user", content=parts)]))
+    assert result.content == "A single pixel."
+    # Every provider carries the bytes base64-encoded in its JSON, whatever the field is called.
+    assert PIXEL in json.dumps(harness.requests[-1]["body"])
+
+
+# -- cancellation ----------------------------------------------------------------
+
+
+def _stopped_early(harness) -> bool:
+    """Whether the fake saw its last stream closed by the client before it finished."""
+    last = harness.streams[-1] if harness.streams else {}
+    if "outcome" in last:
+        return last["outcome"] == "closed"
+    return bool(last.get("closed")) and not last.get("completed")
+
+
+async def test_closing_a_stream_early_stops_the_providers_stream(harness):
+    if not hasattr(harness, "streams"):
+        pytest.skip(f"{harness.kind} has no HTTP stream (its own tests close its process)")
+    harness.script(FakeReply(text="word " * 300, chunk_size=5, chunk_delay=0.01))
+    stream = get_adapter(harness.adapter_config()).stream(ask(harness))
+    async for event in stream:
+        if event.type == "delta":
+            break
+    await stream.aclose()
+    deadline = time.monotonic() + 5
+    while not _stopped_early(harness) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert _stopped_early(harness)
 
 
 # -- usage -----------------------------------------------------------------------

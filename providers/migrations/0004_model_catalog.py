@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('providers', '0002_config_generation'),
+        ('providers', '0003_alter_provider_kind'),
     ]
 
     operations = [
