@@ -25,7 +25,8 @@ from providers.snapshot import provider_info
 from providers.types import ModelListing, ProviderError
 
 # Our provider kinds -> the genai-prices provider whose models and prices they serve.
-GENAI_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "claude_agent": "anthropic", "gemini": "google"}
+GENAI_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "claude_agent": "anthropic", "gemini": "google",
+                   "azure_openai": "azure", "bedrock": "aws", "vertex_gemini": "google", "vertex_anthropic": "anthropic"}
 # Fields a refresh may fill when they are empty.
 FILLED = ("input_price", "output_price", "cached_input_price", "context_window", "max_output_tokens",
           "supports_embeddings")
