@@ -261,9 +261,13 @@ class ModelForm(forms.ModelForm):
     class Meta:
         model = Model
         fields = ["name", "input_price", "output_price", "cached_input_price", "context_window",
-                  "max_output_tokens", "enabled"]
+                  "max_output_tokens", "supports_tools", "supports_images", "supports_json_schema",
+                  "supports_reasoning", "supports_embeddings", "enabled"]
         labels = {"input_price": "Input $/M tokens", "output_price": "Output $/M tokens",
-                  "cached_input_price": "Cached input $/M tokens"}
+                  "cached_input_price": "Cached input $/M tokens", "context_window": "Context window (tokens)",
+                  "max_output_tokens": "Max output tokens", "supports_tools": "Tools", "supports_images": "Images",
+                  "supports_json_schema": "JSON schema", "supports_reasoning": "Reasoning",
+                  "supports_embeddings": "Embeddings"}
 
     def __init__(self, *args, provider: Provider, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -13,12 +13,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.audit import snapshot
 from accounts.roles import operator_required
+from budgets import pricing
 from dashboard.forms import ImportForm, PersonaForm, StepForm
 from dashboard.rendering import render_page, wants_fragment
 from personas import services
 from personas.models import Persona, RouteStep
 from personas.services import PersonaMapError, persona_map_export
-from providers.models import Provider
+from providers.models import Model, Provider
+from providers.snapshot import provider_info
 
 
 @operator_required
@@ -49,18 +51,35 @@ def _focus(index: int, count: int, direction: str | None) -> str | None:
     return None
 
 
+# What the route editor prices as "a typical call" on each step.
+TYPICAL_INPUT_TOKENS, TYPICAL_OUTPUT_TOKENS = 1000, 500
+
+
+def catalog_facts(provider: Provider, model_name: str, catalog: dict[tuple[int, str], Model]) -> dict:
+    """A step's model as the catalog knows it: the row (None: a custom name), and
+    what a typical call costs there (catalog price, else the bundled price list)."""
+    model = catalog.get((provider.pk, model_name))
+    info = provider_info(provider, [model] if model is not None else []).models.get(model_name)
+    typical = pricing.worst_case_cost(kind=provider.kind, model=model_name, info=info,
+                                      input_tokens=TYPICAL_INPUT_TOKENS, max_output=TYPICAL_OUTPUT_TOKENS)
+    return {"model": model, "typical_cost": typical}
+
+
 def _chain_context(persona: Persona, *, focus: int | None = None, focus_dir: str | None = None,
                    add_form: StepForm | None = None, **extra) -> dict:
     steps = list(persona.steps.select_related("provider").order_by("position", "id"))
+    providers = list(Provider.objects.prefetch_related("models").order_by("name"))
+    catalog = {(p.pk, m.name): m for p in providers for m in p.models.all()}
     rows = [
         {"step": step, "focus": _focus(i, len(steps), focus_dir) if step.pk == focus else None,
+         "catalog": catalog_facts(step.provider, step.model, catalog),
          "form": StepForm(prefix=f"s{step.pk}", initial={
              "provider": step.provider.name, "model": step.model, "params": step.params,
              "fallback_on_client_error": step.fallback_on_client_error})}
         for i, step in enumerate(steps)
     ]
     return {"persona": persona, "step_rows": rows, "add_form": add_form or StepForm(prefix="new"),
-            "providers": Provider.objects.prefetch_related("models").order_by("name"), **extra}
+            "providers": providers, "typical_tokens": (TYPICAL_INPUT_TOKENS, TYPICAL_OUTPUT_TOKENS), **extra}
 
 
 @operator_required

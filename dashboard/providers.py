@@ -19,7 +19,7 @@ from budgets import selectors
 from dashboard.forms import ModelForm, ProviderForm
 from dashboard.rendering import render_page, wants_fragment
 from gateway.resilience import breaker_states
-from providers import services
+from providers import catalog, services
 from providers.adapters.azure_openai import DEFAULT_API_VERSION as DEFAULT_AZURE_API_VERSION
 from providers.cloud import VERTEX_KINDS
 from providers.connection import connection_test
@@ -109,6 +109,38 @@ def model_add(request: HttpRequest, name: str) -> HttpResponse:
     else:
         messages.error(request, "The model was not added: " + "; ".join(e for errs in form.errors.values() for e in errs))
     return redirect("providers:edit", name=provider.name)
+
+
+@operator_required
+@require_http_methods(["GET", "POST"])
+def model_edit(request: HttpRequest, name: str, model_id: int) -> HttpResponse:
+    """One catalog entry: override its prices, limits or capabilities (a refresh never overwrites them)."""
+    model = get_object_or_404(Model.objects.select_related("provider"), pk=model_id, provider__name=name)
+    before = snapshot(model, services.MODEL_FIELDS)
+    form = ModelForm(request.POST or None, instance=model, provider=model.provider)
+    if request.method == "POST" and form.is_valid():
+        services.model_save(actor=request.user, model=form.save(commit=False), before=before)
+        messages.success(request, f"Saved model {model}.")
+        return redirect("providers:edit", name=name)
+    return render_page(request, "providers/model.html", {"form": form, "provider": model.provider, "model": model},
+                       status=400 if form.errors else 200)
+
+
+@require_POST
+@async_operator_required
+async def catalog_refresh(request: HttpRequest, name: str) -> HttpResponse:
+    """Ask the provider which models it has (through its SDK), complete them from
+    genai-prices, and add what is new (providers/catalog.py)."""
+    provider = await Provider.objects.filter(name=name).afirst()
+    if provider is None:
+        return HttpResponse("No such provider.", status=404)
+    listed, error = await catalog.listings(provider)
+    source, found = catalog.entries(provider.kind, listed)
+    refresh = await sync_to_async(catalog.catalog_save)(actor=request.user, provider=provider, source=source,
+                                                        found=found, list_error=error)
+    await sync_to_async(messages.add_message)(request, messages.WARNING if error else messages.SUCCESS,
+                                              f"Model catalog of {provider.name}: {refresh.summary()}.")
+    return redirect("providers:edit", name=name)
 
 
 @operator_required

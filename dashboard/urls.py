@@ -35,6 +35,8 @@ provider_patterns = [
     path("<slug:name>/", providers.provider_edit, name="edit"),
     path("<slug:name>/models/", providers.model_add, name="model_add"),
     path("<slug:name>/models/<int:model_id>/delete/", providers.model_delete, name="model_delete"),
+    path("<slug:name>/models/<int:model_id>/", providers.model_edit, name="model_edit"),
+    path("<slug:name>/catalog/refresh/", providers.catalog_refresh, name="catalog_refresh"),
     path("<slug:name>/test/", providers.provider_test, name="test"),
 ]
 

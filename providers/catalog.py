@@ -19,7 +19,7 @@ from genai_prices import data_snapshot
 from genai_prices import types as prices
 
 from accounts.audit import audit_record
-from providers.adapters import get_adapter
+from providers.adapters import adapter_class
 from providers.models import Model, Provider
 from providers.snapshot import provider_info
 from providers.types import ModelListing, ProviderError
@@ -75,12 +75,18 @@ def _fields(listing: ModelListing, info: prices.ModelInfo | None) -> dict:
 
 
 async def listings(provider: Provider) -> tuple[list[ModelListing] | None, str]:
-    """(the provider's own model list, or None, and why not when it failed)."""
-    adapter = get_adapter(provider_info(provider, []).adapter_config)
+    """(the provider's own model list, or None, and why not when it failed).
+
+    A client of its own, closed after: a refresh is rare, and may run in an event
+    loop of its own (the management command) where the shared clients are not."""
+    config = provider_info(provider, []).adapter_config
+    adapter = adapter_class(config.kind)(config)
     try:
         return await adapter.list_models(), ""
     except ProviderError as error:
         return None, error.message
+    finally:
+        await adapter.aclose()
 
 
 def entries(kind: str, listed: list[ModelListing] | None) -> tuple[str, dict[str, dict]]:

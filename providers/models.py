@@ -59,6 +59,11 @@ class Provider(models.Model):
         return bool(self.credential_encrypted)
 
 
+def _plain(amount) -> str:
+    """A price without trailing zeros ("0.15", not "0.150000")."""
+    return format(amount.normalize(), "f")
+
+
 MODEL_SOURCES = [("provider", "the provider's model list"), ("genai-prices", "genai-prices data"),
                  ("custom", "added by an operator")]
 
@@ -104,6 +109,16 @@ class Model(models.Model):
     def unsupported(self) -> frozenset[str]:
         """The capabilities this model is known not to have."""
         return frozenset(name for name, attr in self.CAPABILITY_FIELDS.items() if getattr(self, attr) is False)
+
+    def price_label(self) -> str:
+        """"$0.15 in / $0.6 out per M", or "list price" when the bundled price list decides."""
+        if self.input_price is None or self.output_price is None:
+            return "list price"
+        return f"${_plain(self.input_price)} in / ${_plain(self.output_price)} out per M"
+
+    def lacks(self) -> list[str]:
+        """The capabilities this model is known not to have, sorted, for pages."""
+        return sorted(self.unsupported())
 
     def clean(self) -> None:
         try:

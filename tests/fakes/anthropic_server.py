@@ -117,8 +117,18 @@ class FakeAnthropicServer(FakeProviderServer):
             routes=[
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
+
+    async def _models(self, request: Request) -> Response:
+        """GET /v1/models: Anthropic's list, one page."""
+        self.record(request.url.path, dict(request.headers), None)
+        if (refusal := self._check_headers(request)) is not None:
+            return refusal
+        data = [{"type": "model", "id": name, "display_name": name, "created_at": "2026-01-01T00:00:00Z"}
+                for name in (self.model, "claude-haiku-4-5")]
+        return JSONResponse({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
 
     async def _read(self, request: Request) -> tuple[Any, Response | None]:
         """Record the request; return (body, an error response if it must be refused)."""

@@ -104,7 +104,19 @@ class FakeGeminiServer(FakeProviderServer):
     def build_app(self) -> Starlette:
         # {model_action} is "gemini-2.5-flash:generateContent": Starlette params stop at "/" only.
         route = Route("/{version}/models/{model_action}", self._models_call, methods=["POST"])
-        return Starlette(routes=[route])
+        return Starlette(routes=[route, Route("/{version}/models", self._models_list, methods=["GET"])])
+
+    async def _models_list(self, request: Request) -> Response:
+        """GET /v1beta/models: the Gemini API's list, with token limits and supported methods."""
+        self.record(request.url.path, dict(request.headers), None)
+        if (refusal := self._unauthenticated(request)) is not None:
+            return refusal
+        return JSONResponse({"models": [
+            {"name": f"models/{self.model}", "displayName": "Gemini Flash", "inputTokenLimit": 1048576,
+             "outputTokenLimit": 65536, "supportedGenerationMethods": ["generateContent", "countTokens"]},
+            {"name": "models/gemini-embedding-001", "displayName": "Gemini Embedding", "inputTokenLimit": 2048,
+             "outputTokenLimit": 1, "supportedGenerationMethods": ["embedContent"]},
+        ]})
 
     async def _models_call(self, request: Request) -> Response:
         raw = await request.body()
