@@ -9,7 +9,7 @@ also owns that event format: `event_json` and `error_json`.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
@@ -19,7 +19,7 @@ from api import openai_compat
 from api.auth import ApiKeyAuth, begin_options
 from api.errors import CHAT, envelope, error_responses
 from api.openai_compat import MessageIn, ToolIn
-from api.responses import json_response, streaming_response
+from api.responses import json_response, served_by_headers, streaming_response
 from gateway import pipeline
 from gateway.call import Call, Route
 from gateway.errors import GatewayError
@@ -52,6 +52,9 @@ class NativeChatIn(Schema):
     temperature: float | None = Field(None, ge=0, le=2)
     stream: bool = Field(False, description="Answer as server-sent events (see docs/STREAMING.md).")
     metadata: RunMetadata | None = None
+    cache: Literal["bypass", "refresh"] | None = Field(
+        None, description="The response cache: bypass it, or refresh its answer (as the X-EP-Cache header, "
+                          "which wins; the websocket has no headers per message).")
 
 
 def to_chat_request(body: NativeChatIn) -> ChatRequest:
@@ -69,6 +72,7 @@ async def native_begin(call: Call, body: NativeChatIn, chat_request: ChatRequest
     metadata = body.metadata
     options.setdefault("run_id", metadata.run_id if metadata else "")
     options.setdefault("step", metadata.step if metadata else "")
+    options["cache_mode"] = options.get("cache_mode") or body.cache or ""
     return await pipeline.begin(call, chat_request, model=body.persona, **options)
 
 
@@ -144,7 +148,7 @@ async def chat(request: HttpRequest, body: NativeChatIn):
                        on_failure=lambda error: sse(error_json(call.request_id, error)))
         return streaming_response(call, stream)
     result = await pipeline.complete(call, route, chat_request)
-    return json_response(result_json(call, result), call.request_id)
+    return json_response(result_json(call, result), call.request_id, headers=served_by_headers(call))
 
 
 def sse(data: dict) -> bytes:

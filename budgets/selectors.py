@@ -180,7 +180,8 @@ def provider_stats(*, since: datetime) -> dict[str, ProviderHealth]:
     Most rows are one answered attempt; the database adds those up. Only the
     others (retries, fallbacks, failures, breaker skips) are read attempt by attempt.
     """
-    rows = Usage.objects.filter(created_at__gte=since)
+    # A response cache hit called no provider: it says nothing of one's health.
+    rows = Usage.objects.filter(created_at__gte=since, cache_hit=False)
     plain = Q(attempts=1, status="ok")
     health: dict[str, ProviderHealth] = defaultdict(ProviderHealth)
     for r in rows.filter(plain).values("provider").annotate(n=Count("id"), ms=Sum("latency_ms")):
