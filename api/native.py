@@ -17,7 +17,7 @@ from pydantic import ConfigDict
 
 from api import openai_compat
 from api.auth import ApiKeyAuth, begin_options
-from api.errors import CHAT, envelope, error_responses
+from api.errors import CHAT, envelope, error_responses, sse_doc
 from api.openai_compat import MessageIn, ToolIn
 from api.responses import json_response, served_by_headers, streaming_response
 from gateway import pipeline
@@ -87,7 +87,10 @@ def usage_json(call: Call) -> dict:
 
 
 def served_json(call: Call) -> dict:
-    return {"request_id": call.request_id, "persona": call.persona, "provider": call.provider, "model": call.model}
+    served = {"request_id": call.request_id, "persona": call.persona, "provider": call.provider, "model": call.model}
+    if call.cache_status:  # the persona's response cache: hit, miss, bypass, refresh or skip
+        served["cache"] = call.cache_status
+    return served
 
 
 def error_json(request_id: str, error: GatewayError) -> dict:
@@ -128,9 +131,8 @@ def result_json(call: Call, result: ChatResult) -> dict:
             "finish_reason": result.finish_reason, "usage": usage_json(call)}
 
 
-SSE_DOC = {"responses": {200: {"description": "JSON; or with `stream: true`, server-sent events "
-                                              "`delta`, `tool_call`, `usage`, then one `done` or `error`.",
-                               "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}
+SSE_DOC = sse_doc("JSON; or with `stream: true`, server-sent events `delta`, `tool_call`, `usage`, then one "
+                  "`done` or `error`.")
 
 
 @router.post("/chat", summary="Chat with a persona (native format; JSON or SSE)",

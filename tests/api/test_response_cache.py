@@ -196,3 +196,67 @@ def test_a_persona_without_the_cache_says_nothing_of_it(live, world, fake, cache
     assert "x-ep-cache" not in first.headers and "x-ep-cache" not in second.headers
     assert fake.call_count == 2
     assert not Usage.objects.filter(cache_hit=True).exists()
+
+
+def _stored_entries() -> int:
+    """Response cache entries, in whichever store this run uses."""
+    from django.conf import settings
+
+    from budgets import shared_state
+    from gateway.models import CachedAnswer
+
+    if settings.REDIS_URL:
+        return sum(1 for _ in shared_state.sync_redis().scan_iter("ep:rc:*"))
+    return CachedAnswer.objects.count()
+
+
+def test_a_persona_without_the_cache_never_writes_to_it(live, world, fake, cached):
+    cached.cache_enabled = False
+    cached.save()
+    before = _stored_entries()
+    ask(live, world.red_key, question())
+    assert _stored_entries() == before
+
+
+def test_the_anthropic_sdk_gets_a_cached_answer_replayed_as_its_own_stream(live, world, fake, cached):
+    import anthropic
+
+    prompt = question()
+    fake.script(FakeReply(text="Paris is the capital of France."))
+    sdk = anthropic.Anthropic(base_url=live.url, api_key=world.red_key, max_retries=0)
+    request = {"model": "cached", "max_tokens": 100, "extra_body": {"temperature": 0},
+               "messages": [{"role": "user", "content": prompt}]}
+    first = sdk.messages.create(**request)
+    with sdk.messages.stream(**request) as stream:
+        texts = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(texts) > 1 and "".join(texts) == first.content[0].text == "Paris is the capital of France."
+    assert (final.stop_reason, final.usage.output_tokens) == ("end_turn", 8)
+    assert fake.call_count == 1
+    assert Usage.objects.get(stream=True).cache_hit
+
+
+@pytest.mark.asyncio
+async def test_the_websocket_is_answered_from_the_cache_and_can_bypass_it(live, world, fake, cached):
+    from tests.streaming_support import chat_frame, frames_until_terminal, open_socket
+
+    prompt = question()
+    async with open_socket(live, key=world.red_key) as ws:
+        done = {}
+        for request_id, extra in (("warm", {}), ("again", {}), ("fresh", {"cache": "bypass"})):
+            await ws.send(chat_frame(request_id, "cached", prompt, temperature=0, **extra))
+            frames = await frames_until_terminal(ws, {request_id})
+            done[request_id] = frames[-1]
+    assert [done[i]["cache"] for i in ("warm", "again", "fresh")] == ["miss", "hit", "bypass"]
+    assert done["again"]["usage"]["cost_usd"] == "0"
+    assert fake.call_count == 2
+
+
+def test_the_openapi_docs_name_the_cache_header(live):
+    import httpx
+
+    schema = httpx.get(live.url + "/api/openapi.json").json()
+    for path in ("/v1/chat/completions", "/v1/messages", "/api/v1/chat", "/v1/responses"):
+        operation = schema["paths"][path]["post"]
+        assert {"in": "header", "name": "X-EP-Cache"}.items() <= operation["parameters"][0].items()
+        assert "X-EP-Cache" in operation["responses"]["200"]["headers"]
