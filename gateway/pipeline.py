@@ -30,7 +30,7 @@ from budgets.ledger import BudgetRefusal, BudgetStoreDown, budget_reserve_async
 from budgets.ratelimit import RateLimitRefusal, RateLimitStoreDown, rate_limit_admit
 from gateway import response_cache
 from gateway.call import Call, Deadline, Route, new_request_id
-from gateway.config import config_cache
+from gateway.config import Snapshot, config_cache
 from gateway.errors import (
     AuthenticationFailed,
     BudgetExceeded,
@@ -218,6 +218,14 @@ async def _admit(call: Call, route: Route, ceiling: Callable[[], Decimal]) -> No
     call.deadline = Deadline.after(call.deadline_seconds())
     call.persona = call.persona or (route.persona.slug if route.persona else "")
     snapshot = await config_cache.snapshot()
+    await _rate_limits_admit(call, snapshot)
+    call.budgets = snapshot.budgets_for(call.key, call.persona)
+    if not any(b.hard for b in call.budgets):
+        return
+    await _reserve(call, ceiling())
+
+
+async def _rate_limits_admit(call: Call, snapshot: Snapshot) -> None:
     try:
         call.admission = await rate_limit_admit(call.key, snapshot.rate_limits_for(call.key))
     except RateLimitRefusal as refusal:
@@ -228,10 +236,19 @@ async def _admit(call: Call, route: Route, ceiling: Callable[[], Decimal]) -> No
         raise ServiceUnavailable("The rate-limit store is unreachable; try again shortly.",
                                  code="rate_limit_store_unavailable") from None
     call.response_headers.update(call.admission.headers)
-    call.budgets = snapshot.budgets_for(call.key, call.persona)
-    if not any(b.hard for b in call.budgets):
-        return
-    await _reserve(call, ceiling())
+
+
+async def _cached_answer(call: Call, route: Route, base: ChatRequest,
+                         policy: CachePolicy) -> response_cache.Cached | None:
+    """The response cache's answer, admitted like any request by the rate limits
+    (a hit is a request; it adds no tokens) but never by a budget: it costs nothing."""
+    cached = await response_cache.lookup(call, route, base, policy)
+    if cached is None:
+        return None
+    call.admitted = True
+    await _rate_limits_admit(call, await config_cache.snapshot())
+    response_cache.hit_file(call, cached)
+    return cached
 
 
 async def _reserve(call: Call, amount: Decimal) -> None:
@@ -256,7 +273,7 @@ async def complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
     policy = route.persona.cache if route.persona is not None else None
     if policy is None:  # the cache is off: nothing more than this test
         return await _complete_live(call, route, base)
-    cached = await response_cache.lookup(call, route, base, policy)
+    cached = await _cached_answer(call, route, base, policy)
     if cached is not None:
         return cached.result
     result = await _complete_live(call, route, base)
@@ -376,7 +393,7 @@ def stream(call: Call, route: Route, base: ChatRequest) -> AsyncIterator[StreamE
 
 async def _stream_cached(call: Call, route: Route, base: ChatRequest,
                          policy: CachePolicy) -> AsyncIterator[StreamEvent]:
-    cached = await response_cache.lookup(call, route, base, policy)
+    cached = await _cached_answer(call, route, base, policy)
     if cached is not None:
         for event in response_cache.replay(cached):
             yield event

@@ -135,7 +135,7 @@ async def usage_record(call: Call) -> None:
         return
     metrics.observe_usage(row)
     await tracing.request_end(call)
-    if call.admission is not None:
+    if call.admission is not None and not call.cache_hit:  # a hit used no provider's tokens
         await rate_limit_add_tokens(call.admission, call.usage.total_tokens)
     await events.publish("usage", usage_event(row))
     for alert in alerts:

@@ -145,8 +145,9 @@ async def _put(key: str, payload: str, ttl: int) -> None:
 
 
 async def lookup(call: Call, route: Route, base: ChatRequest, policy: CachePolicy) -> Cached | None:
-    """The cached answer for this request, filed on the call as a hit; else None
-    (and the call remembers the key, so `store` can keep the answer)."""
+    """The cached answer for this request (the caller files it with `hit_file`
+    once it is admitted); else None, and the call remembers the key, so `store`
+    can keep the answer."""
     if call.cache_mode == "bypass":
         call.cache_status = "bypass"
         return None
@@ -166,12 +167,11 @@ async def lookup(call: Call, route: Route, base: ChatRequest, policy: CachePolic
     if payload is None:
         call.cache_status = "miss"
         return None
-    cached = _decode(payload)
-    _file_hit(call, cached)
-    return cached
+    return _decode(payload)
 
 
-def _file_hit(call: Call, cached: Cached) -> None:
+def hit_file(call: Call, cached: Cached) -> None:
+    """The call is answered from the cache: its row costs nothing and saves what the answer cost."""
     call.cache_status, call.cache_hit = "hit", True
     call.provider, call.model = cached.provider, cached.model
     call.usage = dataclasses.replace(cached.result.usage)

@@ -260,3 +260,20 @@ def test_the_openapi_docs_name_the_cache_header(live):
         operation = schema["paths"][path]["post"]
         assert {"in": "header", "name": "X-EP-Cache"}.items() <= operation["parameters"][0].items()
         assert "X-EP-Cache" in operation["responses"]["200"]["headers"]
+
+
+def test_a_hit_is_a_request_to_the_rate_limits_but_adds_no_tokens(live, world, fake, cached):
+    from budgets.models import RateLimit
+
+    RateLimit.objects.create(team=world.red, requests_per_minute=3, tokens_per_minute=25)
+    prompt = question()
+    ask(live, world.red_key, prompt)  # 20 tokens from the provider
+    hit = ask(live, world.red_key, prompt)
+    assert hit.headers["x-ep-cache"] == "hit"
+    assert ask(live, world.red_key, prompt).headers["x-ep-cache"] == "hit"  # the hits added no tokens: 20 < 25
+    with pytest.raises(openai.RateLimitError) as caught:  # but each was a request: 3 of 3
+        ask(live, world.red_key, prompt)
+    assert caught.value.body["code"] == "rate_limit_exceeded"
+    refused = Usage.objects.get(status="refused")
+    assert (refused.cache_hit, refused.saved_usd) == (False, 0)  # a refusal saved nothing
+    assert fake.call_count == 1
