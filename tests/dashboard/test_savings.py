@@ -78,6 +78,10 @@ def test_the_costs_page_shows_what_caching_saved_per_team_and_persona(page, live
     screenshot(page, f"costs-savings-{width}")
     assert _clipped(page) == []
 
+    page.goto(f"/dashboard/usage/{hit.pk}/")
+    expect(page.get_by_text(f"answered from the response cache: ${hit.saved_usd} saved")).to_be_visible()
+    expect(page.locator("#attempts")).to_contain_text("the answer came from the response cache")
+
 
 def test_a_team_lead_sees_their_teams_savings_only(page, live, world, people, fake):
     persona = Persona.objects.get(slug="architect")
