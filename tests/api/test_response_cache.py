@@ -277,3 +277,22 @@ def test_a_hit_is_a_request_to_the_rate_limits_but_adds_no_tokens(live, world, f
     refused = Usage.objects.get(status="refused")
     assert (refused.cache_hit, refused.saved_usd) == (False, 0)  # a refusal saved nothing
     assert fake.call_count == 1
+
+
+def test_an_unreachable_cache_store_never_refuses_a_request(live, world, fake, cached, test_database_url, tmp_path):
+    from tests.conftest import _free_port, start_daphne, stop_process
+
+    # A gateway whose Redis is down from the start: every lookup and write fails.
+    server = start_daphne(test_database_url, name="gateway-cache-down", REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0",
+                          EP_SPOOL_DIR=str(tmp_path / "spool"))
+    try:
+        prompt = question()
+        fake.script(FakeReply(text="First."), FakeReply(text="Second."))
+        answers = [client(server, world.blue_key).chat.completions.with_raw_response.create(
+            model="cached", messages=[{"role": "user", "content": prompt}], temperature=0) for _ in range(2)]
+    finally:
+        stop_process(server.process)
+    assert [a.headers["x-ep-cache"] for a in answers] == ["miss", "miss"]
+    assert [a.parse().choices[0].message.content for a in answers] == ["First.", "Second."]
+    assert "response cache unreadable" in server.log_text() and "response cache not written" in server.log_text()
+    assert fake.call_count == 2
