@@ -267,12 +267,16 @@ async def _reserve(call: Call, amount: Decimal) -> None:
 # -- call with fallback ------------------------------------------------------------------
 
 
-async def complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
+def complete(call: Call, route: Route, base: ChatRequest) -> Awaitable[ChatResult]:
     """The chat answer of the first step (in route order) that answers, each with its retries;
     from the response cache when the persona has it on and holds this answer."""
     policy = route.persona.cache if route.persona is not None else None
-    if policy is None:  # the cache is off: nothing more than this test
-        return await _complete_live(call, route, base)
+    if policy is None:  # the cache is off: the live call itself, nothing around it
+        return _complete_live(call, route, base)
+    return _complete_cached(call, route, base, policy)
+
+
+async def _complete_cached(call: Call, route: Route, base: ChatRequest, policy: CachePolicy) -> ChatResult:
     cached = await _cached_answer(call, route, base, policy)
     if cached is not None:
         return cached.result

@@ -57,10 +57,14 @@ def persona_on(kind: str, fake, *, slug: str | None = None, **persona_fields) ->
     return persona
 
 
+PROMPT_TOKENS = 5000  # what the fakes report a prompt as, by default: room for a cached prefix
+
+
 @pytest.fixture
 def routed(live, world, fakes):
     for kind, fake in fakes.items():
         fake.reset()
+        fake.default_reply = FakeReply(input_tokens=PROMPT_TOKENS)
         persona_on(kind, fake)
     return fakes
 
@@ -141,12 +145,12 @@ def test_cache_control_breakpoints_reach_anthropic_and_the_second_call_reads_the
     written = first.usage.cache_creation_input_tokens
     assert written > 100 and first.usage.cache_read_input_tokens == 0
     assert (second.usage.cache_read_input_tokens, second.usage.cache_creation_input_tokens) == (written, 0)
-    assert second.usage.input_tokens == 12  # the fresh rest, as Anthropic counts it
+    assert second.usage.input_tokens == PROMPT_TOKENS - written  # the fresh rest, as Anthropic counts it
 
     write_row, read_row = Usage.objects.order_by("created_at", "id")
     assert (write_row.cached_tokens, write_row.saved_usd) == (0, 0)  # writes at the input price (table prices)
-    assert (read_row.input_tokens, read_row.cached_tokens) == (12 + written, written)
-    assert read_row.cost_usd == cost(12, written, 8)
+    assert (read_row.input_tokens, read_row.cached_tokens) == (PROMPT_TOKENS, written)
+    assert read_row.cost_usd == cost(PROMPT_TOKENS - written, written, 8)
     assert read_row.saved_usd == saving(written) > 0
 
 

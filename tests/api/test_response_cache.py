@@ -296,3 +296,18 @@ def test_an_unreachable_cache_store_never_refuses_a_request(live, world, fake, c
     assert [a.parse().choices[0].message.content for a in answers] == ["First.", "Second."]
     assert "response cache unreadable" in server.log_text() and "response cache not written" in server.log_text()
     assert fake.call_count == 2
+
+
+def test_a_cached_answer_expires_after_the_personas_lifetime(live, world, fake, cached):
+    import time
+
+    cached.cache_ttl_seconds = 1
+    cached.save()
+    prompt = question()
+    fake.script(FakeReply(text="Fresh."), FakeReply(text="Fresher."))
+    ask(live, world.red_key, prompt)
+    assert ask(live, world.red_key, prompt).headers["x-ep-cache"] == "hit"
+    time.sleep(1.5)
+    expired = ask(live, world.red_key, prompt)
+    assert (expired.headers["x-ep-cache"], expired.parse().choices[0].message.content) == ("miss", "Fresher.")
+    assert fake.call_count == 2

@@ -12,9 +12,10 @@ cache_read_input_tokens=60 -- the adapter must add them back.
 
 Prompt caching as Anthropic does it: a request with `cache_control` breakpoints
 has a cached prefix (tools, then system, then messages, up to the last block
-marked), counted at ~4 characters a token. The first time the fake sees a
+marked), counted at ~4 characters a token (at most the reply's input_tokens
+less one: those stay the prompt's whole size). The first time the fake sees a
 prefix it reports it as `cache_creation_input_tokens`, later as
-`cache_read_input_tokens`; the reply's scripted input_tokens are the rest.
+`cache_read_input_tokens`. A reply that scripts cached_tokens itself is left as it is.
 """
 
 from __future__ import annotations
@@ -102,15 +103,14 @@ class FakeAnthropicServer(FakeProviderServer):
     def _prompt_cached(self, body: dict[str, Any], reply: FakeReply) -> FakeReply:
         """The reply with its usage as Anthropic's prompt cache would report it."""
         prefix = cached_prefix(body)
-        if prefix is None:
+        if prefix is None or reply.cached_tokens or reply.cache_write_tokens or reply.input_tokens < 2:
             return reply
-        tokens = max(1, len(prefix) // 4)
+        tokens = min(max(1, len(prefix) // 4), reply.input_tokens - 1)
         digest = hashlib.sha256(prefix.encode()).hexdigest()
-        total = reply.input_tokens + tokens
         if digest in self.prompt_cache:
-            return dataclasses.replace(reply, input_tokens=total, cached_tokens=tokens)
+            return dataclasses.replace(reply, cached_tokens=tokens)
         self.prompt_cache.add(digest)
-        return dataclasses.replace(reply, input_tokens=total, cache_write_tokens=tokens)
+        return dataclasses.replace(reply, cache_write_tokens=tokens)
 
     def adapter_config(self, credential: str = "sk-ant-test-fake", **overrides: Any) -> AdapterConfig:
         fields: dict[str, Any] = {
