@@ -104,3 +104,46 @@ def _clipped(page) -> list[str]:
         const card = cell.closest('.breakdown').getBoundingClientRect(), box = cell.getBoundingClientRect();
         return cell.scrollWidth > cell.clientWidth + 1 || box.right > card.right + 1 || box.left < card.left - 1;
       }).map(cell => cell.textContent.trim())""")
+
+
+# -- without a browser: the persona form's checks, the selector's arithmetic ---------------------
+
+
+def test_a_cache_lifetime_out_of_range_is_refused_by_name(people):
+    from django.urls import reverse
+
+    from tests.dashboard.conftest import client_for
+
+    persona = Persona.objects.get(slug="architect")
+    form = {"slug": "architect", "name": persona.name, "system_prompt": persona.system_prompt, "enabled": "on",
+            "cache_enabled": "on", "cache_ttl_seconds": "0"}
+    response = client_for(people.olive).post(reverse("personas:edit", args=["architect"]), form)
+    assert response.status_code == 400
+    assert "Ensure this value is greater than or equal to 1." in response.content.decode()
+    assert not Persona.objects.get(slug="architect").cache_enabled
+
+
+def test_savings_add_up_hits_and_prompt_caching_apart_per_team(people, world):
+    from decimal import Decimal
+
+    from budgets import selectors
+    from budgets.selectors import day_start
+
+    def row(team, persona, **fields):
+        Usage.objects.create(request_id=f"req-{uuid.uuid4()}", team=team, persona=persona,
+                             endpoint="v1.chat.completions", **fields)
+
+    row(world.red, "architect", cache_hit=True, saved_usd=Decimal("0.25"), output_tokens=10)
+    row(world.red, "architect", cache_hit=True, saved_usd=Decimal("0.25"))
+    row(world.red, "reviewer", cached_tokens=900, saved_usd=Decimal("0.10"), cost_usd=Decimal("0.05"))
+    row(world.blue, "reviewer", cached_tokens=0, saved_usd=Decimal("-0.02"), cost_usd=Decimal("0.30"))  # a cache write
+    row(world.blue, "reviewer", cost_usd=Decimal("1"))  # no caching: not a saving row
+
+    total = selectors.savings(team_ids=None, since=day_start())
+    assert (total["hits"], total["cache_saved"], total["prompt_saved"], total["cached_tokens"]) == (
+        2, Decimal("0.5"), Decimal("0.08"), 900)
+    by_team = {r["label"]: (r["hits"], r["saved"]) for r in selectors.savings(team_ids=None, since=day_start(),
+                                                                              dimension="team")}
+    assert by_team == {"red": (2, Decimal("0.6")), "blue": (0, Decimal("-0.02"))}
+    only_blue = selectors.savings(team_ids={world.blue.pk}, since=day_start())
+    assert (only_blue["hits"], only_blue["saved"]) == (0, Decimal("-0.02"))
