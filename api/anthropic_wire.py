@@ -14,6 +14,10 @@ Choices worth knowing:
   400 rather than silently dropped, so a model never answers without it.
 - `role: "system"` inside `messages` (Claude Code sends one) becomes a system
   message in place.
+- `cache_control` prompt-cache breakpoints on text and image blocks, system
+  blocks and tool definitions reach an Anthropic provider as sent (other
+  providers cache on their own and ignore them); on tool_use / tool_result
+  blocks they are dropped.
 - A tool result with `is_error` has no normalized flag; its text is prefixed
   with "Error: " so every provider still sees that the tool failed.
 """
@@ -38,13 +42,26 @@ DROPPED_BLOCKS = ("thinking", "redacted_thinking")
 
 
 class _Lenient(Schema):
-    # cache_control, citations and future fields ride along on blocks; ignore them.
+    # citations and future fields ride along on blocks; ignore them.
     model_config = ConfigDict(extra="ignore")
+
+
+class CacheControlIn(Schema):
+    """Anthropic's prompt-cache breakpoint: ephemeral, for 5 minutes (default) or an hour."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] | None = None
+
+
+def _cache_control(value: CacheControlIn | None) -> dict[str, Any] | None:
+    return value.model_dump(exclude_none=True) if value is not None else None
 
 
 class TextBlockIn(_Lenient):
     type: Literal["text"]
     text: str
+    cache_control: CacheControlIn | None = None
 
 
 class ImageSourceIn(_Lenient):
@@ -57,6 +74,7 @@ class ImageSourceIn(_Lenient):
 class ImageBlockIn(_Lenient):
     type: Literal["image"]
     source: ImageSourceIn
+    cache_control: CacheControlIn | None = None
 
 
 class OtherBlockIn(Schema):
@@ -115,6 +133,7 @@ class ToolIn(_Lenient):
     name: str = Field(..., min_length=1, max_length=128)
     description: str = ""
     input_schema: dict[str, Any] | None = None
+    cache_control: CacheControlIn | None = None
 
 
 class ToolChoiceIn(_Lenient):
@@ -165,10 +184,11 @@ def _unsupported(block: OtherBlockIn) -> None:
 
 def _image(block: ImageBlockIn) -> ImagePart:
     source = block.source
+    cache_control = _cache_control(block.cache_control)
     if source.type == "url" and source.url:
-        return ImagePart(source.url)
+        return ImagePart(source.url, cache_control=cache_control)
     if source.type == "base64" and source.data and source.media_type:
-        return ImagePart(f"data:{source.media_type};base64,{source.data}")
+        return ImagePart(f"data:{source.media_type};base64,{source.data}", cache_control=cache_control)
     raise InvalidRequest("An image source needs `url`, or `media_type` and `data`.", param="messages")
 
 
@@ -176,7 +196,7 @@ def _parts(blocks: list) -> list[ContentPart]:
     parts: list[ContentPart] = []
     for block in blocks:
         if isinstance(block, TextBlockIn):
-            parts.append(TextPart(block.text))
+            parts.append(TextPart(block.text, cache_control=_cache_control(block.cache_control)))
         elif isinstance(block, ImageBlockIn):
             parts.append(_image(block))
         else:
@@ -232,6 +252,11 @@ def to_messages(message: MessageIn) -> list[Message]:
 
 
 def _system(system: str | list[TextBlockIn] | None) -> list[Message]:
+    if isinstance(system, list) and any(b.cache_control for b in system):
+        # One system message per block keeps each breakpoint where the caller put
+        # it; providers that take the prompt whole join them as they join blocks.
+        return [Message(role="system", content=[TextPart(b.text, cache_control=_cache_control(b.cache_control))])
+                for b in system if b.text]
     text = system if isinstance(system, str) else "\n\n".join(b.text for b in system or [])
     return [Message(role="system", content=text)] if text else []
 
@@ -245,7 +270,8 @@ def _tools(tools: list[ToolIn] | None) -> list[Tool]:
                 "an input_schema are supported by this gateway.",
                 param="tools",
             )
-        out.append(Tool(tool.name, tool.description, tool.input_schema))
+        out.append(Tool(tool.name, tool.description, tool.input_schema,
+                        cache_control=_cache_control(tool.cache_control)))
     return out
 
 

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from ninja.security import HttpBearer
 
 from api.paths import request_id_of
-from gateway import pipeline
+from gateway import pipeline, response_cache
 from gateway.errors import InvalidRequest
 
 log = logging.getLogger("api.auth")
@@ -78,15 +78,26 @@ _CONTROL = re.compile("[\x00-\x1f\x7f]")
 def begin_options(request: HttpRequest, *, run_id: str | None = None, step: str | None = None) -> dict:
     """What an HTTP request's headers say about its call, as pipeline.begin's
     keyword arguments: the persona (X-Persona), the workflow run and step
-    (X-EP-Run-Id / X-EP-Step, else the body's metadata) and the caller's own
-    deadline (X-EP-Timeout, in seconds, capped by the gateway's)."""
+    (X-EP-Run-Id / X-EP-Step, else the body's metadata), the caller's own
+    deadline (X-EP-Timeout, in seconds, capped by the gateway's) and what the
+    response cache may do (X-EP-Cache: bypass or refresh)."""
     headers = request.headers
     return {
         "persona_header": headers.get("X-Persona"),
         "run_id": headers.get("X-EP-Run-Id") or run_id or "",
         "step": headers.get("X-EP-Step") or step or "",
         "timeout": _timeout_header(headers.get("X-EP-Timeout")),
+        "cache_mode": cache_mode_check(headers.get(response_cache.HEADER)),
     }
+
+
+def cache_mode_check(value: str | None) -> str:
+    """The X-EP-Cache request header (gateway/response_cache.py): absent, bypass or refresh."""
+    mode = (value or "").strip().lower()
+    if mode and mode not in response_cache.MODES:
+        raise InvalidRequest(f"{response_cache.HEADER} must be one of: {', '.join(response_cache.MODES)}.",
+                             code="invalid_cache_header", param=response_cache.HEADER)
+    return mode
 
 
 def _timeout_header(value: str | None) -> float | None:

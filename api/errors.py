@@ -53,9 +53,27 @@ KEYED = (400, 401, 429, 500, 503)
 CHAT = (*KEYED, 403, 404, 413, 502, 504)
 
 
+# The response cache's request and response header (gateway/response_cache.py), on every chat route.
+CACHE_HEADER_DOC = {
+    "in": "header", "name": "X-EP-Cache", "required": False,
+    "schema": {"type": "string", "enum": ["bypass", "refresh"]},
+    "description": "For a persona with the response cache on: `bypass` neither reads nor writes the cache; "
+                   "`refresh` calls the provider and replaces the cached answer. Anything else is a 400 "
+                   "`invalid_cache_header`.",
+}
+CACHE_RESPONSE_HEADER_DOC = {
+    "X-EP-Cache": {"schema": {"type": "string", "enum": ["hit", "miss", "bypass", "refresh", "skip"]},
+                   "description": "What the persona's response cache did (absent when it has none): `hit` "
+                                  "(answered from the cache at no cost), `miss` (answered by a provider, now "
+                                  "cached), `bypass`, `refresh`, or `skip` (not cacheable, e.g. temperature "
+                                  "above 0)."},
+}
+
+
 def sse_doc(description: str) -> dict:
-    """openapi_extra for a route that answers JSON, or SSE when asked to stream."""
-    return {"responses": {200: {"description": description,
+    """openapi_extra for a chat route that answers JSON, or SSE when asked to stream."""
+    return {"parameters": [CACHE_HEADER_DOC],
+            "responses": {200: {"description": description, "headers": CACHE_RESPONSE_HEADER_DOC,
                                 "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}
 
 

@@ -9,7 +9,7 @@ also owns that event format: `event_json` and `error_json`.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
@@ -17,9 +17,9 @@ from pydantic import ConfigDict
 
 from api import openai_compat
 from api.auth import ApiKeyAuth, begin_options
-from api.errors import CHAT, envelope, error_responses
+from api.errors import CHAT, envelope, error_responses, sse_doc
 from api.openai_compat import MessageIn, ToolIn
-from api.responses import json_response, streaming_response
+from api.responses import json_response, served_by_headers, streaming_response
 from gateway import pipeline
 from gateway.call import Call, Route
 from gateway.errors import GatewayError
@@ -52,6 +52,9 @@ class NativeChatIn(Schema):
     temperature: float | None = Field(None, ge=0, le=2)
     stream: bool = Field(False, description="Answer as server-sent events (see docs/STREAMING.md).")
     metadata: RunMetadata | None = None
+    cache: Literal["bypass", "refresh"] | None = Field(
+        None, description="The response cache: bypass it, or refresh its answer (as the X-EP-Cache header, "
+                          "which wins; the websocket has no headers per message).")
 
 
 def to_chat_request(body: NativeChatIn) -> ChatRequest:
@@ -69,6 +72,7 @@ async def native_begin(call: Call, body: NativeChatIn, chat_request: ChatRequest
     metadata = body.metadata
     options.setdefault("run_id", metadata.run_id if metadata else "")
     options.setdefault("step", metadata.step if metadata else "")
+    options["cache_mode"] = options.get("cache_mode") or body.cache or ""
     return await pipeline.begin(call, chat_request, model=body.persona, **options)
 
 
@@ -83,7 +87,10 @@ def usage_json(call: Call) -> dict:
 
 
 def served_json(call: Call) -> dict:
-    return {"request_id": call.request_id, "persona": call.persona, "provider": call.provider, "model": call.model}
+    served = {"request_id": call.request_id, "persona": call.persona, "provider": call.provider, "model": call.model}
+    if call.cache_status:  # the persona's response cache: hit, miss, bypass, refresh or skip
+        served["cache"] = call.cache_status
+    return served
 
 
 def error_json(request_id: str, error: GatewayError) -> dict:
@@ -124,9 +131,8 @@ def result_json(call: Call, result: ChatResult) -> dict:
             "finish_reason": result.finish_reason, "usage": usage_json(call)}
 
 
-SSE_DOC = {"responses": {200: {"description": "JSON; or with `stream: true`, server-sent events "
-                                              "`delta`, `tool_call`, `usage`, then one `done` or `error`.",
-                               "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}
+SSE_DOC = sse_doc("JSON; or with `stream: true`, server-sent events `delta`, `tool_call`, `usage`, then one "
+                  "`done` or `error`.")
 
 
 @router.post("/chat", summary="Chat with a persona (native format; JSON or SSE)",
@@ -144,7 +150,7 @@ async def chat(request: HttpRequest, body: NativeChatIn):
                        on_failure=lambda error: sse(error_json(call.request_id, error)))
         return streaming_response(call, stream)
     result = await pipeline.complete(call, route, chat_request)
-    return json_response(result_json(call, result), call.request_id)
+    return json_response(result_json(call, result), call.request_id, headers=served_by_headers(call))
 
 
 def sse(data: dict) -> bytes:

@@ -23,8 +23,12 @@ def json_response(data, request_id: str, *, status: int = 200, headers: dict[str
 
 
 def served_by_headers(call: Call) -> dict[str, str]:
-    """Which persona, provider and model answered."""
-    return {"X-EP-Persona": call.persona, "X-EP-Provider": call.provider, "X-EP-Model": call.model}
+    """Which persona, provider and model answered, and (for a persona with the
+    response cache on) what the cache did: hit, miss, bypass, refresh or skip."""
+    headers = {"X-EP-Persona": call.persona, "X-EP-Provider": call.provider, "X-EP-Model": call.model}
+    if call.cache_status:
+        headers["X-EP-Cache"] = call.cache_status
+    return headers
 
 
 def streaming_response(call: Call, body, *, headers: dict[str, str] | None = None) -> StreamingHttpResponse:

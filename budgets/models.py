@@ -119,6 +119,13 @@ class Usage(models.Model):
     cached_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    # Answered from the gateway's response cache: cost_usd is 0 and saved_usd is
+    # what the cached answer cost when a provider gave it.
+    cache_hit = models.BooleanField(default=False)
+    # What caching saved on this request: a response cache hit's avoided cost, or
+    # on a provider call, its prompt-cached input tokens at the full price minus
+    # what it was billed (negative when cache writes cost more than reads saved).
+    saved_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
     latency_ms = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)

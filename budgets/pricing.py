@@ -80,3 +80,12 @@ def cost_of(*, kind: str, model: str, info: ModelInfo | None, usage: Usage) -> D
 def worst_case_cost(*, kind: str, model: str, info: ModelInfo | None, input_tokens: int, max_output: int) -> Decimal:
     """The most a call can cost: every input token uncached, every output token used."""
     return cost_of(kind=kind, model=model, info=info, usage=Usage(input_tokens=input_tokens, output_tokens=max_output))
+
+
+def prompt_cache_savings(*, kind: str, model: str, info: ModelInfo | None, usage: Usage, cost: Decimal) -> Decimal:
+    """What provider prompt caching saved on a call that cost `cost`: the same
+    tokens with none read from or written to the cache, minus `cost`. Negative
+    when cache writes (priced above plain input) outweigh the reads."""
+    uncached = Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                     reasoning_tokens=usage.reasoning_tokens)
+    return cost_of(kind=kind, model=model, info=info, usage=uncached) - cost

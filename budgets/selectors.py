@@ -100,6 +100,38 @@ def spend_by(
             for row in (grouped[:limit] if limit else grouped)]
 
 
+# Rows where caching did something: a response cache hit, or a provider call
+# with prompt-cached input (or a cache write that changed its price).
+CACHING = Q(cache_hit=True) | Q(cached_tokens__gt=0) | ~Q(saved_usd=0)
+
+
+def _savings_sums() -> dict:
+    return {"hits": Count("id", filter=Q(cache_hit=True)),
+            "cache_saved": Sum("saved_usd", filter=Q(cache_hit=True)),
+            "prompt_saved": Sum("saved_usd", filter=Q(cache_hit=False)),
+            "cached_tokens": Sum("cached_tokens", filter=Q(cache_hit=False))}
+
+
+def _savings_row(row: dict) -> dict:
+    cache_saved, prompt_saved = row["cache_saved"] or ZERO, row["prompt_saved"] or ZERO
+    return {**row, "hits": row["hits"] or 0, "cached_tokens": row["cached_tokens"] or 0,
+            "cache_saved": cache_saved, "prompt_saved": prompt_saved, "saved": cache_saved + prompt_saved}
+
+
+def savings(*, team_ids: set[int] | None, since: datetime, dimension: str | None = None) -> dict | list[dict]:
+    """What caching saved since `since`: the response cache (answers served from
+    it, and what they would have cost) and provider prompt caching (input tokens
+    read from a provider's cache, and what they cost less than at the full
+    input price). With a `dimension` (team, persona, ...), one row per label,
+    biggest saving first; without, the totals."""
+    rows = model_calls_visible(team_ids=team_ids).filter(CACHING, created_at__gte=since)
+    if dimension is None:
+        return _savings_row(rows.aggregate(**_savings_sums()))
+    grouped = rows.values(label=F(DIMENSIONS[dimension])).annotate(**_savings_sums()).order_by("label")
+    found = [_savings_row({**row, "label": row["label"] or "(none)"}) for row in grouped]
+    return sorted(found, key=lambda row: (-row["saved"], row["label"]))
+
+
 def spend_per_day(*, team_ids: set[int] | None, days: int, now: datetime | None = None) -> list[tuple[date, Decimal]]:
     """Spend for each of the last `days` UTC days, oldest first, zero-filled."""
     first = day_start(now) - timedelta(days=days - 1)
@@ -185,7 +217,8 @@ def provider_stats(*, since: datetime) -> dict[str, ProviderHealth]:
     Most rows are one answered attempt; the database adds those up. Only the
     others (retries, fallbacks, failures, breaker skips) are read attempt by attempt.
     """
-    rows = Usage.objects.filter(created_at__gte=since)
+    # A response cache hit called no provider: it says nothing of one's health.
+    rows = Usage.objects.filter(created_at__gte=since, cache_hit=False)
     plain = Q(attempts=1, status="ok")
     health: dict[str, ProviderHealth] = defaultdict(ProviderHealth)
     for r in rows.filter(plain).values("provider").annotate(n=Count("id"), ms=Sum("latency_ms")):

@@ -25,6 +25,7 @@ PERIODS = (7, 30, 90)
 STACKS = ("persona", "team", "provider", "model")  # what the spend-over-time chart can be stacked by
 BREAKDOWNS = [("team", "Team"), ("persona", "Persona"), ("provider", "Provider"), ("model", "Model"),
               ("run", "Workflow run")]
+SAVINGS_BY = [("team", "Team"), ("persona", "Persona")]
 
 
 def _scope(request: HttpRequest) -> tuple[set[int] | None, Team | None]:
@@ -61,6 +62,9 @@ def costs(request: HttpRequest) -> HttpResponse:
         "breakdowns": [(dim, label, selectors.spend_by(dimension=dim, team_ids=team_ids, since=since, limit=10))
                        for dim, label in BREAKDOWNS],
         "top_keys": selectors.spend_by(dimension="key", team_ids=team_ids, since=since, limit=10),
+        "savings": selectors.savings(team_ids=team_ids, since=since),
+        "savings_by": [(label, selectors.savings(team_ids=team_ids, since=since, dimension=dim))
+                       for dim, label in SAVINGS_BY],
     }
     return render_page(request, "budgets/costs.html", context)
 

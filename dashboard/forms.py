@@ -106,7 +106,8 @@ class PersonaForm(forms.ModelForm):
 
     class Meta:
         model = Persona
-        fields = ["slug", "name", "description", "system_prompt", "default_params", "max_output_tokens", "enabled"]
+        fields = ["slug", "name", "description", "system_prompt", "default_params", "max_output_tokens", "enabled",
+                  "cache_enabled", "cache_ttl_seconds", "cache_any_temperature", "cache_shared", "prompt_cache_system"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2}), "system_prompt": forms.Textarea(attrs={"rows": 4})}
 
 

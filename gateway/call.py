@@ -76,6 +76,16 @@ class Call:
     # reason (gateway/pipeline.py `_serving`), worked out once per call.
     serving: list | None = None
     skipped: list[tuple] = field(default_factory=list)
+    # The response cache (gateway/response_cache.py): what the caller asked
+    # (X-EP-Cache: "", "bypass", "refresh"), what happened (hit, miss, ...), the
+    # key an answer is kept under, and for a hit, the cost it avoided. `saved`
+    # also holds what provider prompt caching saved on a provider call.
+    cache_mode: str = ""
+    cache_status: str = ""
+    cache_key: str = ""
+    cache_ttl: int = 0
+    cache_hit: bool = False
+    saved: Decimal = Decimal(0)
     # Observability (gateway/observability/tracing.py): the request span, and its trace id for the Usage row.
     span: object = None
     trace_id: str = ""

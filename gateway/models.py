@@ -1,6 +1,7 @@
 """What the request core keeps beyond the ledger: Responses API answers
 (`POST /v1/responses` with `store`), for GET, input_items and previous_response_id;
-batch jobs (`/v1/files`, `/v1/batches`) with their files and requests."""
+batch jobs (`/v1/files`, `/v1/batches`) with their files and requests; and the
+response cache's entries when there is no Redis."""
 
 from __future__ import annotations
 
@@ -115,3 +116,16 @@ class BatchRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id}:{self.custom_id}"
+
+
+class CachedAnswer(models.Model):
+    """A response cache entry when no Redis is configured (gateway/response_cache.py):
+    `key` is the request's sha256 (its team is inside it unless the persona's cache
+    is shared); expired rows are ignored on read and deleted on write."""
+
+    key = models.CharField(primary_key=True, max_length=64)
+    payload = models.TextField()  # the answer, its usage, provider, model and cost, as JSON
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.key

@@ -28,8 +28,9 @@ from accounts.snapshot import KeyInfo
 from budgets import pricing, spool
 from budgets.ledger import BudgetRefusal, BudgetStoreDown, budget_reserve_async
 from budgets.ratelimit import RateLimitRefusal, RateLimitStoreDown, rate_limit_admit
+from gateway import response_cache
 from gateway.call import Call, Deadline, Route, new_request_id
-from gateway.config import config_cache
+from gateway.config import Snapshot, config_cache
 from gateway.errors import (
     AuthenticationFailed,
     BudgetExceeded,
@@ -49,7 +50,7 @@ from gateway.resilience import (
     timed_events,
 )
 from gateway.routes import caller_names_check, request_for_step, request_limits_check, route_resolve
-from personas.snapshot import StepInfo
+from personas.snapshot import CachePolicy, StepInfo
 from providers.adapters import adapter_class, get_adapter
 from providers.adapters.base import Adapter
 from providers.types import (
@@ -88,10 +89,11 @@ async def call_open(raw_key: str | None, *, endpoint: str, request_id: str | Non
 
 
 async def begin(call: Call, request: ChatRequest, *, model: str, persona_header: str | None = None,
-                run_id: str = "", step: str = "", timeout: float | None = None) -> Route:
+                run_id: str = "", step: str = "", timeout: float | None = None, cache_mode: str = "") -> Route:
     """Resolve the route for `model`, refuse what is over a limit, and put the
     request on the trace; raises GatewayError (filed on the call by the caller's
     error handling). The answer comes from `complete` or `stream` after this."""
+    call.cache_mode = cache_mode
     route = await _route_open(call, model=model, persona_header=persona_header, run_id=run_id, step=step,
                               timeout=timeout)
     request_limits_check(messages=len(request.messages), max_tokens=request.max_tokens, route=route,
@@ -102,8 +104,10 @@ async def begin(call: Call, request: ChatRequest, *, model: str, persona_header:
 
 
 async def begin_embedding(call: Call, request: EmbeddingRequest, *, model: str, persona_header: str | None = None,
-                          run_id: str = "", step: str = "", timeout: float | None = None) -> Route:
-    """`begin` for an embeddings request: its route must have a step that serves embeddings."""
+                          run_id: str = "", step: str = "", timeout: float | None = None,
+                          cache_mode: str = "") -> Route:
+    """`begin` for an embeddings request: its route must have a step that serves embeddings.
+    Embeddings are never answered from the response cache (`cache_mode` is accepted and unused)."""
     route = await _route_open(call, model=model, persona_header=persona_header, run_id=run_id, step=step,
                               timeout=timeout)
     if len(request.inputs) > settings.EP_MAX_EMBEDDING_INPUTS:
@@ -293,6 +297,14 @@ async def _admit(call: Call, route: Route, ceiling: Callable[[], Decimal]) -> No
     call.deadline = Deadline.after(call.deadline_seconds())
     call.persona = call.persona or (route.persona.slug if route.persona else "")
     snapshot = await config_cache.snapshot()
+    await _rate_limits_admit(call, snapshot)
+    call.budgets = snapshot.budgets_for(call.key, call.persona)
+    if not any(b.hard for b in call.budgets):
+        return
+    await _reserve(call, ceiling())
+
+
+async def _rate_limits_admit(call: Call, snapshot: Snapshot) -> None:
     try:
         call.admission = await rate_limit_admit(call.key, snapshot.rate_limits_for(call.key))
     except RateLimitRefusal as refusal:
@@ -303,10 +315,19 @@ async def _admit(call: Call, route: Route, ceiling: Callable[[], Decimal]) -> No
         raise ServiceUnavailable("The rate-limit store is unreachable; try again shortly.",
                                  code="rate_limit_store_unavailable") from None
     call.response_headers.update(call.admission.headers)
-    call.budgets = snapshot.budgets_for(call.key, call.persona)
-    if not any(b.hard for b in call.budgets):
-        return
-    await _reserve(call, ceiling())
+
+
+async def _cached_answer(call: Call, route: Route, base: ChatRequest,
+                         policy: CachePolicy) -> response_cache.Cached | None:
+    """The response cache's answer, admitted like any request by the rate limits
+    (a hit is a request; it adds no tokens) but never by a budget: it costs nothing."""
+    cached = await response_cache.lookup(call, route, base, policy)
+    if cached is None:
+        return None
+    call.admitted = True
+    await _rate_limits_admit(call, await config_cache.snapshot())
+    response_cache.hit_file(call, cached)
+    return cached
 
 
 async def _reserve(call: Call, amount: Decimal) -> None:
@@ -325,8 +346,25 @@ async def _reserve(call: Call, amount: Decimal) -> None:
 # -- call with fallback ------------------------------------------------------------------
 
 
-async def complete(call: Call, route: Route, base: ChatRequest) -> ChatResult:
-    """The chat answer of the first step (in route order) that answers, each with its retries."""
+def complete(call: Call, route: Route, base: ChatRequest) -> Awaitable[ChatResult]:
+    """The chat answer of the first step (in route order) that answers, each with its retries;
+    from the response cache when the persona has it on and holds this answer."""
+    policy = route.persona.cache if route.persona is not None else None
+    if policy is None:  # the cache is off: the live call itself, nothing around it
+        return _complete_live(call, route, base)
+    return _complete_cached(call, route, base, policy)
+
+
+async def _complete_cached(call: Call, route: Route, base: ChatRequest, policy: CachePolicy) -> ChatResult:
+    cached = await _cached_answer(call, route, base, policy)
+    if cached is not None:
+        return cached.result
+    result = await _complete_live(call, route, base)
+    await response_cache.store(call, result)
+    return result
+
+
+async def _complete_live(call: Call, route: Route, base: ChatRequest) -> ChatResult:
     await admit(call, route, base)
     _serving(call, route, _needs(base), base)
     return await _first_answer(call, route, lambda adapter, step: adapter.chat(request_for_step(base, route, step)))
@@ -433,10 +471,34 @@ def _circuit_open(call: Call, step: StepInfo, breaker: Breaker) -> ProviderError
     return error
 
 
-async def stream(call: Call, route: Route, base: ChatRequest) -> AsyncIterator[StreamEvent]:
+def stream(call: Call, route: Route, base: ChatRequest) -> AsyncIterator[StreamEvent]:
     """Stream from the first step that produces content; retry and fall back only
     before anything reached the client. Ends with `done`, or raises UpstreamFailed
-    if no step could start, or yields an `error` event after content was sent."""
+    if no step could start, or yields an `error` event after content was sent.
+    A persona with the response cache on replays a cached answer as a stream."""
+    policy = route.persona.cache if route.persona is not None else None
+    if policy is None:  # the cache is off: the live stream itself, no layer around it
+        return _stream_live(call, route, base)
+    return _stream_cached(call, route, base, policy)
+
+
+async def _stream_cached(call: Call, route: Route, base: ChatRequest,
+                         policy: CachePolicy) -> AsyncIterator[StreamEvent]:
+    cached = await _cached_answer(call, route, base, policy)
+    if cached is not None:
+        for event in response_cache.replay(cached):
+            yield event
+        return
+    recorder = response_cache.Recorder()
+    async with aclosing(_stream_live(call, route, base)) as events:
+        async for event in events:
+            if event.type == "done":  # kept before the client sees the end
+                await response_cache.store(call, recorder.result(event, call.usage))
+            recorder.add(event)
+            yield event
+
+
+async def _stream_live(call: Call, route: Route, base: ChatRequest) -> AsyncIterator[StreamEvent]:
     await admit(call, route, base)
     last_error: ProviderError | None = None
     _skips_logged(call)

@@ -53,6 +53,9 @@ def settle(call: Call, step: StepInfo, usage: Usage) -> None:
     call.usage = replace(usage)
     info = step.provider.models.get(step.model)
     call.cost = pricing.cost_of(kind=step.provider.kind, model=step.model, info=info, usage=usage)
+    if usage.cached_tokens or usage.cache_write_tokens:
+        call.saved = pricing.prompt_cache_savings(kind=step.provider.kind, model=step.model, info=info, usage=usage,
+                                                  cost=call.cost)
 
 
 def _usage_row(call: Call) -> UsageRow:
@@ -74,6 +77,8 @@ def _usage_row(call: Call) -> UsageRow:
         cached_tokens=call.usage.cached_tokens,
         reasoning_tokens=call.usage.reasoning_tokens,
         cost_usd=call.cost,
+        cache_hit=call.cache_hit,
+        saved_usd=call.saved,
         latency_ms=int((time.perf_counter() - call.started) * 1000),
         ttft_ms=call.ttft_ms,
         attempts=call.attempts,
@@ -106,6 +111,7 @@ def usage_event(row) -> dict:
         "persona": row.persona, "provider": row.provider, "model": row.model, "status": row.status,
         "http_status": row.http_status, "error_code": row.error_code, "input_tokens": row.input_tokens,
         "output_tokens": row.output_tokens, "cost_usd": str(row.cost_usd), "latency_ms": row.latency_ms,
+        "cache_hit": row.cache_hit, "saved_usd": str(row.saved_usd),
         "run_id": row.run_id, "step": row.step,
     }
 
@@ -129,7 +135,7 @@ async def usage_record(call: Call) -> None:
         return
     metrics.observe_usage(row)
     await tracing.request_end(call)
-    if call.admission is not None:
+    if call.admission is not None and not call.cache_hit:  # a hit used no provider's tokens
         await rate_limit_add_tokens(call.admission, call.usage.total_tokens)
     await events.publish("usage", usage_event(row))
     for alert in alerts:

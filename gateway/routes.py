@@ -21,7 +21,7 @@ from gateway.call import Route
 from gateway.config import Snapshot
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from personas.snapshot import StepInfo
-from providers.types import ChatRequest, Message, Tool
+from providers.types import ChatRequest, Message, TextPart, Tool, has_cache_breakpoint
 
 PERSONA_PREFIX = "persona/"
 # Request fields a route step's params may override; other step params go to
@@ -162,7 +162,31 @@ def request_for_step(base: ChatRequest, route: Route, step: StepInfo) -> ChatReq
     cap = route.max_output_tokens
     if cap:
         request.max_tokens = min(request.max_tokens or cap, cap)
+    if persona is not None and persona.prompt_cache_system and step.provider.kind in PROMPT_CACHE_KINDS:
+        _system_prompt_cached(request)
     return request
+
+
+# Provider kinds whose prompt caching needs breakpoints in the request
+# (OpenAI and Gemini cache repeated prefixes by themselves).
+PROMPT_CACHE_KINDS = ("anthropic",)
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def _system_prompt_cached(request: ChatRequest) -> None:
+    """A prompt-cache breakpoint at the end of the system prompt (its last system
+    message), so the tools and the whole system prompt are read from the
+    provider's cache on repeated calls. A caller who set breakpoints of its own
+    keeps them alone: Anthropic allows four per request."""
+    if has_cache_breakpoint(request.messages, request.tools):
+        return
+    for index in range(len(request.messages) - 1, -1, -1):
+        message = request.messages[index]
+        if message.role == "system":
+            if message.text():
+                request.messages[index] = replace(message, content=[TextPart(message.text(),
+                                                                             cache_control=dict(EPHEMERAL))])
+            return
 
 
 def option(step: StepInfo, name: str, default: float) -> float:

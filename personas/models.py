@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -44,6 +45,23 @@ class Persona(models.Model):
         null=True, blank=True, help_text="Cap on max_tokens for this persona; also used when a caller sets none."
     )
     enabled = models.BooleanField(default=True)
+    # The response cache (gateway/response_cache.py): off unless the operator opts in.
+    cache_enabled = models.BooleanField(
+        "Response cache", default=False,
+        help_text="Answer a repeated identical request from the cache, at no cost, instead of calling the provider.")
+    cache_ttl_seconds = models.PositiveIntegerField(
+        "Cache lifetime (seconds)", default=3600, validators=[MinValueValidator(1), MaxValueValidator(30 * 86400)],
+        help_text="How long a cached answer is served, 1 second to 30 days.")
+    cache_any_temperature = models.BooleanField(
+        "Cache answers at any temperature", default=False,
+        help_text="Off: only requests with temperature 0 (the caller's, else the persona's or route's) are cached.")
+    cache_shared = models.BooleanField(
+        "Share the cache between teams", default=False,
+        help_text="Off: a team is only ever served answers its own requests produced.")
+    prompt_cache_system = models.BooleanField(
+        "Provider prompt caching for the system prompt", default=False,
+        help_text="Marks the system prompt as a cache breakpoint (cache_control) on Anthropic steps, so repeated "
+                  "prompts are billed at the cached rate.")
     updated_at = models.DateTimeField(auto_now=True)
     created_at = models.DateTimeField(default=timezone.now)
 

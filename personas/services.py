@@ -135,7 +135,8 @@ def persona_map_export() -> dict:
 # -- dashboard edits, each with its audit entry -------------------------------------
 
 
-PERSONA_FIELDS = ["slug", "name", "description", "system_prompt", "default_params", "max_output_tokens", "enabled"]
+PERSONA_FIELDS = ["slug", "name", "description", "system_prompt", "default_params", "max_output_tokens", "enabled",
+                  "cache_enabled", "cache_ttl_seconds", "cache_any_temperature", "cache_shared", "prompt_cache_system"]
 
 
 def chain_of(persona: Persona) -> list[str]:

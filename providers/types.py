@@ -18,6 +18,9 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"
 class TextPart:
     text: str
     type: Literal["text"] = "text"
+    # A provider prompt-cache breakpoint on this part (Anthropic's cache_control,
+    # e.g. {"type": "ephemeral"}); adapters of providers that cache by themselves ignore it.
+    cache_control: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -27,6 +30,7 @@ class ImagePart:
     url: str
     detail: str | None = None
     type: Literal["image"] = "image"
+    cache_control: dict[str, Any] | None = None  # as on TextPart
 
     def data_url_parts(self) -> tuple[str, str] | None:
         """(media_type, base64_data) for a data: URL, else None."""
@@ -71,6 +75,14 @@ class Tool:
     # Ask the provider to hold the model to `parameters` exactly (OpenAI's strict
     # function calling); providers without the feature ignore it.
     strict: bool | None = None
+    cache_control: dict[str, Any] | None = None  # as on TextPart: caches the tool definitions up to this one
+
+
+def has_cache_breakpoint(messages: list[Message], tools: list[Tool]) -> bool:
+    """Whether the caller marked any prompt-cache breakpoint of its own."""
+    if any(t.cache_control for t in tools):
+        return True
+    return any(isinstance(m.content, list) and any(p.cache_control for p in m.content) for m in messages)
 
 
 # "auto" | "none" | "required" | a tool name to force

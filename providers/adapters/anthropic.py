@@ -17,6 +17,9 @@ Choices worth knowing:
   (`output_config.format`, schema passed through the SDK's `transform_schema`);
   json_object has no native form, so it becomes an instruction in the system prompt.
 - `seed` has no Anthropic equivalent and is dropped; `user` becomes metadata.user_id.
+- Prompt-cache breakpoints (`cache_control` on text and image parts and tools)
+  are sent as given. The system prompt stays a string unless one of its parts
+  carries a breakpoint; then it is sent as text blocks, one per system message.
 """
 
 from __future__ import annotations
@@ -117,11 +120,36 @@ def request_to_wire(req: ChatRequest, default_max_tokens: int = DEFAULT_MAX_TOKE
     return params
 
 
-def _system_prompt(req: ChatRequest) -> str | None:
+def _system_prompt(req: ChatRequest) -> str | list[dict[str, Any]] | None:
+    json_object = (req.response_format or {}).get("type") == "json_object"
+    if _system_has_breakpoint(req):
+        blocks = [_text_block(part) for m in req.messages if m.role == "system" for part in _text_parts(m)]
+        return blocks + ([{"type": "text", "text": JSON_INSTRUCTION}] if json_object else [])
     system = req.system_prompt()
-    if (req.response_format or {}).get("type") == "json_object":
+    if json_object:
         system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
     return system
+
+
+def _system_has_breakpoint(req: ChatRequest) -> bool:
+    return any(m.role == "system" and isinstance(m.content, list) and any(p.cache_control for p in m.content)
+               for m in req.messages)
+
+
+def _text_parts(message: Message) -> list[TextPart]:
+    if isinstance(message.content, list):
+        return [p for p in message.content if isinstance(p, TextPart) and p.text]
+    return [TextPart(message.content)] if message.content else []
+
+
+def _text_block(part: TextPart) -> dict[str, Any]:
+    return _cached({"type": "text", "text": part.text}, part.cache_control)
+
+
+def _cached(block: dict[str, Any], cache_control: dict[str, Any] | None) -> dict[str, Any]:
+    if cache_control:
+        block["cache_control"] = dict(cache_control)
+    return block
 
 
 def _sampling(req: ChatRequest) -> dict[str, float]:
@@ -138,7 +166,7 @@ def _tool(tool) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": tool.name, "input_schema": tool.parameters or {"type": "object"}}
     if tool.description:
         spec["description"] = tool.description
-    return spec
+    return _cached(spec, tool.cache_control)
 
 
 def _tool_choice(choice: str | None, parallel: bool | None) -> dict[str, Any] | None:
@@ -208,9 +236,9 @@ def _content_blocks(content: str | list[ContentPart] | None) -> list[dict[str, A
     for part in content:
         if isinstance(part, TextPart):
             if part.text:  # empty text blocks are a 400 at Anthropic
-                blocks.append({"type": "text", "text": part.text})
+                blocks.append(_text_block(part))
         elif isinstance(part, ImagePart):
-            blocks.append(_image_block(part))
+            blocks.append(_cached(_image_block(part), part.cache_control))
     return blocks
 
 

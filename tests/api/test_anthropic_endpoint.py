@@ -255,7 +255,9 @@ def test_request_fields_reach_an_anthropic_provider(live, world, fakes, routed):
         ],
     )
     sent = fakes["anthropic"].requests[-1]["body"]
-    assert sent["system"] == "Persona rules.\n\nClient rules."
+    # The client's cache_control breakpoint passes through, so the system prompt goes as blocks.
+    assert sent["system"] == [{"type": "text", "text": "Persona rules."},
+                              {"type": "text", "text": "Client rules.", "cache_control": {"type": "ephemeral"}}]
     assert (sent["max_tokens"], sent["stop_sequences"], sent["temperature"]) == (77, ["END"], 0.2)
     assert sent["metadata"] == {"user_id": "agent-7"}
     assert sent["tool_choice"] == {"type": "tool", "name": "get_weather"}

@@ -9,11 +9,20 @@ header on 429s, 529 `overloaded_error`, mid-stream connection drops.
 Anthropic's `usage.input_tokens` excludes cached tokens, so a FakeReply with
 input_tokens=100, cached_tokens=60 is reported as input_tokens=40 plus
 cache_read_input_tokens=60 -- the adapter must add them back.
+
+Prompt caching as Anthropic does it: a request with `cache_control` breakpoints
+has a cached prefix (tools, then system, then messages, up to the last block
+marked), counted at ~4 characters a token (at most the reply's input_tokens
+less one: those stay the prompt's whole size). The first time the fake sees a
+prefix it reports it as `cache_creation_input_tokens`, later as
+`cache_read_input_tokens`. A reply that scripts cached_tokens itself is left as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -84,10 +93,24 @@ class FakeAnthropicServer(FakeProviderServer):
         # One entry per streamed answer: {"sent": events sent,
         # "outcome": "running" | "completed" | "closed" (the client left) | "cut"}
         self.streams: list[dict[str, Any]] = []
+        self.prompt_cache: set[str] = set()  # the prefixes written to the prompt cache
 
     def reset(self) -> None:
         super().reset()
         self.streams.clear()
+        self.prompt_cache.clear()
+
+    def _prompt_cached(self, body: dict[str, Any], reply: FakeReply) -> FakeReply:
+        """The reply with its usage as Anthropic's prompt cache would report it."""
+        prefix = cached_prefix(body)
+        if prefix is None or reply.cached_tokens or reply.cache_write_tokens or reply.input_tokens < 2:
+            return reply
+        tokens = min(max(1, len(prefix) // 4), reply.input_tokens - 1)
+        digest = hashlib.sha256(prefix.encode()).hexdigest()
+        if digest in self.prompt_cache:
+            return dataclasses.replace(reply, cached_tokens=tokens)
+        self.prompt_cache.add(digest)
+        return dataclasses.replace(reply, cache_write_tokens=tokens)
 
     def adapter_config(self, credential: str = "sk-ant-test-fake", **overrides: Any) -> AdapterConfig:
         fields: dict[str, Any] = {
@@ -178,6 +201,7 @@ class FakeAnthropicServer(FakeProviderServer):
         model = body.get("model") or self.model
         if isinstance(item, Fault):
             return await self._fault(item, streaming, model)
+        item = self._prompt_cached(body, item)
         if streaming:
             return self._sse(self._events(item, model))
         return _json(message_json(item, model))
@@ -295,13 +319,25 @@ def message_json(reply: FakeReply, model: str) -> dict[str, Any]:
         "stop_reason": STOP_REASONS[reply.finish_reason],
         "stop_sequence": None,
         "usage": {
-            "input_tokens": reply.input_tokens - reply.cached_tokens,
-            "cache_creation_input_tokens": 0,
+            "input_tokens": reply.input_tokens - reply.cached_tokens - reply.cache_write_tokens,
+            "cache_creation_input_tokens": reply.cache_write_tokens,
             "cache_read_input_tokens": reply.cached_tokens,
             "output_tokens": reply.output_tokens,
             "service_tier": "standard",
         },
     }
+
+
+def cached_prefix(body: dict[str, Any]) -> str | None:
+    """The prompt up to its last cache_control breakpoint, in Anthropic's cache
+    order (tools, system, messages), as JSON; None without a breakpoint."""
+    system = body.get("system")
+    blocks: list[Any] = list(body.get("tools") or []) + (system if isinstance(system, list) else [system])
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        blocks += content if isinstance(content, list) else [content]
+    marked = [i for i, block in enumerate(blocks) if isinstance(block, dict) and block.get("cache_control")]
+    return json.dumps(blocks[: marked[-1] + 1], sort_keys=True) if marked else None
 
 
 def status_response(fault: Fault) -> Response:

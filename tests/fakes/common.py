@@ -37,6 +37,7 @@ class FakeReply:
     input_tokens: int = 12
     output_tokens: int = 8
     cached_tokens: int = 0
+    cache_write_tokens: int = 0  # input tokens written to the provider's prompt cache (Anthropic reports them)
     reasoning_tokens: int = 0
     finish: Literal["stop", "length", "tool_calls", "content_filter"] | None = None
     chunk_size: int = 4  # characters per streamed text delta
