@@ -29,7 +29,7 @@ POST_ONLY = {"logout", "dashboard:key_revoke", "dashboard:team_create", "dashboa
              "dashboard:user_invite", "dashboard:user_reinvite",
              "personas:import", "personas:step_add", "personas:step_update", "personas:step_move",
              "personas:step_remove", "personas:playground", "providers:model_add", "providers:model_delete",
-             "providers:test", "budgets:alert_ack"}
+             "providers:test", "providers:catalog_refresh", "budgets:alert_ack"}
 
 
 @pytest.fixture
@@ -51,6 +51,7 @@ def url_of(name: str, o: dict) -> str:
         "personas:step_update": ["architect", o["step"].pk], "personas:step_move": ["architect", o["step"].pk, "down"],
         "personas:step_remove": ["architect", o["step"].pk], "personas:playground": ["architect"],
         "providers:edit": ["demo"], "providers:model_add": ["demo"], "providers:model_delete": ["demo", o["model"].pk],
+        "providers:model_edit": ["demo", o["model"].pk], "providers:catalog_refresh": ["demo"],
         "providers:test": ["demo"], "budgets:edit": [o["budget"].pk], "budgets:alert_ack": [o["alert"].pk],
         "budgets:usage_detail": [o["row"].pk], "budgets:run": [o["row"].run_id],
     }.get(name, [])

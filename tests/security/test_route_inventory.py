@@ -31,6 +31,7 @@ DASHBOARD_RULES = {
     "personas:playground": "operator",
     "providers:list": "operator", "providers:create": "operator", "providers:edit": "operator",
     "providers:model_add": "operator", "providers:model_delete": "operator", "providers:test": "operator",
+    "providers:model_edit": "operator", "providers:catalog_refresh": "operator",
     "budgets:list": "costs", "budgets:alert_ack": "costs", "budgets:costs": "costs", "budgets:usage": "costs",
     "budgets:usage_detail": "costs", "budgets:run": "costs", "budgets:create": "operator", "budgets:edit": "operator",
     "api:openapi-json": "public", "api:openapi-view": "public", "api:api-root": "public",
