@@ -16,7 +16,9 @@ reports for the level:
   before the level, database connections, connections to the upstream.
 
 A level is held when it has no error and added TTFB p99 <= 100 ms. The ramp
-stops at the first level not held.
+goes on past a level that is only slow (every stream answered, none failed),
+to show where the slowness turns into failures, and stops at the first level
+with an error.
 
 Raw sockets and asyncio (uvloop when present) on the client side: 5,000
 streams of 62 events each are ~10,000 reads a second, which this loop does
@@ -139,7 +141,7 @@ def ramp(target: Target, procs: list[Proc], *, levels: list[int], spread: float,
             f"{level.errors or 0}; added TTFB p50 {ttfb.get('p50', 0):.0f} / p99 {ttfb.get('p99', 0):.0f} ms; "
             f"{sample['open']} open at peak, {per_stream:.0f} KiB each, fds {sample['fds']}, "
             f"db connections {sample['db_connections']}, upstream {sample['upstream_connections']}")
-        if not held:
+        if level.errors or level.finished < streams:
             break
     held_levels = [int(n) for n, r in results.items() if r["held"]]
     return {"levels": results, "largest_held": max(held_levels, default=0)}
