@@ -53,12 +53,23 @@ def _bundled_cost(kind: str, model: str, usage: Usage) -> Decimal | None:
     return Decimal(calc.total_price)
 
 
-def _table_cost(info: ModelInfo, usage: Usage) -> Decimal:
+# Cache writes where the model row sets no price for them: Anthropic's 5-minute
+# entries cost 1.25x the input price (the default TTL; a 1-hour entry costs 2x:
+# set the model's cache-write price for that). Others bill writes as plain input.
+CACHE_WRITE_MULTIPLIER = {"anthropic": Decimal("1.25"), "claude_agent": Decimal("1.25"),
+                          "vertex_anthropic": Decimal("1.25"), "bedrock": Decimal("1.25")}
+
+
+def _table_cost(info: ModelInfo, usage: Usage, kind: str = "") -> Decimal:
     cached_price = info.cached_input_price if info.cached_input_price is not None else info.input_price
-    uncached = max(0, usage.input_tokens - usage.cached_tokens)
+    write_price = info.cache_write_price
+    if write_price is None:
+        write_price = (info.input_price or ZERO) * CACHE_WRITE_MULTIPLIER.get(kind, Decimal(1))
+    uncached = max(0, usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens)
     return (
         uncached * (info.input_price or ZERO)
         + usage.cached_tokens * (cached_price or ZERO)
+        + usage.cache_write_tokens * write_price
         + usage.output_tokens * (info.output_price or ZERO)
     ) / MILLION
 
@@ -72,7 +83,7 @@ def cost_of(*, kind: str, model: str, info: ModelInfo | None, usage: Usage) -> D
     if usage.reported_cost_usd is not None:
         return Decimal(str(usage.reported_cost_usd))
     if has_table_prices(info):
-        return _table_cost(info, usage)
+        return _table_cost(info, usage, kind)
     bundled = _bundled_cost(kind, model, usage)
     return bundled if bundled is not None else ZERO
 

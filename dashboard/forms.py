@@ -261,11 +261,12 @@ class ProviderForm(forms.ModelForm):
 class ModelForm(forms.ModelForm):
     class Meta:
         model = Model
-        fields = ["name", "input_price", "output_price", "cached_input_price", "context_window",
+        fields = ["name", "input_price", "output_price", "cached_input_price", "cache_write_price", "context_window",
                   "max_output_tokens", "supports_tools", "supports_images", "supports_json_schema",
                   "supports_reasoning", "supports_embeddings", "enabled"]
         labels = {"input_price": "Input $/M tokens", "output_price": "Output $/M tokens",
-                  "cached_input_price": "Cached input $/M tokens", "context_window": "Context window (tokens)",
+                  "cached_input_price": "Cached input $/M tokens", "cache_write_price": "Cache write $/M tokens",
+                  "context_window": "Context window (tokens)",
                   "max_output_tokens": "Max output tokens", "supports_tools": "Tools", "supports_images": "Images",
                   "supports_json_schema": "JSON schema", "supports_reasoning": "Reasoning",
                   "supports_embeddings": "Embeddings"}

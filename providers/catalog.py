@@ -27,9 +27,6 @@ from providers.types import ModelListing, ProviderError
 # Our provider kinds -> the genai-prices provider whose models and prices they serve.
 GENAI_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "claude_agent": "anthropic", "gemini": "google",
                    "azure_openai": "azure", "bedrock": "aws", "vertex_gemini": "google", "vertex_anthropic": "anthropic"}
-# Fields a refresh may fill when they are empty.
-FILLED = ("input_price", "output_price", "cached_input_price", "context_window", "max_output_tokens",
-          "supports_embeddings")
 
 
 @dataclass
@@ -68,6 +65,7 @@ def _fields(listing: ModelListing, info: prices.ModelInfo | None) -> dict:
         "input_price": _flat(price.input_mtok) if price else None,
         "output_price": _flat(price.output_mtok) if price else None,
         "cached_input_price": _flat(price.cache_read_mtok) if price else None,
+        "cache_write_price": _flat(price.cache_write_mtok) if price else None,
         "context_window": listing.context_window or (info.context_window if info else None),
         "max_output_tokens": listing.max_output_tokens,
         "supports_embeddings": listing.embeddings,

@@ -79,6 +79,9 @@ class Model(models.Model):
     input_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     output_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     cached_input_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    # Input written to the provider's prompt cache (Anthropic charges 1.25x the input
+    # price for 5-minute entries, 2x for 1-hour ones); empty: budgets/pricing.py decides.
+    cache_write_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     context_window = models.PositiveIntegerField(null=True, blank=True)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     # What the model can serve; empty (None) means unknown: the provider kind's

@@ -108,7 +108,7 @@ def credentials_rotate() -> int:
 
 
 PROVIDER_FIELDS = ["name", "kind", "base_url", "enabled", "connect_timeout", "read_timeout", "options"]
-MODEL_FIELDS = ["name", "input_price", "output_price", "cached_input_price", "context_window",
+MODEL_FIELDS = ["name", "input_price", "output_price", "cached_input_price", "cache_write_price", "context_window",
                 "max_output_tokens", "supports_tools", "supports_images", "supports_json_schema", "supports_reasoning",
                 "supports_embeddings", "source", "enabled"]
 

@@ -18,6 +18,7 @@ class ModelInfo:
     max_output_tokens: int | None
     # Capabilities the model is known not to have ("tools", "images", "json_schema", ...).
     unsupported: frozenset[str] = frozenset()
+    cache_write_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ def provider_info(provider, models) -> ProviderInfo:
     infos = {
         m.name: ModelInfo(
             m.name, m.input_price, m.output_price, m.cached_input_price, m.context_window, m.max_output_tokens,
-            m.unsupported(),
+            m.unsupported(), m.cache_write_price,
         )
         for m in models
         if m.enabled

@@ -148,7 +148,10 @@ def test_cache_control_breakpoints_reach_anthropic_and_the_second_call_reads_the
     assert second.usage.input_tokens == PROMPT_TOKENS - written  # the fresh rest, as Anthropic counts it
 
     write_row, read_row = Usage.objects.order_by("created_at", "id")
-    assert (write_row.cached_tokens, write_row.saved_usd) == (0, 0)  # writes at the input price (table prices)
+    # A write costs 1.25x the input price (Anthropic's 5-minute entries): caching cost more this once.
+    extra = written * PRICES["input_price"] * Decimal("0.25") / MILLION
+    assert (write_row.cached_tokens, write_row.cost_usd) == (0, cost(PROMPT_TOKENS, 0, 8) + extra)
+    assert write_row.saved_usd == -extra
     assert (read_row.input_tokens, read_row.cached_tokens) == (PROMPT_TOKENS, written)
     assert read_row.cost_usd == cost(PROMPT_TOKENS - written, written, 8)
     assert read_row.saved_usd == saving(written) > 0

@@ -20,9 +20,20 @@ from providers.snapshot import ModelInfo
 from providers.types import Usage as Tokens
 
 
-def info(input_price=None, output_price=None, cached=None) -> ModelInfo:
+def info(input_price=None, output_price=None, cached=None, cache_write=None) -> ModelInfo:
     return ModelInfo("m", input_price and Decimal(input_price), output_price and Decimal(output_price),
-                     cached and Decimal(cached), None, None)
+                     cached and Decimal(cached), None, None, cache_write_price=cache_write and Decimal(cache_write))
+
+
+def test_cache_writes_cost_what_the_provider_charges_for_them():
+    # 1M prompt tokens: 200k plain, 300k read from the cache, 500k written to it
+    usage = Tokens(input_tokens=1_000_000, cached_tokens=300_000, cache_write_tokens=500_000)
+    # Anthropic: a 5-minute cache entry costs 1.25x the input price ($3): 0.6 + 0.09 + 1.875
+    assert cost_of(kind="anthropic", model="m", info=info("3", "15", "0.3"), usage=usage) == Decimal("2.565")
+    # the model's own cache-write price wins (a 1-hour TTL: 2x)
+    assert cost_of(kind="anthropic", model="m", info=info("3", "15", "0.3", "6"), usage=usage) == Decimal("3.69")
+    # elsewhere a write is billed as plain input
+    assert cost_of(kind="openai", model="m", info=info("3", "15", "0.3"), usage=usage) == Decimal("2.19")
 
 
 def test_table_prices_bill_cached_input_at_the_cached_price():
