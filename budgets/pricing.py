@@ -88,9 +88,14 @@ def cost_of(*, kind: str, model: str, info: ModelInfo | None, usage: Usage) -> D
     return bundled if bundled is not None else ZERO
 
 
-def worst_case_cost(*, kind: str, model: str, info: ModelInfo | None, input_tokens: int, max_output: int) -> Decimal:
-    """The most a call can cost: every input token uncached, every output token used."""
-    return cost_of(kind=kind, model=model, info=info, usage=Usage(input_tokens=input_tokens, output_tokens=max_output))
+def worst_case_cost(*, kind: str, model: str, info: ModelInfo | None, input_tokens: int, max_output: int,
+                    cache_writes: bool = False) -> Decimal:
+    """The most a call can cost: every input token uncached, every output token used;
+    with `cache_writes` (the request marks prompt-cache breakpoints) every input
+    token may be written to the provider's cache, which costs more than plain input."""
+    usage = Usage(input_tokens=input_tokens, output_tokens=max_output,
+                  cache_write_tokens=input_tokens if cache_writes else 0)
+    return cost_of(kind=kind, model=model, info=info, usage=usage)
 
 
 def prompt_cache_savings(*, kind: str, model: str, info: ModelInfo | None, usage: Usage, cost: Decimal) -> Decimal:

@@ -61,6 +61,7 @@ from providers.types import (
     ImagePart,
     ProviderError,
     StreamEvent,
+    has_cache_breakpoint,
 )
 
 log = logging.getLogger("gateway.pipeline")
@@ -267,7 +268,8 @@ def worst_case(call: Call, route: Route, base: ChatRequest) -> Decimal:
         info = step.provider.models.get(step.model)
         costs.append(pricing.worst_case_cost(kind=step.provider.kind, model=step.model, info=info,
                                               input_tokens=_input_estimate(request),
-                                              max_output=_max_output(step, request)))
+                                              max_output=_max_output(step, request),
+                                              cache_writes=has_cache_breakpoint(request.messages, request.tools)))
     return max(costs)
 
 

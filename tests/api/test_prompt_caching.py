@@ -6,13 +6,14 @@ for chat completions (the openai SDK)."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import anthropic
 import openai
 import pytest
 
-from budgets.models import Usage
+from budgets.models import Budget, Usage
 from personas.models import Persona, RouteStep
 from providers.models import Model, Provider
 from tests.fakes.anthropic_server import FakeAnthropicServer
@@ -218,3 +219,23 @@ def test_without_the_setting_or_off_anthropic_the_system_prompt_is_plain(live, w
     assert routed["anthropic"].requests[-1]["body"]["system"] == SYSTEM
     assert routed["openai"].requests[-1]["body"]["messages"][0] == {"role": "system", "content": SYSTEM}
     assert Usage.objects.filter(cached_tokens__gt=0).count() == 0
+
+
+def test_the_budget_reservation_covers_writing_the_marked_prompt_to_the_cache(live, world, routed):
+    """A cache write costs 1.25x plain input on Anthropic: a request with
+    breakpoints reserves for writing its whole prompt, so a budget cannot be
+    overrun by a write (the refusal states what the reservation would be)."""
+    Budget.objects.create(name="tiny", scope="team", team=world.red, period="month", limit_usd=Decimal("0.000001"))
+    client = anthropic_sdk(live, world.red_key)
+    asked = {}
+    for label, system in (("plain", [{"type": "text", "text": SYSTEM}]),
+                          ("marked", [{"type": "text", "text": SYSTEM, "cache_control": EPHEMERAL}])):
+        with pytest.raises(anthropic.RateLimitError) as caught:
+            client.messages.create(model="via-anthropic", max_tokens=100, system=system,
+                                   messages=[{"role": "user", "content": "Plan the work."}])
+        asked[label] = Decimal(re.search(r"may cost up to \$([0-9.]+[0-9])", caught.value.message).group(1))
+    input_part = asked["plain"] - 100 * PRICES["output_price"] / MILLION  # the rest is the output ceiling
+    # 1.25x on the input part; the message rounds to 4 places
+    assert abs(asked["marked"] - asked["plain"] - input_part * Decimal("0.25")) <= Decimal("0.0001")
+    assert asked["marked"] > asked["plain"]
+    assert not routed["anthropic"].requests  # refused before any provider call

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from budgets.models import Budget, BudgetCounter, Reservation, Usage
 from budgets.periods import period_start
-from budgets.pricing import cost_of
+from budgets.pricing import cost_of, worst_case_cost
 from providers.snapshot import ModelInfo
 from providers.types import Usage as Tokens
 
@@ -34,6 +34,13 @@ def test_cache_writes_cost_what_the_provider_charges_for_them():
     assert cost_of(kind="anthropic", model="m", info=info("3", "15", "0.3", "6"), usage=usage) == Decimal("3.69")
     # elsewhere a write is billed as plain input
     assert cost_of(kind="openai", model="m", info=info("3", "15", "0.3"), usage=usage) == Decimal("2.19")
+
+
+def test_the_reservation_of_a_request_with_breakpoints_covers_writing_its_whole_prompt():
+    plain = worst_case_cost(kind="anthropic", model="m", info=info("3", "15"), input_tokens=1_000_000, max_output=0)
+    marked = worst_case_cost(kind="anthropic", model="m", info=info("3", "15"), input_tokens=1_000_000, max_output=0,
+                             cache_writes=True)
+    assert (plain, marked) == (Decimal("3"), Decimal("3.75"))
 
 
 def test_table_prices_bill_cached_input_at_the_cached_price():
