@@ -104,17 +104,25 @@ class FakeOpenAIServer(FakeProviderServer):
         model = {"id": self.model, "object": "model", "created": 1721172741, "owned_by": "system"}
         return JSONResponse({"object": "list", "data": [model]})
 
-    async def _chat(self, request: Request) -> Response:
-        raw = await request.body()
+    async def _received(self, request: Request, required: str, message: str) -> tuple[dict, Response | None]:
+        """The request's JSON body, recorded; and the refusal a real server would send
+        instead (no key; no JSON object with `model` and `required`), if any."""
         try:
-            body = json.loads(raw)
+            body = json.loads(await request.body())
         except ValueError:
             body = None
         self.record(request.url.path, dict(request.headers), body)
         if (denied := self._unauthorized(request)) is not None:
-            return denied
-        if not isinstance(body, dict) or "model" not in body or "messages" not in body:
-            return JSONResponse(error_body(400, "We could not parse the JSON body of your request."), 400)
+            return body, denied
+        if not isinstance(body, dict) or "model" not in body or required not in body:
+            param = required if required != "messages" else None
+            return body, JSONResponse(error_body(400, message, param=param), 400)
+        return body, None
+
+    async def _chat(self, request: Request) -> Response:
+        body, refusal = await self._received(request, "messages", "We could not parse the JSON body of your request.")
+        if refusal is not None:
+            return refusal
         script = self.next_script()
         if isinstance(script, Fault):
             return await self._fault(script, body)
@@ -122,15 +130,9 @@ class FakeOpenAIServer(FakeProviderServer):
 
     async def _embeddings(self, request: Request) -> Response:
         """POST /v1/embeddings: one deterministic vector per input; tokens ~ words."""
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
-        self.record(request.url.path, dict(request.headers), body)
-        if (denied := self._unauthorized(request)) is not None:
-            return denied
-        if not isinstance(body, dict) or "model" not in body or "input" not in body:
-            return JSONResponse(error_body(400, "'input' is a required property", param="input"), 400)
+        body, refusal = await self._received(request, "input", "'input' is a required property")
+        if refusal is not None:
+            return refusal
         script = self.next_script()
         if isinstance(script, Fault) and script.kind == "status":
             return JSONResponse(error_body(script.status, script.message, script.error_type), script.status)
@@ -147,15 +149,9 @@ class FakeOpenAIServer(FakeProviderServer):
 
     async def _responses(self, request: Request) -> Response:
         """POST /v1/responses: OpenAI's Responses API, JSON or its typed SSE events."""
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
-        self.record(request.url.path, dict(request.headers), body)
-        if (denied := self._unauthorized(request)) is not None:
-            return denied
-        if not isinstance(body, dict) or "model" not in body or "input" not in body:
-            return JSONResponse(error_body(400, "Missing required parameter: 'input'.", param="input"), 400)
+        body, refusal = await self._received(request, "input", "Missing required parameter: 'input'.")
+        if refusal is not None:
+            return refusal
         script = self.next_script()
         reply = (script.reply or self.default_reply) if isinstance(script, Fault) else script
         if isinstance(script, Fault) and script.kind == "status":
