@@ -34,7 +34,13 @@ from typing import Any
 import anthropic
 import httpx2
 
-from providers.adapters.base import Adapter, AdapterConfig, connection_failure, upstream_limits
+from providers.adapters.base import (
+    Adapter,
+    AdapterConfig,
+    alternating_turns,
+    connection_failure,
+    upstream_limits,
+)
 from providers.types import (
     Capabilities,
     ChatRequest,
@@ -200,16 +206,7 @@ def _output_format(response_format: dict[str, Any] | None) -> dict[str, Any] | N
 
 def messages_to_wire(conversation: list[Message]) -> list[dict[str, Any]]:
     """Our messages as Anthropic turns: roles alternate, tool results ride in user turns."""
-    turns: list[dict[str, Any]] = []
-    for message in conversation:
-        role, blocks = _turn(message)
-        if not blocks:
-            continue  # Anthropic rejects empty content; an empty turn carries nothing
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return turns
+    return alternating_turns(_turn(message) for message in conversation)
 
 
 def _turn(message: Message) -> tuple[str, list[dict[str, Any]]]:

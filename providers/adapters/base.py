@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -55,6 +55,22 @@ def upstream_limits(config: AdapterConfig, limits_class: type) -> Any:
     """The connection limits for this provider's HTTP client, in its library's `Limits` class."""
     return limits_class(max_connections=int(config.options.get("max_connections", UPSTREAM_MAX_CONNECTIONS)),
                         max_keepalive_connections=UPSTREAM_KEEPALIVE_CONNECTIONS)
+
+
+def alternating_turns(blocks_by_message: Iterable[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """(role, content blocks) per message as turns whose roles alternate, as
+    Anthropic's Messages API and Bedrock's Converse both require: a message
+    with no blocks is dropped (both reject empty content), and consecutive
+    messages of one role (parallel tool results) join one turn."""
+    turns: list[dict[str, Any]] = []
+    for role, blocks in blocks_by_message:
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return turns
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ from botocore import exceptions as boto_errors
 from botocore.parsers import ResponseParserError
 
 from providers.adapters.aws_auth import SERVICE, AssumedRole, client_kwargs
-from providers.adapters.base import Adapter, AdapterConfig, connection_failure
+from providers.adapters.base import Adapter, AdapterConfig, alternating_turns, connection_failure
 from providers.adapters.cloud_credentials import aws_keys
 from providers.types import (
     Capabilities,
@@ -167,16 +167,7 @@ def _tool(tool) -> dict[str, Any]:
 
 def messages_to_wire(conversation: list[Message]) -> list[dict[str, Any]]:
     """Our messages as Converse turns: roles alternate, tool results ride in user turns."""
-    turns: list[dict[str, Any]] = []
-    for message in conversation:
-        role, blocks = _turn(message)
-        if not blocks:
-            continue  # Converse rejects empty content
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return turns
+    return alternating_turns(_turn(message) for message in conversation)
 
 
 def _turn(message: Message) -> tuple[str, list[dict[str, Any]]]:
