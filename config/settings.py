@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "providers",
     "personas",
     "budgets",
+    "tools",
     "gateway",
     "dashboard",
 ]

@@ -1,0 +1,35 @@
+"""One connection class per server kind, the same two methods on each:
+`list_tools()` -> [ToolDef] and `call_tool(name, arguments, ctx, timeout)` -> ToolResult.
+tools/registry.py picks the class by ToolServer.kind (`connection_for`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tools.types import ToolContext, ToolResult
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDef:
+    """A tool as its server lists it (not yet approved)."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+class ServerConnection(Protocol):
+    async def list_tools(self) -> list[ToolDef]: ...
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext,
+                        timeout: float) -> ToolResult: ...
+
+
+def connection_for(server) -> ServerConnection:
+    """The connection for a ToolServer row (tools.models.ToolServer)."""
+    if server.kind == "builtin":
+        from tools.servers.builtin import BuiltinServer
+
+        return BuiltinServer(server)
+    raise NotImplementedError(f"tool server kind {server.kind!r} is not built yet")
