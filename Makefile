@@ -9,7 +9,7 @@ PYTHON ?= $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run install install-dev serve test bench
+.PHONY: run install install-dev serve test bench soak
 
 run: install serve
 
@@ -46,3 +46,7 @@ test: install-dev
 # The benchmark (docs/PERFORMANCE.md); BENCH_ARGS=--quick for a shorter run.
 bench: install-dev
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+# The soak (docs/PERFORMANCE.md): a long mixed load, watched over time; SOAK_ARGS=--hours 24 for the long one.
+soak: install-dev
+	$(PYTHON) bench/soak.py $(SOAK_ARGS)

@@ -184,12 +184,16 @@ def _targets(results: dict) -> list[str]:
     return out
 
 
-def write(path: Path, text: str) -> None:
-    block = f"{BEGIN}\n{text}\n{END}"
-    if path.exists() and BEGIN in (old := path.read_text()):
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1] if END in rest else ""
+def write(path: Path, text: str, *, begin: str = BEGIN, end: str = END) -> None:
+    """Replace what is between the markers (bench/run.py's, or another bench's); a
+    block whose markers are not there yet is appended to the file."""
+    block = f"{begin}\n{text}\n{end}"
+    if path.exists() and begin in (old := path.read_text()):
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1] if end in rest else ""
         path.write_text(head + block + tail)
+    elif path.exists() and begin != BEGIN:
+        path.write_text(path.read_text().rstrip("\n") + "\n\n" + block + "\n")
     else:
         path.write_text("# Performance\n\nMeasured with `make bench` (bench/run.py).\n\n## Latest run\n\n"
                         + block + "\n")
