@@ -4,13 +4,18 @@ EP_TEST_DB_NAME names the test database (PostgreSQL) or file (SQLite), so
 several test runs on one machine do not share one.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-never-used-in-production-3f9a")
 # The ledger's spool (budgets/spool.py): a fresh directory for each test run,
 # shared with the live servers it starts (they inherit this environment).
-os.environ.setdefault("EP_SPOOL_DIR", tempfile.mkdtemp(prefix=f"ep-spool-{os.environ.get('EP_TEST_DB_NAME', '')}-"))
+# The process that makes it removes it at exit; the servers it starts find it set and leave it.
+if "EP_SPOOL_DIR" not in os.environ:
+    os.environ["EP_SPOOL_DIR"] = tempfile.mkdtemp(prefix=f"ep-spool-{os.environ.get('EP_TEST_DB_NAME', '')}-")
+    atexit.register(shutil.rmtree, os.environ["EP_SPOOL_DIR"], ignore_errors=True)
 # The fake providers listen on 127.0.0.1 (providers/validation.py).
 os.environ.setdefault("EP_ALLOW_PRIVATE_PROVIDER_URLS", "1")
 
