@@ -15,6 +15,7 @@ from typing import Any, Literal
 from django.http import HttpRequest
 from ninja import Router, Schema
 
+from api import tool_events
 from api.anthropic_wire import (
     CountTokensIn,
     MessagesIn,
@@ -25,10 +26,11 @@ from api.anthropic_wire import (
 from api.auth import ApiKeyAuth, begin_options
 from api.errors import CHAT, error_responses, sse_doc
 from api.responses import json_response, served_by_headers, streaming_response
-from gateway import pipeline
+from gateway import pipeline, tool_loop
 from gateway.call import Call
-from gateway.relay import relay, stream_start
+from gateway.relay import relay
 from gateway.routes import request_for_step
+from gateway.tool_loop import ToolProgress, loop_headers
 from providers.types import ChatResult, StreamEvent, ToolCall, Usage
 
 router = Router(tags=["Anthropic compatible"], auth=ApiKeyAuth())
@@ -119,7 +121,9 @@ class EventWriter:
         }
         return sse("message_start", {"type": "message_start", "message": message})
 
-    def event(self, event: StreamEvent) -> bytes:
+    def event(self, event: StreamEvent | ToolProgress) -> bytes:
+        if isinstance(event, ToolProgress):
+            return tool_events.sse_comment(event)
         if event.type == "delta" and event.text:
             return self._text(event.text)
         if event.type == "tool_call":
@@ -225,14 +229,17 @@ async def create_message(request: HttpRequest, body: MessagesIn):
     metadata = body.metadata
     route = await pipeline.begin(call, chat_request, model=body.model, **begin_options(
         request, run_id=metadata.run_id if metadata else None, step=metadata.step if metadata else None))
+    loop = await tool_loop.plan(call, route, chat_request)
     if body.stream:
-        events, first = await stream_start(call, route, chat_request)
+        events, first = await tool_loop.stream_start(call, route, chat_request, loop)
         writer = EventWriter(call)
         stream = relay(call, events, writer.event, first=first, opening=writer.start(estimate_input_tokens(chat_request)),
                        on_failure=lambda error: writer.error())
-        return streaming_response(call, stream, headers=served_by_headers(call) | {"request-id": call.request_id})
-    result = await pipeline.complete(call, route, chat_request)
-    headers = served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}", "request-id": call.request_id}
+        return streaming_response(call, stream, headers=served_by_headers(call) | {"request-id": call.request_id}
+                                  | loop_headers(loop))
+    result = await tool_loop.answer(call, route, chat_request, loop)
+    headers = (served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}", "request-id": call.request_id}
+               | loop_headers(loop))
     return json_response(message_json(call, result), call.request_id, headers=headers)
 
 

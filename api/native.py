@@ -20,10 +20,11 @@ from api.auth import ApiKeyAuth, begin_options
 from api.errors import CHAT, envelope, error_responses, sse_doc
 from api.openai_compat import MessageIn, ToolIn
 from api.responses import json_response, served_by_headers, streaming_response
-from gateway import pipeline
+from gateway import pipeline, tool_loop
 from gateway.call import Call, Route
 from gateway.errors import GatewayError
-from gateway.relay import relay, stream_start
+from gateway.relay import relay
+from gateway.tool_loop import ToolProgress, loop_headers, progress_json
 from providers.types import ChatRequest, ChatResult, StreamEvent
 
 router = Router(tags=["Native"], auth=ApiKeyAuth())
@@ -97,8 +98,10 @@ def error_json(request_id: str, error: GatewayError) -> dict:
     return {"type": "error", **envelope(error, request_id)}
 
 
-def event_json(call: Call, event: StreamEvent) -> dict:
-    """One pipeline StreamEvent as the JSON object clients receive."""
+def event_json(call: Call, event: StreamEvent | ToolProgress) -> dict:
+    """One pipeline StreamEvent (or tool loop progress) as the JSON object clients receive."""
+    if isinstance(event, ToolProgress):  # tool_started / tool_finished (gateway/tool_loop.py)
+        return progress_json(event)
     if event.type == "delta":
         return {"type": "delta", "text": event.text}
     if event.type == "tool_call":
@@ -128,11 +131,12 @@ def cancelled_error(reason: str) -> GatewayError:
 def result_json(call: Call, result: ChatResult) -> dict:
     calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in result.tool_calls]
     return {**served_json(call), "content": result.content, "tool_calls": calls,
-            "finish_reason": result.finish_reason, "usage": usage_json(call)}
+            "finish_reason": result.finish_reason, "usage": usage_json(call), "run_id": call.run_id}
 
 
 SSE_DOC = sse_doc("JSON; or with `stream: true`, server-sent events `delta`, `tool_call`, `usage`, then one "
-                  "`done` or `error`.")
+                  "`done` or `error`. A persona that runs its tools on the platform adds `tool_started` and "
+                  "`tool_finished` events between its model calls.")
 
 
 @router.post("/chat", summary="Chat with a persona (native format; JSON or SSE)",
@@ -144,13 +148,15 @@ async def chat(request: HttpRequest, body: NativeChatIn):
     metadata = body.metadata
     route = await native_begin(call, body, chat_request, **begin_options(
         request, run_id=metadata.run_id if metadata else None, step=metadata.step if metadata else None))
+    loop = await tool_loop.plan(call, route, chat_request)
     if body.stream:
-        events, first = await stream_start(call, route, chat_request)
+        events, first = await tool_loop.stream_start(call, route, chat_request, loop)
         stream = relay(call, events, lambda event: sse(event_json(call, event)), first=first,
                        on_failure=lambda error: sse(error_json(call.request_id, error)))
-        return streaming_response(call, stream)
-    result = await pipeline.complete(call, route, chat_request)
-    return json_response(result_json(call, result), call.request_id, headers=served_by_headers(call))
+        return streaming_response(call, stream, headers=loop_headers(loop))
+    result = await tool_loop.answer(call, route, chat_request, loop)
+    return json_response(result_json(call, result), call.request_id,
+                         headers=served_by_headers(call) | loop_headers(loop))
 
 
 def sse(data: dict) -> bytes:

@@ -15,14 +15,15 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema
 from pydantic import ConfigDict
 
-from api import idempotency
+from api import idempotency, tool_events
 from api.auth import ApiKeyAuth, begin_options
 from api.errors import CHAT, envelope, error_response, error_responses, sse_doc
 from api.responses import json_response, served_by_headers, streaming_response
-from gateway import pipeline
+from gateway import pipeline, tool_loop
 from gateway.call import Call
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.relay import relay, stream_start
+from gateway.relay import relay
+from gateway.tool_loop import ToolProgress, loop_headers
 from providers.types import (
     ChatRequest,
     ChatResult,
@@ -236,7 +237,9 @@ class ChunkWriter:
     def first(self) -> bytes:
         return self._chunk({"role": "assistant", "content": ""})
 
-    def event(self, event: StreamEvent) -> bytes:
+    def event(self, event: StreamEvent | ToolProgress) -> bytes:
+        if isinstance(event, ToolProgress):
+            return tool_events.sse_comment(event)
         if event.type == "delta":
             return self._chunk({"content": event.text})
         if event.type == "tool_call":
@@ -282,20 +285,21 @@ async def chat_completions(request: HttpRequest, body: ChatCompletionIn):
     metadata = body.metadata or {}
     route = await pipeline.begin(call, chat_request, model=body.model,
                                  **begin_options(request, run_id=metadata.get("run_id"), step=metadata.get("step")))
+    loop = await tool_loop.plan(call, route, chat_request)
     if body.stream:
         if request.headers.get(idempotency.HEADER):
             raise InvalidRequest("Idempotency-Key is supported for non-streaming requests only.",
                                  code="idempotency_not_supported_for_streams", param=idempotency.HEADER)
-        events, first = await stream_start(call, route, chat_request)
+        events, first = await tool_loop.stream_start(call, route, chat_request, loop)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         writer = ChunkWriter(call, include_usage)
         stream = relay(call, events, writer.event, first=first, opening=writer.first(),
                        on_failure=lambda error: writer.error())
-        return streaming_response(call, stream, headers=served_by_headers(call))
+        return streaming_response(call, stream, headers=served_by_headers(call) | loop_headers(loop))
 
     async def complete() -> HttpResponse:
-        result = await pipeline.complete(call, route, chat_request)
-        headers = served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}"}
+        result = await tool_loop.answer(call, route, chat_request, loop)
+        headers = served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}"} | loop_headers(loop)
         return json_response(completion_json(call, result), call.request_id, headers=headers)
 
     return await idempotency.idempotent(request, complete, on_error=lambda e: error_response(request, e))

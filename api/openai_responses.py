@@ -28,6 +28,7 @@ from api.auth import ApiKeyAuth, begin_options
 from api.errors import CHAT, KEYED, error_response, error_responses, sse_doc
 from api.openai_responses_wire import (
     ResponsesIn,
+    mcp_servers,
     new_id,
     normalize_input,
     reasoning_apply,
@@ -35,17 +36,19 @@ from api.openai_responses_wire import (
     to_chat_request,
 )
 from api.responses import json_response, served_by_headers, streaming_response
-from gateway import pipeline
+from gateway import pipeline, tool_loop
 from gateway.call import Call, Route
 from gateway.errors import InvalidRequest, NotFound
-from gateway.relay import relay, stream_start
+from gateway.relay import relay
 from gateway.stored_responses import (
     Stored,
     stored_response_delete,
     stored_response_get,
     stored_response_save,
 )
+from gateway.tool_loop import ToolLoop, ToolProgress, ToolRun, loop_headers
 from providers.types import ChatRequest, ChatResult, StreamEvent, ToolCall, Usage
+from tools.types import ToolSpec
 
 log = logging.getLogger("api.openai_responses")
 router = Router(tags=["OpenAI compatible"], auth=ApiKeyAuth())
@@ -81,6 +84,35 @@ def message_item(item_id: str, text: str | None, status: str = "completed", logp
 def function_call_item(item_id: str, call: ToolCall, status: str = "completed") -> dict:
     return {"id": item_id, "type": "function_call", "call_id": call.id, "name": call.name,
             "arguments": call.arguments, "status": status}
+
+
+def mcp_list_tools_item(server_label: str, tools: list[ToolSpec] | None) -> dict:
+    """The tools of one `mcp` server of the request (None while it is being listed)."""
+    listed = [{"name": t.name, "description": t.description, "input_schema": t.input_schema, "annotations": None}
+              for t in tools or []]
+    return {"id": new_id("mcpl"), "type": "mcp_list_tools", "server_label": server_label, "tools": listed,
+            "error": None}
+
+
+def mcp_call_item(item_id: str, run: ToolRun) -> dict:
+    """A tool call the platform ran, as OpenAI shows a remote MCP server's call."""
+    failed = run.status not in ("ok", "running")
+    error = {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": run.output}]}
+    return {"id": item_id, "type": "mcp_call", "server_label": run.server, "name": run.tool,
+            "arguments": run.arguments, "output": None if failed or run.status == "running" else run.output,
+            "error": error if failed else None, "approval_request_id": None,
+            "status": {"running": "in_progress", "ok": "completed"}.get(run.status, "failed")}
+
+
+def loop_output_items(loop: ToolLoop) -> list[dict]:
+    """A tool loop's answer: the servers listed, then each step's text and tool calls in order."""
+    items = [mcp_list_tools_item(label, tools) for label, tools in loop.listed]
+    for part in loop.transcript:
+        if isinstance(part, ToolRun):
+            items.append(mcp_call_item(new_id("mcp"), part))
+        elif part:
+            items.append(message_item(new_id("msg"), part))
+    return items
 
 
 def output_items(result: ChatResult) -> list[dict]:
@@ -121,8 +153,8 @@ class Echo:
             "metadata": body.metadata or {}, "usage": usage_json(usage) if usage is not None else None,
         }
 
-    def answer(self, result: ChatResult) -> dict:
-        output = output_items(result)
+    def answer(self, result: ChatResult, loop: ToolLoop | None = None) -> dict:
+        output = output_items(result) if loop is None else loop_output_items(loop)
         if result.finish_reason in INCOMPLETE_REASONS:
             for item in output:
                 item["status"] = "incomplete"
@@ -141,8 +173,10 @@ class EventWriter:
     the arguments of parallel calls). `final` is the completed response once
     the stream is done, for the caller to store before the client sees it."""
 
-    def __init__(self, echo: Echo) -> None:
+    def __init__(self, echo: Echo, loop: ToolLoop | None = None) -> None:
         self.echo = echo
+        self.loop = loop
+        self.tool_items: dict[str, int] = {}  # a tool loop's call id -> output_index
         self.sequence = 0
         self.items: list[dict] = []  # by output_index; open ones grow as events arrive
         self.text_index: int | None = None  # the open message item
@@ -156,10 +190,15 @@ class EventWriter:
 
     def opening(self) -> bytes:
         response = self.echo.response(status="in_progress", output=[])
-        return self._emit("response.created", response=response) + self._emit("response.in_progress",
-                                                                               response=response)
+        out = self._emit("response.created", response=response) + self._emit("response.in_progress",
+                                                                              response=response)
+        for label, tools in self.loop.listed if self.loop is not None else ():
+            out += self._listed(label, tools)
+        return out
 
-    def event(self, event: StreamEvent) -> bytes:
+    def event(self, event: StreamEvent | ToolProgress) -> bytes:
+        if isinstance(event, ToolProgress):
+            return self._tool_started(event.run) if event.type == "tool_started" else self._tool_finished(event.run)
         if event.type == "delta" and event.text:
             return self._text(event.text)
         if event.type == "tool_call":
@@ -187,6 +226,31 @@ class EventWriter:
         item["content"][0]["text"] += text
         return out + self._emit("response.output_text.delta", item_id=item["id"], output_index=self.text_index,
                                 content_index=0, delta=text, logprobs=[])
+
+    def _listed(self, label: str, tools: list[ToolSpec]) -> bytes:
+        index, out = self._add(mcp_list_tools_item(label, None))
+        item = self.items[index]
+        out += self._emit("response.mcp_list_tools.in_progress", item_id=item["id"], output_index=index)
+        item["tools"] = mcp_list_tools_item(label, tools)["tools"]
+        return (out + self._emit("response.mcp_list_tools.completed", item_id=item["id"], output_index=index)
+                + self._emit("response.output_item.done", output_index=index, item=item))
+
+    def _tool_started(self, run: ToolRun) -> bytes:
+        out = self._close_text()  # the text after the tool call is a message item of its own
+        index, added = self._add(mcp_call_item(new_id("mcp"), run))
+        self.tool_items[run.call_id] = index
+        item_id = self.items[index]["id"]
+        return (out + added
+                + self._emit("response.mcp_call_arguments.done", item_id=item_id, output_index=index,
+                             arguments=run.arguments)
+                + self._emit("response.mcp_call.in_progress", item_id=item_id, output_index=index))
+
+    def _tool_finished(self, run: ToolRun) -> bytes:
+        index = self.tool_items[run.call_id]
+        item = self.items[index] = mcp_call_item(self.items[index]["id"], run)
+        kind = "response.mcp_call.completed" if item["status"] == "completed" else "response.mcp_call.failed"
+        return (self._emit(kind, item_id=item["id"], output_index=index)
+                + self._emit("response.output_item.done", output_index=index, item=item))
 
     def _close_text(self) -> bytes:
         if self.text_index is None:
@@ -298,25 +362,28 @@ async def create_response(request: HttpRequest, body: ResponsesIn):
     call: Call = request.ep_call
     call.stream = body.stream
     refuse_unsupported(body)
+    servers = mcp_servers(body.tools)
     items = await _previous_items(call, body.previous_response_id) + normalize_input(body.input)
     chat_request = to_chat_request(body, items)
     route = await _begin(request, call, body, chat_request)
+    loop = await tool_loop.plan(call, route, chat_request, servers)
     echo = Echo(call, body)
     if body.stream:
         if request.headers.get(idempotency.HEADER):
             raise InvalidRequest("Idempotency-Key is supported for non-streaming requests only.",
                                  code="idempotency_not_supported_for_streams", param=idempotency.HEADER)
-        events, first = await stream_start(call, route, chat_request)
-        writer = EventWriter(echo)
+        events, first = await tool_loop.stream_start(call, route, chat_request, loop)
+        writer = EventWriter(echo, loop)
         stream = relay(call, events, writer.event, first=first, opening=writer.opening(),
                        on_failure=lambda error: writer.failure())
-        return streaming_response(call, _stored_when_done(stream, writer, items), headers=served_by_headers(call))
+        return streaming_response(call, _stored_when_done(stream, writer, items),
+                                  headers=served_by_headers(call) | loop_headers(loop))
 
     async def complete() -> HttpResponse:
-        result = await pipeline.complete(call, route, chat_request)
-        answer = echo.answer(result)
+        result = await tool_loop.answer(call, route, chat_request, loop)
+        answer = echo.answer(result, loop)
         await _store(echo, items, answer)
-        headers = served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}"}
+        headers = served_by_headers(call) | {"X-EP-Cost-USD": f"{call.cost:.8f}"} | loop_headers(loop)
         return json_response(answer, call.request_id, headers=headers)
 
     return await idempotency.idempotent(request, complete, on_error=lambda e: error_response(request, e))

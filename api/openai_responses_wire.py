@@ -37,6 +37,7 @@ from pydantic import ConfigDict
 from api import openai_compat
 from gateway.call import Route
 from gateway.errors import InvalidRequest
+from gateway.tool_loop import McpServerAsk
 from providers.types import ChatRequest
 
 # How each provider kind takes a reasoning effort (ChatRequest.extra keys its
@@ -82,6 +83,17 @@ class ToolIn(_Lenient):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    # type "mcp": a tool server registered here, run on the platform (gateway/tool_loop.py).
+    server_label: str | None = Field(None, max_length=40)
+    server_url: str | None = Field(None, max_length=2000)
+    server_description: str | None = None
+    allowed_tools: list[str] | dict[str, Any] | None = None
+    require_approval: str | dict[str, Any] | None = None
+    # Read only to refuse them (see mcp_servers): never echoed, never sent anywhere.
+    headers: dict[str, Any] | None = Field(None, exclude=True)
+    authorization: str | None = Field(None, exclude=True)
+    connector_id: str | None = None
+    tunnel_id: str | None = None
 
 
 class TextIn(_Lenient):
@@ -202,7 +214,7 @@ def _item(where: str, item: ItemIn) -> dict | None:
         _required(where, item, "call_id")
         return {"id": item.id or new_id("fco"), "type": "function_call_output", "call_id": item.call_id,
                 "output": _output_text(where, item.output), "status": "completed"}
-    if kind == "reasoning":
+    if kind in ("reasoning", "mcp_list_tools", "mcp_call"):  # what a tool loop did: done, not redone
         return None
     raise InvalidRequest(
         f"{where}: input items of type '{kind}' are not supported here; send messages, function_call and "
@@ -244,8 +256,10 @@ def _chat_messages(items: list[dict]) -> list[dict]:
                 messages[-1].setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        else:
+        elif item["type"] == "function_call_output":
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+        # mcp_list_tools / mcp_call items of a previous response: the platform ran those tools, and
+        # the answer they led to is its message; the model of this request is not shown them again.
     return messages
 
 
@@ -254,9 +268,12 @@ def _tools(tools: list[ToolIn] | None) -> list[dict] | None:
         return None
     out = []
     for i, tool in enumerate(tools):
+        if tool.type == "mcp":  # run here: mcp_servers
+            continue
         if tool.type != "function" or not tool.name:
             raise InvalidRequest(
-                f"tools.{i}: only function tools (type 'function' with a name) are supported here, "
+                f"tools.{i}: only function tools (type 'function' with a name) and mcp tools naming a tool "
+                "server registered here are supported, "
                 f"not '{tool.type}'.", code="unsupported_tool", param=f"tools.{i}.type")
         out.append({"type": "function", "function": {
             "name": tool.name, "description": tool.description or "", "parameters": tool.parameters,
@@ -324,3 +341,52 @@ def reasoning_apply(request: ChatRequest, route: Route, reasoning: ReasoningIn |
             code="reasoning_not_supported", param="reasoning")
     request.extra["reasoning_effort"] = reasoning.effort
     request.extra["thinking_budget"] = GEMINI_THINKING_BUDGETS[reasoning.effort]
+
+
+# -- `mcp` tools: tool servers registered here ------------------------------------------------
+
+
+def mcp_servers(tools: list[ToolIn] | None) -> list[McpServerAsk]:
+    """The request's `{"type": "mcp", ...}` tools, checked; the gateway checks the servers
+    themselves (gateway/tool_loop.py `plan`). Approval flows are not offered: every tool
+    here was approved by an operator and granted to the key, so `require_approval` may be
+    left out or "never" (both run the tools); asking for approval is refused."""
+    asks = []
+    for i, tool in enumerate(tools or []):
+        if tool.type != "mcp":
+            continue
+        where = f"tools.{i}"
+        if not tool.server_label:
+            raise InvalidRequest(f"{where}: an mcp tool needs server_label, the name of a tool server registered "
+                                 "here.", param=f"{where}.server_label")
+        for name in ("connector_id", "tunnel_id"):
+            if getattr(tool, name):
+                raise InvalidRequest(f"{where}.{name}: connectors and tunnels are not supported; name a tool "
+                                     "server registered here in server_label.", code="unsupported_parameter",
+                                     param=f"{where}.{name}")
+        if tool.headers or tool.authorization:
+            raise InvalidRequest(f"{where}: this gateway holds the credentials of the tool servers it reaches; "
+                                 "send no headers or authorization.", code="mcp_credentials_not_accepted",
+                                 param=f"{where}.authorization" if tool.authorization else f"{where}.headers")
+        _approval_check(where, tool.require_approval)
+        asks.append(McpServerAsk(tool.server_label, tool.server_url, _allowed(where, tool.allowed_tools)))
+    return asks
+
+
+def _approval_check(where: str, value: str | dict[str, Any] | None) -> None:
+    always = value == "always" or (isinstance(value, dict) and bool(value.get("always")))
+    if always or (isinstance(value, str) and value != "never"):
+        raise InvalidRequest(f"{where}.require_approval: approval requests are not supported here; tools on "
+                             "this gateway are approved by its operators and granted to your key, so send "
+                             "\"never\" (or leave it out).", code="mcp_approval_not_supported",
+                             param=f"{where}.require_approval")
+
+
+def _allowed(where: str, value: list[str] | dict[str, Any] | None) -> tuple[str, ...] | None:
+    if value is None or isinstance(value, list):
+        return None if value is None else tuple(value)
+    if value.get("read_only") is not None:
+        raise InvalidRequest(f"{where}.allowed_tools: the read_only filter is not supported; list tool_names.",
+                             code="unsupported_parameter", param=f"{where}.allowed_tools")
+    names = value.get("tool_names")
+    return tuple(names) if isinstance(names, list) else None

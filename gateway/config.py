@@ -36,6 +36,7 @@ from personas.models import Persona, RouteStep
 from personas.snapshot import PersonaInfo, load_personas
 from providers.models import ConfigGeneration, Model, Provider
 from providers.snapshot import ProviderInfo, provider_info
+from tools.models import PersonaTools
 
 log = logging.getLogger("gateway.config")
 
@@ -195,6 +196,7 @@ def bump_generation(**_: Any) -> None:
 
 
 def connect_invalidation_signals() -> None:
-    for model in (ApiKey, Team, Persona, RouteStep, Provider, Model, Budget, RateLimit):
+    # PersonaTools: which personas run tools on the platform (gateway/tool_loop.py) is read per snapshot.
+    for model in (ApiKey, Team, Persona, RouteStep, Provider, Model, Budget, RateLimit, PersonaTools):
         post_save.connect(bump_generation, sender=model, dispatch_uid=f"ep-config-{model.__name__}-save")
         post_delete.connect(bump_generation, sender=model, dispatch_uid=f"ep-config-{model.__name__}-delete")

@@ -26,7 +26,7 @@ from accounts.snapshot import KeyInfo
 from api import native as native_api
 from api.auth import SECRET_PARAMS
 from api.errors import internal_error
-from gateway import events, pipeline
+from gateway import events, pipeline, tool_loop
 from gateway.call import Call, new_request_id
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied, RateLimited
 from gateway.observability import logs, tracing
@@ -231,7 +231,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             chat_request = native_api.to_chat_request(body)
             route = await native_api.native_begin(call, body, chat_request)
-            stream = pipeline.stream(call, route, chat_request)
+            loop = await tool_loop.plan(call, route, chat_request)
+            stream = pipeline.stream(call, route, chat_request) if loop is None else tool_loop.stream(loop, chat_request)
             async with aclosing(relay(call, stream, lambda event: native_api.event_json(call, event),
                                       on_failure=lambda error: native_api.error_json(call.request_id, error))) as frames:
                 async for frame in frames:

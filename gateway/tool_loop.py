@@ -1,0 +1,449 @@
+"""Server-side tool execution: the platform runs the tools a persona's model calls.
+
+When a request's persona has PersonaTools.execute on (or a Responses request
+names a tool server with `tools: [{"type": "mcp", ...}]`), `plan` offers the
+model the tools this key may use as function tools named `<server>__<tool>`.
+`complete` / `stream` then call the model, run the tool calls it makes through
+tools/registry.call_tool (permission, schema, time and size caps, the call
+log), append the assistant turn and the results, and call it again until it
+answers without tool calls.
+
+Every model call is its own Call through the same pipeline (begin, admit,
+complete or stream): its own Usage row, reserved against budgets like any
+call, tagged with the run. The first model call is the request's own Call;
+later ones are `<request_id>.2`, `.3`, ... Each row is written as soon as its
+model call ends, so each says how that call went. Afterwards the request's Call
+shows the whole loop (summed usage and cost, the last provider and model) for
+the answer and its headers; its row is already written and does not change.
+
+Caps (PersonaTools): max_steps model calls, max_tool_seconds of tool time,
+max_cost_usd of model cost. A cap ends the loop with an error (ToolLoopStopped,
+422, code tool_steps_exceeded / tool_time_exceeded / tool_cost_exceeded): a
+chain of tool calls without its final answer is not an answer, and the work
+done so far is billed and visible in the run. The model call a cap stopped is
+a row of its own (status refused, that code, no cost), so the run shows why it
+ended. The cost cap is checked before each model call against what the loop
+has spent: one call may take it past the cap, the next is refused.
+
+A request that sends its own function tools to a persona that executes tools
+is refused (400 client_tools_not_supported): the caller would have to run part
+of a turn whose other part the platform ran, and names could collide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Literal
+
+from asgiref.sync import sync_to_async
+
+from gateway import pipeline, relay
+from gateway.call import Call, Route
+from gateway.config import Snapshot, config_cache
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.recording import usage_record
+from gateway.tool_asks import asker
+from providers.types import ChatRequest, ChatResult, Message, StreamEvent, Tool, ToolCall, Usage
+from tools import registry
+from tools.models import PersonaTools, ToolServer
+from tools.types import ToolContext, ToolSpec
+
+
+class ToolLoopStopped(GatewayError):
+    """A cap of the persona's tool settings ended the loop before a final answer."""
+
+    status = 422
+    type = "tool_loop_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    max_steps: int = 8
+    max_tool_seconds: float = 120.0
+    max_cost_usd: Decimal | None = None
+
+    @classmethod
+    def of(cls, settings: PersonaTools | None) -> Caps:
+        if settings is None:  # a Responses `mcp` request to a persona without tool settings: the defaults
+            return cls()
+        return cls(settings.max_steps, settings.max_tool_seconds, settings.max_cost_usd)
+
+
+@dataclass(frozen=True, slots=True)
+class McpServerAsk:
+    """A Responses API `{"type": "mcp", ...}` tool: a registered tool server, by name."""
+
+    server_label: str
+    server_url: str | None = None
+    allowed_tools: tuple[str, ...] | None = None  # unqualified names; None: all the key may use
+
+
+@dataclass(slots=True)
+class ToolRun:
+    """One tool call the loop ran: what the stream shows and the Responses output lists."""
+
+    step: int  # the model call (1-based) that asked for it
+    call_id: str
+    name: str  # qualified: <server>__<tool>
+    arguments: str
+    run_id: str
+    status: str = "running"  # then ToolCallLog's: ok, error, timeout, refused
+    error_code: str = ""
+    output: str = ""
+    duration_ms: int = 0
+
+    @property
+    def server(self) -> str:
+        return self.name.partition("__")[0]
+
+    @property
+    def tool(self) -> str:
+        return self.name.partition("__")[2] or self.name
+
+
+@dataclass(slots=True)
+class ToolProgress:
+    """A stream item beside the StreamEvents: a tool call started or finished.
+    Each face renders it in its own unobtrusive way (api/tool_events.py)."""
+
+    type: Literal["tool_started", "tool_finished"]
+    run: ToolRun
+
+
+@dataclass(slots=True)
+class ToolLoop:
+    call: Call  # the request's own Call: the first model call
+    route: Route
+    tools: list[ToolSpec]
+    caps: Caps
+    listed: list[tuple[str, list[ToolSpec]]] = field(default_factory=list)  # Responses `mcp` servers
+    steps: list[Call] = field(default_factory=list)
+    tool_seconds: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    # What the answer is made of, in order: text (str) and the tool calls run (ToolRun).
+    transcript: list[str | ToolRun] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.call.run_id
+
+    def tool_named(self, name: str) -> bool:
+        return any(s.qualified_name == name for s in self.tools)
+
+    def text(self) -> str:
+        return "\n\n".join(part for part in self.transcript if isinstance(part, str) and part)
+
+
+# -- plan: does this request run tools on the platform? ------------------------------------
+
+
+_settings_cache: tuple[Snapshot | None, dict[str, Caps]] = (None, {})
+
+
+async def _executing_personas() -> dict[str, Caps]:
+    """Slug -> caps of the personas with execute on, read once per config snapshot
+    (PersonaTools saves move the config generation: gateway/config.py)."""
+    global _settings_cache
+    snapshot = await config_cache.snapshot()
+    cached_for, found = _settings_cache
+    if cached_for is not snapshot:
+        found = await sync_to_async(_load_executing, thread_sensitive=False)()
+        _settings_cache = (snapshot, found)
+    return found
+
+
+def _load_executing() -> dict[str, Caps]:
+    return {s.persona.slug: Caps.of(s) for s in PersonaTools.objects.select_related("persona").filter(execute=True)}
+
+
+async def plan(call: Call, route: Route, request: ChatRequest,
+               servers: list[McpServerAsk] | None = None) -> ToolLoop | None:
+    """The loop for this request, its tools added to `request`; None when it runs no tools
+    here (the persona does not execute tools, the key may use none of them, no `mcp` tools)."""
+    slug = route.persona.slug if route.persona is not None else None
+    executing = await _executing_personas()
+    tools: list[ToolSpec] = []
+    if slug in executing:
+        tools = await registry.available_tools(call.key, slug)
+    listed = [(ask.server_label, await _server_tools(call, ask)) for ask in servers or ()]
+    for _, specs in listed:
+        tools += [s for s in specs if s not in tools]
+    if not tools:
+        return None
+    if request.tools:
+        raise InvalidRequest(
+            f"'{route.label}' runs its tools on the platform (server-side tool execution), so this request "
+            "cannot also send function tools of its own; leave `tools` out, or use a persona without it.",
+            code="client_tools_not_supported", param="tools")
+    request.tools = [Tool(s.qualified_name, s.description, s.input_schema) for s in tools]
+    if not call.run_id:  # the loop's calls are tied together by a run, the caller's or a new one
+        call.run_id = f"run_{random.getrandbits(96):024x}"
+    caps = executing.get(slug) or Caps.of(await sync_to_async(registry.persona_tool_settings)(slug) if slug else None)
+    return ToolLoop(call=call, route=route, tools=tools, caps=caps, listed=listed)
+
+
+async def _server_tools(call: Call, ask: McpServerAsk) -> list[ToolSpec]:
+    """The tools of one registered server this key may use, narrowed by allowed_tools.
+    A server the key may use no tool of reads as unknown; a server_url that is not the
+    registered server's is refused: a request never makes the gateway connect anywhere."""
+    server = await ToolServer.objects.filter(name=ask.server_label, enabled=True).afirst()
+    usable = [s for s in await registry.available_tools(call.key) if s.server == ask.server_label]
+    if server is None or not usable:
+        raise InvalidRequest(f"tools: no tool server '{ask.server_label}' that this key may use; "
+                             "GET /api/v1/tools lists them.", code="unknown_mcp_server", param="tools")
+    if ask.server_url and ask.server_url.rstrip("/") != (server.url or "").rstrip("/"):
+        raise InvalidRequest(f"tools: server_url is not the URL of the registered server '{ask.server_label}'; "
+                             "this gateway only reaches servers its operators registered (leave server_url out).",
+                             code="mcp_server_url_mismatch", param="tools")
+    if ask.allowed_tools is not None:
+        unknown = sorted(set(ask.allowed_tools) - {s.name for s in usable})
+        if unknown:
+            raise InvalidRequest(f"tools: allowed_tools names tools '{ask.server_label}' does not offer this key: "
+                                 f"{', '.join(unknown)}.", code="unknown_tool", param="tools")
+        usable = [s for s in usable if s.name in ask.allowed_tools]
+    return usable
+
+
+# -- model calls ------------------------------------------------------------------------
+
+
+def _next_call(loop: ToolLoop) -> Call:
+    first = loop.call
+    return Call(request_id=f"{first.request_id}.{len(loop.steps) + 1}", endpoint=first.endpoint, key=first.key,
+                stream=first.stream, timeout=first.timeout)
+
+
+async def _begun(loop: ToolLoop, call: Call, request: ChatRequest) -> Route:
+    """The route for this model call: the request's own was begun by its face."""
+    loop.steps.append(call)
+    if call is loop.call:
+        return loop.route
+    return await pipeline.begin(call, request, model=loop.route.label, run_id=loop.run_id, step=loop.call.step,
+                                timeout=call.timeout, cache_mode=loop.call.cache_mode)
+
+
+async def _failed(loop: ToolLoop, call: Call, error: GatewayError) -> None:
+    """File the failure on the model call's row, and on the request's Call for the answer."""
+    call.fail(error)
+    await usage_record(call)
+    if call is not loop.call:
+        loop.call.fail(error)
+
+
+async def _ended(loop: ToolLoop, call: Call) -> None:
+    """The model call's row, written now; the loop's totals shown on the request's Call."""
+    await usage_record(call)
+    usage = loop.usage
+    for name in ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cache_write_tokens"):
+        setattr(usage, name, getattr(usage, name) + getattr(call.usage, name))
+    loop.cost += call.cost
+    shown = loop.call
+    shown.usage, shown.cost = replace(usage), loop.cost
+    shown.provider, shown.model = call.provider, call.model
+
+
+async def _stop_if_capped(loop: ToolLoop, call: Call) -> None:
+    """Refuse the next model call when a cap is reached: a row of its own, then the error."""
+    caps = loop.caps
+    error = None
+    if len(loop.steps) >= caps.max_steps:
+        error = ToolLoopStopped(f"The tool loop reached its limit of {caps.max_steps} model calls "
+                                "(the persona's max_steps) before a final answer.", code="tool_steps_exceeded")
+    elif caps.max_cost_usd is not None and loop.cost >= caps.max_cost_usd:
+        error = ToolLoopStopped(f"The tool loop spent ${loop.cost:.6f}, its limit is ${caps.max_cost_usd:.6f} "
+                                "(the persona's max_cost_usd), before a final answer.", code="tool_cost_exceeded")
+    elif loop.tool_seconds >= caps.max_tool_seconds:
+        error = ToolLoopStopped(f"The tool loop's tools ran {loop.tool_seconds:.1f} s, its limit is "
+                                f"{caps.max_tool_seconds:g} s (the persona's max_tool_seconds), before a final "
+                                "answer.", code="tool_time_exceeded")
+    if error is not None:
+        call.run_id, call.step, call.persona = loop.run_id, loop.call.step, loop.call.persona
+        loop.steps.append(call)
+        await _failed(loop, call, error)
+        raise error
+
+
+# -- tools ----------------------------------------------------------------------------------
+
+
+async def _run_tools(loop: ToolLoop, call: Call, calls: list[ToolCall]) -> AsyncIterator[ToolProgress]:
+    """Run the turn's tool calls one after another, within the loop's tool time."""
+    for tool_call in calls:
+        run = ToolRun(step=len(loop.steps), call_id=tool_call.id, name=tool_call.name,
+                      arguments=tool_call.arguments, run_id=loop.run_id)
+        loop.transcript.append(run)
+        yield ToolProgress("tool_started", run)
+        ctx = ToolContext(key=call.key, request_id=call.request_id, run_id=loop.run_id, persona=loop.call.persona,
+                          source="loop", ask=asker(call.key, run_id=loop.run_id),
+                          time_left=max(0.0, loop.caps.max_tool_seconds - loop.tool_seconds))
+        started = time.monotonic()
+        result = await registry.call_tool(tool_call.name, tool_call.arguments, ctx, allowed=loop.tools)
+        elapsed = time.monotonic() - started
+        loop.tool_seconds += elapsed
+        run.status = ("timeout" if result.error_code == "tool_timeout" else "refused" if result.error_code in
+                      ("unknown_tool", "invalid_arguments") else "error") if result.is_error else "ok"
+        run.error_code, run.output, run.duration_ms = result.error_code, result.content, int(elapsed * 1000)
+        yield ToolProgress("tool_finished", run)
+
+
+def _next_request(request: ChatRequest, content: str | None, calls: list[ToolCall],
+                  runs: list[ToolRun]) -> ChatRequest:
+    """The conversation so far, plus the assistant's tool calls and their results. A
+    named or required tool_choice holds for the first model call only, or the loop
+    could never end."""
+    messages = [*request.messages, Message(role="assistant", content=content or None, tool_calls=list(calls))]
+    messages += [Message(role="tool", content=run.output, tool_call_id=run.call_id, name=run.name) for run in runs]
+    return replace(request, messages=messages, tool_choice=None, extra=dict(request.extra))
+
+
+def _runs_of(loop: ToolLoop, calls: list[ToolCall]) -> list[ToolRun]:
+    ids = {c.id for c in calls}
+    return [p for p in loop.transcript if isinstance(p, ToolRun) and p.call_id in ids and p.step == len(loop.steps)]
+
+
+def _with_ids(calls: list[ToolCall]) -> list[ToolCall]:
+    # Some providers leave ids out; results are matched to calls by id.
+    return [c if c.id else dataclasses.replace(c, id=f"call_{random.getrandbits(64):016x}") for c in calls]
+
+
+# -- the loop, answered whole ---------------------------------------------------------------
+
+
+async def complete(loop: ToolLoop, request: ChatRequest) -> ChatResult:
+    """Model calls and tool calls until a final answer; its text is every step's text."""
+    call = loop.call
+    while True:
+        try:
+            route = await _begun(loop, call, request)
+            result = await pipeline.complete(call, route, request)
+        except GatewayError as error:
+            await _failed(loop, call, error)
+            raise
+        await _ended(loop, call)
+        loop.transcript.append(result.content or "")
+        if not result.tool_calls:
+            return replace(result, content=loop.text(), usage=replace(loop.usage))
+        calls = _with_ids(result.tool_calls)
+        following = _next_call(loop)
+        await _stop_if_capped(loop, following)
+        async for _ in _run_tools(loop, call, calls):
+            pass
+        request = _next_request(request, result.content, calls, _runs_of(loop, calls))
+        call = following
+
+
+# -- the loop, streamed ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Turn:
+    """What one streamed model call said: its text, and its tool calls by index."""
+
+    text: str = ""
+    calls: dict[int, ToolCall] = field(default_factory=dict)
+
+    def add(self, event: StreamEvent) -> None:
+        if event.index not in self.calls:
+            self.calls[event.index] = ToolCall(event.tool_call_id or "", event.name or "", "")
+        self.calls[event.index].arguments += event.arguments
+
+
+async def stream(loop: ToolLoop, request: ChatRequest) -> AsyncIterator[StreamEvent | ToolProgress]:
+    """The loop as one stream: every step's text as deltas, tool progress between
+    steps, then the final `done` (or an `error`). Tool-call events are the
+    platform's and never reach the client. A failure before anything was sent
+    raises, so the face can answer with an HTTP error."""
+    call = loop.call
+    sent_text = False
+    try:
+        while True:
+            route = await _begun(loop, call, request)
+            turn = _Turn()
+            async with aclosing(pipeline.stream(call, route, request)) as events:
+                async for event in events:
+                    if event.type == "delta" and event.text:
+                        if sent_text and not turn.text:
+                            yield StreamEvent("delta", text="\n\n")  # steps' texts, apart as in `complete`
+                        turn.text += event.text
+                        sent_text = True
+                        yield event
+                    elif event.type == "tool_call":
+                        turn.add(event)
+                    elif event.type in ("done", "error"):
+                        final = await _turn_ended(loop, call, turn, event)
+                        if final is not None:
+                            yield final
+                            return
+            calls = _with_ids(list(turn.calls.values()))
+            following = _next_call(loop)
+            await _stop_if_capped(loop, following)
+            async for progress in _run_tools(loop, call, calls):
+                yield progress
+            request = _next_request(request, turn.text, calls, _runs_of(loop, calls))
+            call = following
+    except GatewayError as error:
+        if not call.recorded:
+            await _failed(loop, call, error)
+        raise
+    finally:
+        if not call.recorded:  # the client went away mid-step: the row keeps what was used
+            call.mark_cancelled()
+            await usage_record(call)
+
+
+async def _turn_ended(loop: ToolLoop, call: Call, turn: _Turn, event: StreamEvent) -> StreamEvent | None:
+    """Write the step's row; the event that ends the stream, or None to go on with tools."""
+    if event.type == "error":  # after content: the pipeline filed it on the step's call
+        await _ended(loop, call)
+        if call is not loop.call:
+            loop.call.status, loop.call.http_status = call.status, call.http_status
+            loop.call.error_code, loop.call.error_message = call.error_code, call.error_message
+        return event
+    await _ended(loop, call)
+    loop.transcript.append(turn.text)
+    if not turn.calls:
+        return event
+    return None
+
+
+def progress_json(progress: ToolProgress) -> dict:
+    """A tool progress event as the JSON object streams carry (api/tool_events.py)."""
+    run = progress.run
+    data = {"type": progress.type, "run_id": run.run_id, "step": run.step, "call_id": run.call_id,
+            "name": run.name, "server": run.server, "tool": run.tool}
+    if progress.type == "tool_started":
+        return {**data, "arguments": run.arguments}
+    return {**data, "status": run.status, "error_code": run.error_code, "duration_ms": run.duration_ms,
+            "output_bytes": len(run.output.encode())}
+
+
+# -- what the faces call ----------------------------------------------------------------------
+
+
+async def answer(call: Call, route: Route, request: ChatRequest, loop: ToolLoop | None) -> ChatResult:
+    """The request's answer: through the loop when it has one, else the one model call."""
+    if loop is None:
+        return await pipeline.complete(call, route, request)
+    return await complete(loop, request)
+
+
+async def stream_start(call: Call, route: Route, request: ChatRequest, loop: ToolLoop | None
+                       ) -> tuple[AsyncIterator[StreamEvent | ToolProgress], StreamEvent | ToolProgress | None]:
+    """relay.stream_start, through the loop when it has one: a failure before the first
+    item reaches the client is raised here, so it is a proper HTTP error."""
+    if loop is None:
+        return await relay.stream_start(call, route, request)
+    events = stream(loop, request)
+    return events, await anext(events, None)
+
+
+def loop_headers(loop: ToolLoop | None) -> dict[str, str]:
+    """The run the loop's model calls and tool calls are filed under (generated when the caller gave none)."""
+    return {"X-EP-Run-Id": loop.run_id} if loop is not None else {}
