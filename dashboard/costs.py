@@ -20,6 +20,7 @@ from budgets.exports import csv_writer
 from dashboard import charts
 from dashboard.forms import UsageFilterForm
 from dashboard.rendering import render_page
+from tools.timeline import run_timeline
 
 PERIODS = (7, 30, 90)
 STACKS = ("persona", "team", "provider", "model")  # what the spend-over-time chart can be stacked by
@@ -90,9 +91,12 @@ def _spend_over_time(team_ids: set[int] | None, team: Team | None, *, days: int,
 @costs_required
 @require_GET
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
-    """One workflow run's cost by persona and by step (team leads: their teams' rows only)."""
-    parts = trends.run_parts(run_id=run_id, team_ids=visible_team_ids(request.user))
-    if not parts:
+    """One workflow run's cost by persona and by step, and its timeline of model calls and
+    tool calls (team leads: their teams' rows only)."""
+    team_ids = visible_team_ids(request.user)
+    parts = trends.run_parts(run_id=run_id, team_ids=team_ids)
+    timeline, timeline_total = run_timeline(run_id=run_id, team_ids=team_ids)
+    if not parts and not timeline:
         raise Http404("No such run.")
     total = sum((p.cost for p in parts), selectors.ZERO)
     by_persona: dict[str, list] = {}
@@ -104,7 +108,8 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
                 for name, cost, n in sorted(by_persona.values(), key=lambda e: -e[1])]
     steps = [{"part": p, "percent": _percent(p.cost, total)} for p in parts]
     return render_page(request, "budgets/run.html", {"run_id": run_id, "total": total, "personas": personas,
-                                                     "steps": steps})
+                                                     "steps": steps, "timeline": timeline,
+                                                     "timeline_more": timeline_total - len(timeline)})
 
 
 def _percent(part, whole) -> int:

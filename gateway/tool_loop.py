@@ -249,7 +249,7 @@ async def _ended(loop: ToolLoop, call: Call) -> None:
     shown.provider, shown.model = call.provider, call.model
 
 
-async def _stop_if_capped(loop: ToolLoop, call: Call) -> None:
+async def _stop_if_capped(loop: ToolLoop) -> None:
     """Refuse the next model call when a cap is reached: a row of its own, then the error."""
     caps = loop.caps
     error = None
@@ -264,6 +264,7 @@ async def _stop_if_capped(loop: ToolLoop, call: Call) -> None:
                                 f"{caps.max_tool_seconds:g} s (the persona's max_tool_seconds), before a final "
                                 "answer.", code="tool_time_exceeded")
     if error is not None:
+        call = _next_call(loop)
         call.run_id, call.step, call.persona = loop.run_id, loop.call.step, loop.call.persona
         loop.steps.append(call)
         await _failed(loop, call, error)
@@ -331,12 +332,11 @@ async def complete(loop: ToolLoop, request: ChatRequest) -> ChatResult:
         if not result.tool_calls:
             return replace(result, content=loop.text(), usage=replace(loop.usage))
         calls = _with_ids(result.tool_calls)
-        following = _next_call(loop)
-        await _stop_if_capped(loop, following)
+        await _stop_if_capped(loop)
         async for _ in _run_tools(loop, call, calls):
             pass
         request = _next_request(request, result.content, calls, _runs_of(loop, calls))
-        call = following
+        call = _next_call(loop)  # now: its row's latency is its own, not the tools' too
 
 
 # -- the loop, streamed ---------------------------------------------------------------------
@@ -382,12 +382,11 @@ async def stream(loop: ToolLoop, request: ChatRequest) -> AsyncIterator[StreamEv
                             yield final
                             return
             calls = _with_ids(list(turn.calls.values()))
-            following = _next_call(loop)
-            await _stop_if_capped(loop, following)
+            await _stop_if_capped(loop)
             async for progress in _run_tools(loop, call, calls):
                 yield progress
             request = _next_request(request, turn.text, calls, _runs_of(loop, calls))
-            call = following
+            call = _next_call(loop)
     except GatewayError as error:
         if not call.recorded:
             await _failed(loop, call, error)

@@ -5,6 +5,7 @@ call is a Usage row of the run, every tool call a ToolCallLog row."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 
@@ -14,11 +15,22 @@ import openai
 import pytest
 
 from budgets.models import Budget
-from tests.api.tool_loop_support import KINDS, cost, fakes, rows, sdk, tool_rows, tooled, tooled_persona  # noqa: F401
+from tests.api.tool_loop_support import KINDS, cost, fakes_running, rows, sdk, tool_rows, tooled_setup
 from tests.fakes.common import FakeReply, FakeToolCall
+from tests.streaming_support import chat_frame, frames_until_terminal, open_socket
 from tools.models import PersonaTools, ToolCallLog
 
 ASK = [{"role": "user", "content": "What time is it?"}]
+
+
+@pytest.fixture(scope="module")
+def fakes():
+    yield from fakes_running()
+
+
+@pytest.fixture
+def tooled(fakes, world):
+    return tooled_setup(fakes, world)
 
 
 def time_then_answer(fake, answer: str = "It is noon.") -> None:
@@ -213,3 +225,20 @@ def _stream_lines(live, world, path: str, body: dict) -> list[str]:
                       timeout=20) as response:
         assert response.status_code == 200
         return [line for line in response.iter_lines() if line]
+
+
+def test_the_websocket_sends_tool_frames_and_the_run_id(live, world, tooled):
+    time_then_answer(tooled["openai"], "Noon.")
+
+    async def scenario():
+        async with open_socket(live, key=world.red_key) as ws:
+            await ws.send(chat_frame("t1", "tools-openai", "What time is it?"))
+            return await frames_until_terminal(ws, {"t1"})
+
+    frames = asyncio.run(scenario())
+    kinds = [f["type"] for f in frames]
+    assert kinds[:2] == ["tool_started", "tool_finished"] and kinds[-1] == "done"
+    run_id = frames[0]["run_id"]
+    assert "".join(f["text"] for f in frames if f["type"] == "delta") == "Noon."
+    assert [(r.endpoint, r.status) for r in rows(run_id)] == [("ws.chat", "ok"), ("ws.chat", "ok")]
+    assert frames[-1]["usage"]["output_tokens"] == sum(r.output_tokens for r in rows(run_id))

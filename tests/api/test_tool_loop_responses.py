@@ -10,10 +10,20 @@ import json
 import openai
 import pytest
 
-from tests.api.tool_loop_support import fakes, rows, sdk, tool_rows, tooled, tooled_persona  # noqa: F401
+from tests.api.tool_loop_support import fakes_running, rows, sdk, tool_rows, tooled_persona, tooled_setup
 from tests.fakes.common import FakeReply, FakeToolCall
 
 BUILTIN = {"type": "mcp", "server_label": "builtin", "require_approval": "never"}
+
+
+@pytest.fixture(scope="module")
+def fakes():
+    yield from fakes_running()
+
+
+@pytest.fixture
+def tooled(fakes, world):
+    return tooled_setup(fakes, world)
 
 
 def test_a_persona_that_runs_tools_answers_with_mcp_call_items(live, world, tooled):

@@ -3,11 +3,12 @@ tools (the built-in current_time and run_cost) the platform runs."""
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import openai
-import pytest
-from asgiref.sync import async_to_sync
+from django.db import connections
 
 from budgets.models import Usage
 from personas.models import Persona, RouteStep
@@ -22,8 +23,8 @@ FAKE_CLASSES = {"openai": FakeOpenAIServer, "anthropic": FakeAnthropicServer, "g
 KINDS = sorted(FAKE_CLASSES)
 
 
-@pytest.fixture(scope="module")
-def fakes():
+def fakes_running():
+    """For a module-scoped `fakes` fixture: the three fakes, stopped at the end."""
     started = {kind: cls().start() for kind, cls in FAKE_CLASSES.items()}
     yield started
     for fake in started.values():
@@ -46,10 +47,9 @@ def tooled_persona(kind: str, fake, *, slug: str | None = None, execute: bool = 
     return persona
 
 
-@pytest.fixture
-def tooled(fakes, world):
-    """`tools-openai`, `tools-anthropic`, `tools-gemini`: execute on; team red may use builtin__*."""
-    async_to_sync(builtin_server)()
+def tooled_setup(fakes, world):
+    """For a `tooled` fixture: `tools-openai`, `tools-anthropic`, `tools-gemini`: execute on; team red may use builtin__*."""
+    _in_a_thread(lambda: asyncio.run(builtin_server()))
     ToolGrant.objects.create(team=world.red, patterns=["builtin__*"])
     for kind, fake in fakes.items():
         fake.reset()
@@ -72,3 +72,15 @@ def tool_rows(run_id: str) -> list[ToolCallLog]:
 def cost(reply_in: int, reply_out: int) -> Decimal:
     """What a fake's reply costs at 1 / 2 USD per M tokens."""
     return (Decimal(reply_in) * 1 + Decimal(reply_out) * 2) / Decimal(1_000_000)
+
+
+def _in_a_thread(work) -> None:
+    """Run `work` on a thread of its own: the browser tests' thread has Playwright's event loop."""
+    def run() -> None:
+        try:
+            work()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(run).result()
