@@ -242,3 +242,27 @@ def test_the_websocket_sends_tool_frames_and_the_run_id(live, world, tooled):
     assert "".join(f["text"] for f in frames if f["type"] == "delta") == "Noon."
     assert [(r.endpoint, r.status) for r in rows(run_id)] == [("ws.chat", "ok"), ("ws.chat", "ok")]
     assert frames[-1]["usage"]["output_tokens"] == sum(r.output_tokens for r in rows(run_id))
+
+
+def test_a_cap_reached_after_text_was_streamed_ends_the_stream_with_the_error(live, world, tooled):
+    PersonaTools.objects.filter(persona__slug="tools-openai").update(max_steps=1)
+    tooled["openai"].script(FakeReply(text="Checking.", tool_calls=[FakeToolCall("builtin__current_time", {})]))
+    stream = sdk(live, world.red_key).chat.completions.create(model="tools-openai", messages=ASK, stream=True,
+                                                              extra_headers={"X-EP-Run-Id": "cut-run"})
+    text = ""
+    with pytest.raises(openai.APIError, match="limit of 1 model calls"):
+        for chunk in stream:
+            text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+    assert text == "Checking."
+    assert [(r.status, r.error_code) for r in rows("cut-run")] == [("ok", ""), ("refused", "tool_steps_exceeded")]
+
+
+def test_the_anthropic_sdk_streams_a_loop_and_skips_the_progress_comments(live, world, tooled):
+    time_then_answer(tooled["gemini"], "It is noon in Oslo.")
+    client = anthropic.Anthropic(base_url=live.url, api_key=world.red_key, max_retries=0)
+    with client.messages.stream(model="tools-gemini", max_tokens=200, messages=ASK) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "It is noon in Oslo." and final.stop_reason == "end_turn"
+    assert [block.type for block in final.content] == ["text"]
+    assert ToolCallLog.objects.get().status == "ok"
