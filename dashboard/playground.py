@@ -13,23 +13,37 @@ from django.views.decorators.http import require_POST
 
 from accounts.roles import async_operator_required
 from accounts.services import playground_key_ensure
-from gateway import pipeline
+from gateway import pipeline, tool_loop
 from gateway.call import Call, new_request_id
 from gateway.errors import GatewayError
 from gateway.recording import usage_record
-from gateway.relay import relay, stream_start
+from gateway.relay import relay
+from gateway.tool_loop import ToolProgress
 from providers.types import ChatRequest, Message
 
 MAX_PROMPT_CHARS = 20_000
 
 
 def _text(event) -> str:
-    """The playground shows plain text: deltas, and a plain line if the provider fails."""
+    """The playground shows plain text: deltas, a line per tool the platform ran for a
+    persona that runs its tools, and a plain line if the provider fails."""
+    if isinstance(event, ToolProgress):
+        return _tool_text(event)
     if event.type == "delta":
         return event.text
     if event.type == "error":
         return f"\n\n[The provider failed mid-answer: {event.error.kind}]"
     return ""
+
+
+TOOL_OUTCOMES = {"ok": "done", "error": "failed", "timeout": "timed out", "refused": "refused"}
+
+
+def _tool_text(progress: ToolProgress) -> str:
+    run = progress.run
+    if progress.type == "tool_started":
+        return f"[Running the tool {run.name}… "
+    return f"{TOOL_OUTCOMES.get(run.status, run.status)} in {run.duration_ms} ms]\n\n"
 
 
 def _failure_text(error: GatewayError) -> str:
@@ -48,7 +62,8 @@ async def playground(request: HttpRequest, slug: str) -> HttpResponse:
     chat_request = ChatRequest(model="", messages=[Message("user", prompt)])
     try:
         route = await pipeline.begin(call, chat_request, model=slug)
-        events, first = await stream_start(call, route, chat_request)
+        loop = await tool_loop.plan(call, route, chat_request)
+        events, first = await tool_loop.stream_start(call, route, chat_request, loop)
     except GatewayError as error:
         call.fail(error)
         await usage_record(call)

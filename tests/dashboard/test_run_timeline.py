@@ -9,11 +9,13 @@ import openai
 import pytest
 from playwright.sync_api import expect
 
+from accounts.models import Team
+from accounts.services import DASHBOARD_TEAM
 from budgets.models import Usage
 from tests.api.tool_loop_support import fakes_running, tooled_setup
 from tests.dashboard.conftest import log_in, screenshot
 from tests.fakes.common import FakeReply, FakeToolCall
-from tools.models import PersonaTools
+from tools.models import PersonaTools, ToolGrant
 
 pytestmark = pytest.mark.browser
 RUN = "run-2026-12-06-release-notes-7c1e"
@@ -83,3 +85,19 @@ def test_another_teams_lead_cannot_see_the_run(page, live, world, people, tooled
     page.expected_errors.append("404")
     response = page.goto(f"/dashboard/runs/{RUN}/")
     assert response.status == 404
+
+
+def test_the_playground_shows_the_tools_a_persona_runs(page, live, world, people, tooled):
+    dashboard_team = Team.objects.get_or_create(name=DASHBOARD_TEAM)[0]
+    ToolGrant.objects.create(team=dashboard_team, patterns=["builtin__current_time"])
+    tooled["openai"].script(FakeReply(text="", tool_calls=[FakeToolCall("builtin__current_time", {})]),
+                            FakeReply(text="It is noon."))
+    log_in(page, "olive")
+    page.goto("/dashboard/personas/tools-openai/")
+    page.get_by_label("Message").fill("What time is it?")
+    page.get_by_role("button", name="Send to tools-openai").click()
+    output = page.locator("#playground-output")
+    expect(output).to_contain_text("It is noon.")
+    expect(output).to_contain_text("[Running the tool builtin__current_time… done in")
+    [first, second] = Usage.objects.filter(endpoint="dashboard.playground").order_by("created_at")
+    assert second.request_id == first.request_id + ".2" and first.run_id == second.run_id != ""
