@@ -145,6 +145,9 @@ async def plan(call: Call, route: Route, request: ChatRequest,
             "cannot also send function tools of its own; leave `tools` out, or use a persona without it.",
             code="client_tools_not_supported", param="tools")
     request.tools = [Tool(s.qualified_name, s.description, s.input_schema) for s in tools]
+    # begin worked out which steps can serve the request before it had tools: again, with them
+    # (a step whose provider or model takes no tools is left out, or the request refused).
+    call.serving, call.skipped = None, []
     if not call.run_id:  # the loop's calls are tied together by a run, the caller's or a new one
         call.run_id = f"run_{random.getrandbits(96):024x}"
     caps = executing.get(slug) or Caps.of(await sync_to_async(registry.persona_tool_settings)(slug) if slug else None)

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from budgets.models import Budget
+from providers.models import Model
 from tests.api.tool_loop_support import KINDS, cost, fakes_running, rows, sdk, tool_rows, tooled_setup
 from tests.fakes.common import FakeReply, FakeToolCall
 from tests.streaming_support import chat_frame, frames_until_terminal, open_socket
@@ -266,3 +267,10 @@ def test_the_anthropic_sdk_streams_a_loop_and_skips_the_progress_comments(live, 
     assert text == "It is noon in Oslo." and final.stop_reason == "end_turn"
     assert [block.type for block in final.content] == ["text"]
     assert ToolCallLog.objects.get().status == "ok"
+
+
+def test_a_route_whose_model_takes_no_tools_is_refused_before_any_call(live, world, tooled):
+    Model.objects.filter(provider__name="openai").update(supports_tools=False)
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk(live, world.red_key).chat.completions.create(model="tools-openai", messages=ASK)
+    assert raised.value.body["code"] == "tools_not_supported" and tooled["openai"].call_count == 0
