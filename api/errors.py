@@ -49,8 +49,9 @@ class ErrorEnvelope(Schema):
 # or budget (429), the key or config store down (503), a bug (500).
 KEYED = (400, 401, 429, 500, 503)
 # A chat route can also refuse the model (403 direct scope, 404 unknown), the
-# body (413), and report the provider's failure after every fallback (502, 504).
-CHAT = (*KEYED, 403, 404, 413, 502, 504)
+# body (413), end a server-side tool loop at a cap (422, gateway/tool_loop.py),
+# and report the provider's failure after every fallback (502, 504).
+CHAT = (*KEYED, 403, 404, 413, 422, 502, 504)
 
 
 # The response cache's request and response header (gateway/response_cache.py), on every chat route.
