@@ -177,23 +177,33 @@ def _with_ids(calls: list[ToolCall]) -> list[ToolCall]:
 async def complete(loop: ToolLoop, request: ChatRequest) -> ChatResult:
     """Model calls and tool calls until a final answer; its text is every step's text."""
     call = loop.call
-    while True:
-        try:
-            route = await _begun(loop, call, request)
-            result = await pipeline.complete(call, route, request)
-        except GatewayError as error:
-            await _failed(loop, call, error)
-            raise
-        await _ended(loop, call)
-        loop.transcript.append(result.content or "")
-        if not result.tool_calls:
-            return replace(result, content=loop.text(), usage=replace(loop.usage))
-        calls = _with_ids(result.tool_calls)
-        await _stop_if_capped(loop)
-        async for _ in _run_tools(loop, call, calls):
-            pass
-        request = _next_request(request, result.content, calls, _runs_of(loop, calls))
-        call = _next_call(loop)  # now: its row's latency is its own, not the tools' too
+    try:
+        while True:
+            try:
+                route = await _begun(loop, call, request)
+                result = await pipeline.complete(call, route, request)
+            except GatewayError as error:
+                await _failed(loop, call, error)
+                raise
+            await _ended(loop, call)
+            loop.transcript.append(result.content or "")
+            if not result.tool_calls:
+                return replace(result, content=loop.text(), usage=replace(loop.usage))
+            calls = _with_ids(result.tool_calls)
+            await _stop_if_capped(loop)
+            async for _ in _run_tools(loop, call, calls):
+                pass
+            request = _next_request(request, result.content, calls, _runs_of(loop, calls))
+            call = _next_call(loop)  # now: its row's latency is its own, not the tools' too
+    finally:
+        await _cancelled_if_open(call)
+
+
+async def _cancelled_if_open(call: Call) -> None:
+    """The client went away (or something broke) mid-call: its row keeps what it used."""
+    if not call.recorded:
+        call.mark_cancelled()
+        await usage_record(call)
 
 
 # -- the loop, streamed ---------------------------------------------------------------------
@@ -249,9 +259,7 @@ async def stream(loop: ToolLoop, request: ChatRequest) -> AsyncIterator[StreamEv
             await _failed(loop, call, error)
         raise
     finally:
-        if not call.recorded:  # the client went away mid-step: the row keeps what was used
-            call.mark_cancelled()
-            await usage_record(call)
+        await _cancelled_if_open(call)
 
 
 async def _turn_ended(loop: ToolLoop, call: Call, turn: _Turn, event: StreamEvent) -> StreamEvent | None:
@@ -267,6 +275,7 @@ async def _turn_ended(loop: ToolLoop, call: Call, turn: _Turn, event: StreamEven
     if not turn.calls:
         return event
     return None
+
 
 # -- what the faces call ----------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ import pytest
 from budgets.models import Budget
 from providers.models import Model
 from tests.api.tool_loop_support import KINDS, cost, fakes_running, rows, sdk, tool_rows, tooled_setup
-from tests.fakes.common import FakeReply, FakeToolCall
-from tests.streaming_support import chat_frame, frames_until_terminal, open_socket
+from tests.fakes.common import FakeReply, FakeToolCall, Fault
+from tests.streaming_support import chat_frame, frames_until_terminal, open_socket, wait_for
 from tools.models import PersonaTools, ToolCallLog
 
 ASK = [{"role": "user", "content": "What time is it?"}]
@@ -274,3 +274,15 @@ def test_a_route_whose_model_takes_no_tools_is_refused_before_any_call(live, wor
     with pytest.raises(openai.BadRequestError) as raised:
         sdk(live, world.red_key).chat.completions.create(model="tools-openai", messages=ASK)
     assert raised.value.body["code"] == "tools_not_supported" and tooled["openai"].call_count == 0
+
+
+def test_a_client_leaving_mid_loop_leaves_the_model_call_in_flight_its_row(live, world, tooled):
+    tooled["openai"].script(FakeReply(text="", tool_calls=[FakeToolCall("builtin__current_time", {})]),
+                            Fault("stall", seconds=10))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(live.url + "/v1/chat/completions", timeout=2,
+                   headers={"Authorization": f"Bearer {world.red_key}", "X-EP-Run-Id": "left-run"},
+                   json={"model": "tools-openai", "messages": ASK})
+    ledger = wait_for(lambda: len(rows("left-run")) == 2 and rows("left-run"), timeout=10)
+    assert [(r.status, r.http_status) for r in ledger] == [("ok", 200), ("cancelled", 499)]
+    assert ledger[1].request_id == ledger[0].request_id + ".2"
