@@ -54,6 +54,9 @@ class ToolServerForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.is_admin = bool(user is not None and user.is_superuser)
         self.fields["kind"].choices = [c for c in ToolServer.KINDS if c[0] != "builtin"]
+        # dashboard.js shows each only for its kind (without the script both show).
+        self.fields["url"].widget.attrs["data-kinds"] = "http"
+        self.fields["command"].widget.attrs["data-kinds"] = "stdio"
         self.initial["command"] = "\n".join(self.instance.command or [])
         if self.instance.pk:
             for name in ("name", "kind"):  # the namespace of its tools, in grants and personas
