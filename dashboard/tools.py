@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.audit import snapshot
-from accounts.roles import async_operator_required, operator_required
+from accounts.roles import admin_required, async_operator_required, operator_required
 from dashboard.rendering import render_page
 from dashboard.tool_forms import PersonaToolsForm, ToolGrantForm, ToolServerForm, ToolSettingsForm
 from personas.models import Persona
@@ -36,14 +36,10 @@ def server_list(request: HttpRequest) -> HttpResponse:
     return render_page(request, "tools/list.html", {"servers": servers, "personas": personas})
 
 
-@operator_required
+@admin_required  # a server decides what runs on the gateway host, or where tool calls go
 @require_http_methods(["GET", "POST"])
 def server_create(request: HttpRequest) -> HttpResponse:
     form = ToolServerForm(request.POST or None, user=request.user)
-    if not form.is_admin:
-        messages.error(request, "Only an admin may register a tool server: it decides what runs on the gateway "
-                                "host or where tool calls are sent.")
-        return redirect("tools:list")
     if request.method == "POST" and form.is_valid():
         server = services.tool_server_save(actor=request.user, server=form.save(commit=False), before=None,
                                            secrets=form.cleaned_data["secrets"])
