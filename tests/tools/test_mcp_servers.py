@@ -239,3 +239,32 @@ async def test_per_tool_rate_limit_per_team(fake, key_info, sessions_closed):
     other_key, _ = await sync_to_async(ApiKey.issue)(team=other_team, name="other agents")
     other = await sync_to_async(load_key)(other_key.key_hash)
     assert not (await registry.call_tool("fakehttp__echo", {"text": "x"}, ToolContext(key=other))).is_error
+
+
+async def test_concurrent_calls_never_take_more_than_the_limit(fake):
+    """The window is shared state (Redis or the database), checked and counted in one step:
+    calls racing for the last places of a window get exactly `limit` of them."""
+    from tools.ratelimit import tool_call_admit
+
+    server = await sync_to_async(http_server_row)(fake.url)
+    tool = await Tool.objects.acreate(server=server, name="echo")
+    outcomes = await asyncio.gather(*(tool_call_admit(tool_id=tool.pk, team_id=7, limit=3) for _ in range(8)))
+    assert sum(admitted for admitted, _ in outcomes) == 3
+    assert all(0 < reset <= 60 for _, reset in outcomes)
+
+
+async def test_a_kept_session_whose_server_died_is_reopened(key_info, sessions_closed):
+    import os
+    import signal
+
+    server = await sync_to_async(stdio_server_row)(timeout_seconds=5)
+    await _approved(server)
+    ctx = ToolContext(key=key_info)
+    first_pid = (await registry.call_tool("fakestdio__pid", {}, ctx)).content
+    os.kill(int(first_pid), signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    outcomes = [await registry.call_tool("fakestdio__pid", {}, ctx) for _ in range(2)]
+    answered = [r for r in outcomes if not r.is_error]
+    assert answered, [r.content for r in outcomes]
+    assert answered[-1].content.isdigit() and answered[-1].content != first_pid
+    assert all(r.error_code == "tool_unavailable" for r in outcomes if r.is_error)

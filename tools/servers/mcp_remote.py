@@ -271,6 +271,11 @@ class McpRemoteServer:
         try:
             result = await client.call_tool(name, arguments, read_timeout_seconds=timeout)
         except MCPError as error:
+            if error.code == types.REQUEST_TIMEOUT:
+                raise TimeoutError() from None
+            if error.code == types.CONNECTION_CLOSED:  # the SDK's word for a dead transport
+                _drop_session(self.server)
+                raise ConnectionError("the connection to the tool server closed") from None
             return result_from_mcp_error(name, error)
         except (asyncio.CancelledError, TimeoutError):
             raise  # the registry's timeout: the session itself is fine
