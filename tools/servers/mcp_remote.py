@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import time
 import weakref
@@ -48,14 +47,9 @@ from tools.server_config import server_secrets, server_url_validate
 from tools.servers import ToolDef
 from tools.types import ToolContext, ToolResult
 
-log = logging.getLogger("tools.mcp")
-
 DEFAULT_CONNECT_TIMEOUT = 10.0
 IDLE_SECONDS = 300.0  # a kept session unused this long is closed (a stdio server's process ends)
 LIST_PAGES_MAX = 50  # a server whose tools/list never ends cannot hang a refresh
-
-
-# -- settings ------------------------------------------------------------------------------
 
 
 def _fingerprint(server) -> str:
@@ -106,6 +100,9 @@ class _KeptSession:
         self.client: Client | None = None
         self.last_used = time.monotonic()
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A failure nobody waits for any more (the caller timed out) is still read, so asyncio
+        # does not log it as never retrieved.
+        self._ready.add_done_callback(lambda ready: ready.cancelled() or ready.exception())
         self._closing = asyncio.Event()
         self._task = asyncio.create_task(self._own(), name=f"mcp-session-{server.name}")
 
@@ -276,7 +273,7 @@ class McpRemoteServer:
             if error.code == types.CONNECTION_CLOSED:  # the SDK's word for a dead transport
                 _drop_session(self.server)
                 raise ConnectionError("the connection to the tool server closed") from None
-            return result_from_mcp_error(name, error)
+            return result_from_mcp_error(f"{self.server.name}__{name}", error)
         except (asyncio.CancelledError, TimeoutError):
             raise  # the registry's timeout: the session itself is fine
         except Exception:
