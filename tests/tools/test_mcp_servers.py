@@ -268,3 +268,15 @@ async def test_a_kept_session_whose_server_died_is_reopened(key_info, sessions_c
     assert answered, [r.content for r in outcomes]
     assert answered[-1].content.isdigit() and answered[-1].content != first_pid
     assert all(r.error_code == "tool_unavailable" for r in outcomes if r.is_error)
+
+
+async def test_the_url_is_checked_again_when_connecting(fake, key_info, settings, sessions_closed):
+    """A row saved around the form (or a name that resolves elsewhere now) is refused at connect time."""
+    metadata = await ToolServer.objects.acreate(name="meta", kind="http", url="http://169.254.169.254/mcp")
+    report = await refresh_report(metadata)
+    assert "refused: The host '169.254.169.254' resolves to 169.254.169.254, a link-local" in report.error
+    server = await sync_to_async(http_server_row)(fake.url)
+    await _approved(server)
+    settings.EP_ALLOW_PRIVATE_PROVIDER_URLS = False
+    result = await registry.call_tool("fakehttp__echo", {"text": "x"}, ToolContext(key=key_info))
+    assert result.error_code == "tool_unavailable" and fake.calls == []

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from django.core.exceptions import ValidationError
+
 from tools.types import ToolContext, ToolResult
 
 
@@ -46,6 +48,8 @@ def failure_sentence(exc: BaseException) -> str:
         exc = exc.exceptions[0]
     if isinstance(exc, TimeoutError):
         return "did not answer in time"
+    if isinstance(exc, ValidationError):  # our own SSRF guard: it names the host and address only
+        return f"refused: {exc.messages[0]}"
     if isinstance(exc, ConnectionError) or "Connect" in type(exc).__name__:
         return f"could not connect ({type(exc).__name__})"
     return f"failed ({type(exc).__name__})"
