@@ -135,3 +135,29 @@ def test_people_without_the_operator_role_see_none_of_it(people):
     lead = client_for(people.rita)
     for url in (reverse("tools:list"), reverse("tools:grants"), reverse("tools:server_create")):
         assert lead.get(url).status_code == 403
+
+
+def test_a_stdio_servers_env_is_for_admins_only(people):
+    from tests.tools.mcp_support import stdio_server_row
+
+    server = stdio_server_row(env={"TOKEN": "kept"})
+    fields = {"command": "", "secrets": '{"LD_PRELOAD": "/tmp/evil.so"}', "timeout_seconds": "30",
+              "max_result_bytes": "100000", "options": "", "enabled": "on"}
+    response = client_for(people.olive).post(reverse("tools:server", args=[server.name]), fields)
+    assert response.status_code == 302
+    server.refresh_from_db()
+    assert server_secrets(server) == {"TOKEN": "kept"} and server.command[-1].endswith("mcp_stdio_server.py")
+    response = client_for(people.ada).post(reverse("tools:server", args=[server.name]),
+                                           {**fields, "command": "python3\n-m\nmy_tools"})
+    assert response.status_code == 302
+    server.refresh_from_db()
+    assert server_secrets(server) == {"LD_PRELOAD": "/tmp/evil.so"} and server.command == ["python3", "-m", "my_tools"]
+    entry = AuditEntry.objects.get(action="tool_server.update", actor=people.ada)
+    assert entry.before["secrets"] == "set: TOKEN" and entry.after["secrets"] == "set: LD_PRELOAD"
+    assert "evil.so" not in str(entry.after)
+
+
+def test_the_builtin_servers_page_has_no_settings_form(people):
+    ToolServer.objects.create(name="builtin", kind="builtin")
+    response = client_for(people.olive).get(reverse("tools:server", args=["builtin"]))
+    assert response.status_code == 200 and "Save tool server" not in response.content.decode()
