@@ -11,7 +11,7 @@ from django.db.models import Model
 from accounts.models import AuditEntry
 
 # Never copied into an entry, whatever a snapshot function is given.
-SECRET_FIELDS = frozenset({"credential_encrypted", "key_hash", "credential", "password"})
+SECRET_FIELDS = frozenset({"credential_encrypted", "key_hash", "credential", "password", "secrets_encrypted", "secrets"})
 
 
 def _plain(value: Any) -> Any:

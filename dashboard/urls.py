@@ -3,7 +3,7 @@ providers, budgets), which the templates name in {% url %}."""
 
 from django.urls import include, path
 
-from dashboard import budgets, costs, personas, playground, providers, views
+from dashboard import budgets, costs, personas, playground, providers, tools, views
 
 overview_patterns = [
     path("", views.overview, name="overview"),
@@ -51,6 +51,17 @@ budget_patterns = [
     path("runs/<path:run_id>/", costs.run_detail, name="run"),
 ]
 
+tool_patterns = [
+    path("", tools.server_list, name="list"),
+    path("new/", tools.server_create, name="server_create"),
+    path("grants/", tools.grants, name="grants"),
+    path("personas/<slug:slug>/", tools.persona_tools, name="persona"),
+    path("<slug:name>/", tools.server_edit, name="server"),
+    path("<slug:name>/refresh/", tools.server_refresh, name="server_refresh"),
+    path("<slug:name>/tools/<int:tool_id>/approve/", tools.tool_approve, name="tool_approve"),
+    path("<slug:name>/tools/<int:tool_id>/", tools.tool_settings, name="tool_settings"),
+]
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("login/", views.LoginView.as_view(), name="login"),
@@ -60,4 +71,5 @@ urlpatterns = [
     path("dashboard/personas/", include((persona_patterns, "personas"))),
     path("dashboard/providers/", include((provider_patterns, "providers"))),
     path("dashboard/", include((budget_patterns, "budgets"))),
+    path("dashboard/tools/", include((tool_patterns, "tools"))),
 ]

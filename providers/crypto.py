@@ -51,3 +51,14 @@ def decrypt(token: str) -> str:
 def rotate(token: str) -> str:
     """Re-encrypt under the first key."""
     return _current().rotate(token.encode()).decode() if token else ""
+
+
+# Other apps' encrypted columns, (model, field), registered from their AppConfig.ready()
+# (tools: a tool server's secrets), so `rotate_credentials` re-encrypts them too
+# without this layer importing theirs.
+ROTATED_ELSEWHERE: list[tuple[type, str]] = []
+
+
+def rotation_register(model: type, field: str) -> None:
+    if (model, field) not in ROTATED_ELSEWHERE:
+        ROTATED_ELSEWHERE.append((model, field))

@@ -101,6 +101,10 @@ def credentials_rotate() -> int:
         provider.credential_encrypted = crypto.rotate(provider.credential_encrypted)
         provider.save(update_fields=["credential_encrypted", "updated_at"])
         count += 1
+    for model, field in crypto.ROTATED_ELSEWHERE:
+        for row in model.objects.exclude(**{field: ""}).only("pk", field):
+            model.objects.filter(pk=row.pk).update(**{field: crypto.rotate(getattr(row, field))})
+            count += 1
     return count
 
 

@@ -10,10 +10,12 @@ model without a person looking.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from django.utils import timezone
 
 from tools.models import Tool, ToolServer, definition_hash
-from tools.servers import ToolDef, connection_for
+from tools.servers import ToolDef, connection_for, failure_sentence
 
 BUILTIN_SERVER = "builtin"
 
@@ -24,7 +26,7 @@ async def refresh_server(server: ToolServer) -> list[Tool]:
         listed = await connection_for(server).list_tools()
     except Exception as exc:  # noqa: BLE001 - any failure is the server's health, shown to operators
         server.healthy, server.last_checked_at = False, timezone.now()
-        server.last_error = f"{type(exc).__name__}: listing tools failed"[:300]
+        server.last_error = f"Listing tools {failure_sentence(exc)}"[:300]
         await server.asave(update_fields=["healthy", "last_checked_at", "last_error"])
         raise
     tools = [await _record(server, definition) for definition in listed]
@@ -73,3 +75,49 @@ async def builtin_server() -> ToolServer:
     if created or not await Tool.objects.filter(server=server).aexists():
         await refresh_server(server)
     return server
+
+
+@dataclass
+class RefreshReport:
+    """What one refresh changed, for the command's output and the dashboard's message."""
+
+    server: str
+    listed: int = 0
+    new_awaiting: list[str] = field(default_factory=list)
+    changed_pending: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    error: str = ""
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.server}: could not list its tools: {self.error}"
+        parts = [f"{self.listed} tool{'s' if self.listed != 1 else ''} listed"]
+        if self.new_awaiting:
+            parts.append(f"new, awaiting approval: {', '.join(self.new_awaiting)}")
+        if self.changed_pending:
+            parts.append(f"changed definition pending approval: {', '.join(self.changed_pending)}")
+        if self.gone:
+            parts.append(f"no longer listed: {', '.join(self.gone)}")
+        if len(parts) == 1:
+            parts.append("nothing changed")
+        return f"{self.server}: " + "; ".join(parts)
+
+
+async def refresh_report(server: ToolServer) -> RefreshReport:
+    """refresh_server, and what it changed (never raises: a failure is in `error`)."""
+    before = {t.name: (t.pending_hash, t.missing_since) async for t in Tool.objects.filter(server=server)}
+    report = RefreshReport(server.name)
+    try:
+        tools = await refresh_server(server)
+    except Exception:  # noqa: BLE001 - recorded as the server's health by refresh_server
+        report.error = server.last_error or "failed"
+        return report
+    report.listed = len(tools)
+    for tool in tools:
+        if tool.name not in before and not tool.approved:
+            report.new_awaiting.append(tool.name)
+        elif tool.name in before and tool.pending_hash and tool.pending_hash != before[tool.name][0]:
+            report.changed_pending.append(tool.name)
+    listed = {t.name for t in tools}
+    report.gone = sorted(name for name, (_, missing) in before.items() if name not in listed and missing is None)
+    return report

@@ -63,8 +63,19 @@ class ToolServer(models.Model):
         return self.name
 
     def clean(self) -> None:
+        from tools.server_config import server_url_validate
+
         if SEPARATOR in self.name:
             raise ValidationError({"name": f"A server name may not contain '{SEPARATOR}'."})
+        if self.kind == "http":
+            try:
+                server_url_validate(self.url)
+            except ValidationError as error:
+                raise ValidationError({"url": error.messages}) from None
+        if self.kind == "stdio" and not (isinstance(self.command, list) and self.command
+                                         and all(isinstance(a, str) and a for a in self.command)):
+            raise ValidationError({"command": "A stdio server needs its command: a list of arguments, "
+                                              'e.g. ["npx", "-y", "@modelcontextprotocol/server-github"].'})
 
 
 class Tool(models.Model):
@@ -170,6 +181,19 @@ class ToolCallLog(models.Model):
 
     class Meta:
         ordering = ["-at"]
+
+
+class ToolRateWindow(models.Model):
+    """Calls of one tool by one team in one minute, when Redis is not configured: the
+    database is what every gateway process shares (tools/ratelimit.py)."""
+
+    tool = models.ForeignKey(Tool, on_delete=models.CASCADE, related_name="+")
+    team_id = models.PositiveBigIntegerField()
+    window = models.PositiveBigIntegerField(help_text="Minutes since the epoch.")
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tool", "team_id", "window"], name="tool_rate_window_unique")]
 
 
 class Document(models.Model):

@@ -18,10 +18,12 @@ from typing import Any
 
 import jsonschema
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from accounts.snapshot import KeyInfo
 from tools.models import PersonaTools, Tool, ToolCallLog, ToolGrant, ToolServer
-from tools.servers import connection_for
+from tools.ratelimit import ToolRateLimitStoreDown, tool_call_admit
+from tools.servers import connection_for, failure_sentence
 from tools.types import ToolContext, ToolResult, ToolSpec
 
 log = logging.getLogger("tools.registry")
@@ -131,10 +133,30 @@ async def call_tool(qualified_name: str, arguments: str | dict[str, Any] | None,
     if refusal:
         result = ToolResult(f"Refused: {refusal}.", is_error=True, error_code="invalid_arguments")
         return await _logged(ctx, qualified_name, result, started, raw, status="refused")
+    limited = await _rate_limited(spec, ctx)
+    if limited:
+        return await _logged(ctx, qualified_name, limited, started, raw, status="refused")
     server = await ToolServer.objects.aget(name=spec.server)
     result, status = await _run(server, spec, parsed, ctx)
     return await _logged(ctx, qualified_name, _capped(result, server.max_result_bytes), started, raw,
                          status=status)
+
+
+async def _rate_limited(spec: ToolSpec, ctx: ToolContext) -> ToolResult | None:
+    """The refusal when the tool's per-team limit is reached (it is checked before the server is called)."""
+    if spec.rate_limit_per_minute is None:
+        return None
+    try:
+        admitted, reset = await tool_call_admit(tool_id=spec.tool_id, team_id=ctx.key.team_id,
+                                                limit=spec.rate_limit_per_minute)
+    except ToolRateLimitStoreDown:
+        return ToolResult(f"The tool '{spec.qualified_name}' has a rate limit that cannot be checked right now; "
+                          "try again shortly.", is_error=True, error_code="tool_rate_limited")
+    if admitted:
+        return None
+    return ToolResult(f"The tool '{spec.qualified_name}' may be called {spec.rate_limit_per_minute} times a minute "
+                      f"by your team; try again in {reset} s.", is_error=True, error_code="tool_rate_limited",
+                      meta={"retry_after": reset})
 
 
 async def _run(server: ToolServer, spec: ToolSpec, arguments: dict[str, Any],
@@ -147,11 +169,22 @@ async def _run(server: ToolServer, spec: ToolSpec, arguments: dict[str, Any],
     except TimeoutError:
         return ToolResult(f"The tool '{spec.qualified_name}' did not answer within {timeout:g} s.",
                           is_error=True, error_code="tool_timeout"), "timeout"
-    except Exception:  # a tool server's failure is the model's to read, sanitised; never a 500
+    except Exception as exc:  # a tool server's failure is the model's to read, sanitised; never a 500
         log.warning("tool %s failed", spec.qualified_name, exc_info=True)
+        await _health_record(server, healthy=False, error=failure_sentence(exc))
         return ToolResult(f"The tool '{spec.qualified_name}' failed; its server is unavailable or returned an "
                           "error.", is_error=True, error_code="tool_unavailable"), "error"
+    await _health_record(server, healthy=True)
     return result, ("error" if result.is_error else "ok")
+
+
+async def _health_record(server: ToolServer, *, healthy: bool, error: str = "") -> None:
+    """A call's outcome is the server's health too; written only when it changes (not on every call)."""
+    if server.healthy is healthy and (healthy or server.last_error == error):
+        return
+    server.healthy, server.last_checked_at, server.last_error = healthy, timezone.now(), error[:300]
+    await ToolServer.objects.filter(pk=server.pk).aupdate(healthy=healthy, last_checked_at=server.last_checked_at,
+                                                          last_error=server.last_error)
 
 
 async def _logged(ctx: ToolContext, qualified_name: str, result: ToolResult, started: float, raw: str, *,

@@ -54,6 +54,6 @@ class ToolResult:
 
     content: str
     is_error: bool = False
-    error_code: str = ""  # e.g. tool_timeout, invalid_arguments, tool_unavailable, rate_limited
+    error_code: str = ""  # e.g. tool_timeout, invalid_arguments, tool_unavailable, tool_rate_limited, tool_error
     structured: Any = None
     meta: dict[str, Any] = field(default_factory=dict)

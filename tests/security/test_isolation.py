@@ -20,6 +20,7 @@ from personas.models import Persona, RouteStep
 from providers.models import Model
 from tests.dashboard.conftest import client_for
 from tests.security.test_route_inventory import DASHBOARD_RULES
+from tools.models import Tool, ToolServer
 
 ROLES = {"login": {"max", "rita", "bruno", "olive", "ada"}, "costs": {"rita", "bruno", "olive", "ada"},
          "operator": {"olive", "ada"}, "admin": {"ada"}}
@@ -29,7 +30,8 @@ POST_ONLY = {"logout", "dashboard:key_revoke", "dashboard:team_create", "dashboa
              "dashboard:user_invite", "dashboard:user_reinvite",
              "personas:import", "personas:step_add", "personas:step_update", "personas:step_move",
              "personas:step_remove", "personas:playground", "providers:model_add", "providers:model_delete",
-             "providers:test", "providers:catalog_refresh", "budgets:alert_ack"}
+             "providers:test", "providers:catalog_refresh", "budgets:alert_ack",
+             "tools:server_refresh", "tools:tool_approve", "tools:tool_settings"}
 
 
 @pytest.fixture
@@ -39,7 +41,10 @@ def objects(world):
     alert = Alert.objects.create(budget=budget, threshold=80, period_start=timezone.now(), message="blue at 80%")
     row = Usage.objects.create(request_id="req_blue_1", team=world.blue, persona="architect", provider="demo",
                                model="demo", cost_usd=Decimal("1.5"), run_id="run-blue-1")
-    return {"step": Persona.objects.get(slug="architect").steps.get(), "budget": budget, "alert": alert,
+    tool_server = ToolServer.objects.create(name="remote", kind="http", url="http://127.0.0.1:9/mcp")
+    tool = Tool.objects.create(server=tool_server, name="echo")
+    return {"tool": tool,
+            "step": Persona.objects.get(slug="architect").steps.get(), "budget": budget, "alert": alert,
             "row": row, "model": Model.objects.get(provider=world.demo, name="demo"),
             "key": ApiKey.objects.get(name="blue agents")}
 
@@ -54,6 +59,8 @@ def url_of(name: str, o: dict) -> str:
         "providers:model_edit": ["demo", o["model"].pk], "providers:catalog_refresh": ["demo"],
         "providers:test": ["demo"], "budgets:edit": [o["budget"].pk], "budgets:alert_ack": [o["alert"].pk],
         "budgets:usage_detail": [o["row"].pk], "budgets:run": [o["row"].run_id],
+        "tools:server": ["remote"], "tools:server_refresh": ["remote"], "tools:persona": ["architect"],
+        "tools:tool_approve": ["remote", o["tool"].pk], "tools:tool_settings": ["remote", o["tool"].pk],
     }.get(name, [])
     return reverse(name, args=args)
 
@@ -62,7 +69,7 @@ def state() -> tuple:
     """What a refused POST must leave untouched."""
     return (ApiKey.objects.filter(revoked_at__isnull=True).count(), Team.objects.count(),
             RouteStep.objects.count(), Model.objects.count(), Alert.objects.filter(acknowledged_at=None).count(),
-            AuditEntry.objects.count())
+            AuditEntry.objects.count(), list(Tool.objects.values_list("approved", "enabled")))
 
 
 GUARDED = [name for name, rule in DASHBOARD_RULES.items() if rule in ROLES and name != "logout"]

@@ -32,6 +32,10 @@ DASHBOARD_RULES = {
     "providers:list": "operator", "providers:create": "operator", "providers:edit": "operator",
     "providers:model_add": "operator", "providers:model_delete": "operator", "providers:test": "operator",
     "providers:model_edit": "operator", "providers:catalog_refresh": "operator",
+    "tools:list": "operator", "tools:server": "operator", "tools:server_refresh": "operator",
+    "tools:tool_approve": "operator", "tools:tool_settings": "operator", "tools:grants": "operator",
+    "tools:persona": "operator",
+    "tools:server_create": "admin",  # what a tool server runs, or where calls go: like a provider's base URL
     "budgets:list": "costs", "budgets:alert_ack": "costs", "budgets:costs": "costs", "budgets:usage": "costs",
     "budgets:usage_detail": "costs", "budgets:run": "costs", "budgets:create": "operator", "budgets:edit": "operator",
     "api:openapi-json": "public", "api:openapi-view": "public", "api:api-root": "public",
