@@ -11,7 +11,6 @@ import httpx2
 import pytest
 from asgiref.sync import async_to_sync
 from mcp.client.client import Client
-from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from budgets.models import Usage
