@@ -4,7 +4,6 @@ streamable HTTP against the live gateway."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import httpx2
@@ -147,4 +146,5 @@ def test_ask_persona_through_mcp_is_billed_to_the_run(live, granted):
     assert row.cost_usd > 0
     log = ToolCallLog.objects.get(tool="ask_persona")
     assert (log.run_id, log.source, log.status) == ("run-mcp-1", "mcp", "ok")
-    assert json.loads(json.dumps(result.structured_content or {})) is not None
+    assert result.structured_content == {"persona": "architect", "answer": result.content[0].text}
+    assert all(r.run_id == "" and r.cost_usd == 0 for r in mcp_rows())  # the question carries the cost
