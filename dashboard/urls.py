@@ -3,7 +3,7 @@ providers, budgets), which the templates name in {% url %}."""
 
 from django.urls import include, path
 
-from dashboard import budgets, costs, personas, playground, providers, views
+from dashboard import budgets, costs, documents, personas, playground, providers, views
 
 overview_patterns = [
     path("", views.overview, name="overview"),
@@ -51,6 +51,11 @@ budget_patterns = [
     path("runs/<path:run_id>/", costs.run_detail, name="run"),
 ]
 
+document_patterns = [
+    path("", documents.document_list, name="list"),
+    path("<int:document_id>/delete/", documents.document_delete, name="delete"),
+]
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("login/", views.LoginView.as_view(), name="login"),
@@ -60,4 +65,5 @@ urlpatterns = [
     path("dashboard/personas/", include((persona_patterns, "personas"))),
     path("dashboard/providers/", include((provider_patterns, "providers"))),
     path("dashboard/", include((budget_patterns, "budgets"))),
+    path("dashboard/documents/", include((document_patterns, "documents"))),
 ]
