@@ -24,6 +24,7 @@ elicitation), which these tools do not use.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -127,7 +128,12 @@ async def app(scope: dict, receive, send) -> None:
     except GatewayError as error:  # 401: no row, as on every API path (there is no key to bill)
         await _send_all(send, _error_messages(error, request_id))
         return
-    messages = await _answer(call, scope, receive, headers)
+    try:
+        messages = await _answer(call, scope, receive, headers)
+    except BaseException:  # cancelled: the client went away; its request still gets its row
+        call.mark_cancelled()
+        await asyncio.shield(usage_record(call))
+        raise
     # The row is written before the answer leaves, as the ledger middleware does
     # for the rest of the API: a client that has its answer finds its row.
     _file_outcome(call, messages[0]["status"])

@@ -148,3 +148,27 @@ def test_ask_persona_through_mcp_is_billed_to_the_run(live, granted):
     assert (log.run_id, log.source, log.status) == ("run-mcp-1", "mcp", "ok")
     assert result.structured_content == {"persona": "architect", "answer": result.content[0].text}
     assert all(r.run_id == "" and r.cost_usd == 0 for r in mcp_rows())  # the question carries the cost
+
+
+def test_a_key_in_the_url_and_a_malformed_run_id_are_400_envelopes_with_their_rows(live, granted):
+    auth = {"Authorization": f"Bearer {granted.red_key}"}
+    leaked = httpx.post(live.url + "/mcp?api_key=" + granted.red_key, json={}, headers=auth)
+    assert leaked.status_code == 400 and leaked.json()["error"]["code"] == "key_in_query_string"
+    bad_run = httpx.post(live.url + "/mcp", json={}, headers={**auth, "X-EP-Run-Id": "run id with spaces/" + "x" * 200})
+    assert bad_run.status_code == 400 and bad_run.json()["error"]["code"] == "invalid_run_id"
+    assert [(r.status, r.http_status, r.error_code) for r in mcp_rows()] == [
+        ("refused", 400, "key_in_query_string"), ("refused", 400, "invalid_run_id")]
+
+
+def test_x_persona_narrows_the_tools_to_the_personas_within_the_keys(live, granted):
+    from personas.models import Persona
+    from tools.models import PersonaTools, Tool
+
+    settings = PersonaTools.objects.create(persona=Persona.objects.get(slug="reviewer"))
+    settings.tools.set(Tool.objects.filter(name__in=["text_diff", "calculator"]))
+
+    async def work(client):
+        return await client.list_tools()
+
+    listed = with_client(live, granted.red_key, work, **{"X-Persona": "reviewer"})
+    assert sorted(t.name for t in listed.tools) == ["builtin__calculator", "builtin__text_diff"]
