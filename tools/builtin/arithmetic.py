@@ -45,11 +45,11 @@ def evaluate(expression: str) -> int | float:
     """The value of an arithmetic expression; ToolError for anything else (no eval, no names but ours)."""
     try:
         tree = ast.parse(expression, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError):
         raise ToolError(f"'{expression}' is not an arithmetic expression.", code="invalid_arguments") from None
     try:
         value = _value(tree.body)
-    except (ZeroDivisionError, OverflowError, ValueError) as exc:
+    except (ZeroDivisionError, OverflowError, ValueError, TypeError, RecursionError) as exc:
         raise ToolError(f"Cannot evaluate '{expression}': {exc}.", code="invalid_arguments") from None
     return value
 
