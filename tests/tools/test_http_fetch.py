@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from accounts.models import Team
+from tools.catalog import builtin_server
 
 from .builtin_support import call, granted_key
 
@@ -25,11 +27,21 @@ REDIRECTS = {
     "/to-file": "file:///etc/passwd",
     "/loop": "/loop",
 }
+DRIP_SECONDS = 3
 
 
 class Pages(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - the http.server name
         self.server.seen.append(self.path)
+        if self.path == "/drip":  # headers at once, then a byte now and then: each read is quick, the whole is not
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            for _ in range(DRIP_SECONDS * 10):
+                self.wfile.write(b".")
+                self.wfile.flush()
+                time.sleep(0.1)
+            return
         if self.path in REDIRECTS:
             self.send_response(302)
             self.send_header("Location", REDIRECTS[self.path])
@@ -106,3 +118,16 @@ async def test_an_error_status_and_a_redirect_loop_are_tool_errors(site, team):
     assert missing.is_error and missing.error_code == "http_error" and "no such page" in missing.content
     loop = await fetch(team, base + "/loop")
     assert loop.error_code == "too_many_redirects"
+
+
+async def test_the_whole_fetch_is_time_capped_even_when_every_read_is_quick(site, team):
+    _, base = site
+    key_holder = await fetch(team, base + "/text")  # creates the built-in server row
+    assert not key_holder.is_error
+    server = await builtin_server()
+    server.options = {"http_fetch": {"timeout_seconds": 0.5}}
+    await server.asave()
+    started = time.monotonic()
+    result = await fetch(team, base + "/drip")
+    assert result.error_code == "tool_timeout" and "0.5 s" in result.content
+    assert time.monotonic() - started < DRIP_SECONDS - 1

@@ -10,6 +10,7 @@ providers: DNS may answer differently between the check and the connection
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import urljoin
@@ -43,7 +44,15 @@ async def http_fetch(arguments: dict[str, Any], ctx: ToolContext, server) -> Too
     options = server_options(server, "http_fetch")
     limit = min(arguments.get("max_bytes", DEFAULT_MAX_BYTES), int(options.get("max_bytes", HARD_MAX_BYTES)))
     timeout = float(options.get("timeout_seconds", DEFAULT_TIMEOUT))
-    url = arguments["url"]
+    try:
+        async with asyncio.timeout(timeout):  # the whole fetch, every hop: a slow drip is cut too
+            return await _fetch(arguments["url"], limit, timeout)
+    except TimeoutError:
+        raise ToolError(f"Fetching {arguments['url']} took longer than {timeout:g} s; stopped.",
+                        code="tool_timeout") from None
+
+
+async def _fetch(url: str, limit: int, timeout: float) -> ToolResult:
     async with httpx.AsyncClient(follow_redirects=False, timeout=timeout, trust_env=False,
                                  headers={"User-Agent": USER_AGENT, "Accept": "text/*, application/json"}) as client:
         for _ in range(MAX_REDIRECTS + 1):
