@@ -8,8 +8,10 @@ from accounts.audit import audit_record
 from accounts.models import Team
 from tools.models import Document
 
-# What one document may hold: enough for a long runbook, small enough that search stays quick.
-MAX_DOCUMENT_BYTES = 1_000_000
+# What one document may hold: a long runbook is ~50 kB. PostgreSQL's tsvector of one
+# document must stay under 1 MB, and a text of unique words can make one about 3 times
+# its size: one document past that would fail every search of its team.
+MAX_DOCUMENT_BYTES = 300_000
 
 
 @transaction.atomic

@@ -74,3 +74,24 @@ async def test_get_document_reads_in_parts(library):
     assert first["text"] == docs["deploy"].content[:10] and first["next_offset"] == 10
     rest = data(await call(key, "get_document", {"id": docs["deploy"].id, "offset": 10, "max_chars": 50_000}))
     assert first["text"] + rest["text"] == docs["deploy"].content and rest["next_offset"] is None
+
+
+async def test_a_document_at_the_size_cap_made_of_unique_words_is_still_searchable(library):
+    import random
+    import string
+
+    from tools.services import MAX_DOCUMENT_BYTES
+
+    red, _, docs = library
+    rng = random.Random(7)
+    words, size = [], 0
+    while size < MAX_DOCUMENT_BYTES - 20:
+        word = "".join(rng.choices(string.ascii_lowercase, k=6))
+        words.append(word)
+        size += 7
+    content = " ".join(words) + " zebracorn"
+    assert len(content.encode()) <= MAX_DOCUMENT_BYTES
+    big = await Document.objects.acreate(team=red, title="Noise", content=content)
+    key = await granted_key(red)
+    results = data(await call(key, "search", {"query": "zebracorn deploying"}))["results"]
+    assert big.id in [r["id"] for r in results] and docs["deploy"].id in [r["id"] for r in results]
