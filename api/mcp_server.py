@@ -44,7 +44,8 @@ from api.errors import envelope, internal_error
 from budgets import sweeper
 from gateway import pipeline, tool_asks
 from gateway.call import Call, new_request_id
-from gateway.errors import GatewayError, InvalidRequest, PermissionDenied
+from gateway.config import config_cache
+from gateway.errors import GatewayError, InvalidRequest, NotFound, PermissionDenied
 from gateway.recording import usage_record
 from gateway.routes import caller_names_check
 from tools import registry
@@ -157,7 +158,7 @@ async def _answer(call: Call, scope: dict, receive, headers: dict[str, str]) -> 
 
 
 async def _admitted(call: Call, scope: dict, headers: dict[str, str]) -> McpCaller:
-    """Who may go on to the SDK; raises the refusal (400, 403, 405) otherwise."""
+    """Who may go on to the SDK; raises the refusal (400, 403, 404, 405) otherwise."""
     if scope["method"] != "POST":
         # Stateless: there is no session to delete, and no server-initiated
         # messages to stream on a GET; the spec lets a server answer 405 to both.
@@ -166,10 +167,19 @@ async def _admitted(call: Call, scope: dict, headers: dict[str, str]) -> McpCall
     _refuse_key_in_query(scope)
     run_id, persona = headers.get("x-ep-run-id", ""), headers.get("x-persona") or None
     caller_names_check(run_id=run_id, persona_header=persona)
+    if persona is not None:
+        await _persona_check(persona)
     if not await sync_to_async(_has_any_tool_permission)(call.key):
         raise PermissionDenied("This API key may not use any tool: an operator grants tools to its team "
                                "(Tools > Grants in the dashboard).", code="no_tool_permission")
     return McpCaller(call.key, call.request_id, run_id, persona)
+
+
+async def _persona_check(persona: str) -> None:
+    known = (await config_cache.snapshot()).personas
+    if persona not in known:
+        raise NotFound(f"Unknown persona '{persona}' (X-Persona). Known personas: {', '.join(sorted(known)) or 'none'}.",
+                       code="unknown_persona", param="X-Persona")
 
 
 def _has_any_tool_permission(key: KeyInfo) -> bool:

@@ -172,3 +172,10 @@ def test_x_persona_narrows_the_tools_to_the_personas_within_the_keys(live, grant
 
     listed = with_client(live, granted.red_key, work, **{"X-Persona": "reviewer"})
     assert sorted(t.name for t in listed.tools) == ["builtin__calculator", "builtin__text_diff"]
+
+
+def test_an_unknown_x_persona_is_a_404_envelope(live, granted):
+    response = httpx.post(live.url + "/mcp", json={}, headers={"Authorization": f"Bearer {granted.red_key}",
+                                                               "X-Persona": "nobody"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_persona"
+    assert [(r.status, r.http_status) for r in mcp_rows()] == [("refused", 404)]
