@@ -20,6 +20,7 @@ from personas.models import Persona, RouteStep
 from providers.models import Model
 from tests.dashboard.conftest import client_for
 from tests.security.test_route_inventory import DASHBOARD_RULES
+from tools.models import Document
 
 ROLES = {"login": {"max", "rita", "bruno", "olive", "ada"}, "costs": {"rita", "bruno", "olive", "ada"},
          "operator": {"olive", "ada"}, "admin": {"ada"}}
@@ -29,7 +30,7 @@ POST_ONLY = {"logout", "dashboard:key_revoke", "dashboard:team_create", "dashboa
              "dashboard:user_invite", "dashboard:user_reinvite",
              "personas:import", "personas:step_add", "personas:step_update", "personas:step_move",
              "personas:step_remove", "personas:playground", "providers:model_add", "providers:model_delete",
-             "providers:test", "providers:catalog_refresh", "budgets:alert_ack"}
+             "providers:test", "providers:catalog_refresh", "budgets:alert_ack", "documents:delete"}
 
 
 @pytest.fixture
@@ -41,7 +42,8 @@ def objects(world):
                                model="demo", cost_usd=Decimal("1.5"), run_id="run-blue-1")
     return {"step": Persona.objects.get(slug="architect").steps.get(), "budget": budget, "alert": alert,
             "row": row, "model": Model.objects.get(provider=world.demo, name="demo"),
-            "key": ApiKey.objects.get(name="blue agents")}
+            "key": ApiKey.objects.get(name="blue agents"),
+            "document": Document.objects.create(team=world.blue, title="blue runbook", content="x")}
 
 
 def url_of(name: str, o: dict) -> str:
@@ -54,6 +56,7 @@ def url_of(name: str, o: dict) -> str:
         "providers:model_edit": ["demo", o["model"].pk], "providers:catalog_refresh": ["demo"],
         "providers:test": ["demo"], "budgets:edit": [o["budget"].pk], "budgets:alert_ack": [o["alert"].pk],
         "budgets:usage_detail": [o["row"].pk], "budgets:run": [o["row"].run_id],
+        "documents:delete": [o["document"].pk],
     }.get(name, [])
     return reverse(name, args=args)
 
@@ -62,7 +65,7 @@ def state() -> tuple:
     """What a refused POST must leave untouched."""
     return (ApiKey.objects.filter(revoked_at__isnull=True).count(), Team.objects.count(),
             RouteStep.objects.count(), Model.objects.count(), Alert.objects.filter(acknowledged_at=None).count(),
-            AuditEntry.objects.count())
+            AuditEntry.objects.count(), Document.objects.count())
 
 
 GUARDED = [name for name, rule in DASHBOARD_RULES.items() if rule in ROLES and name != "logout"]
@@ -119,6 +122,7 @@ CHAT = {
     "POST /v1/messages": {"model": "architect", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]},
     "POST /v1/messages/count_tokens": {"model": "architect", "messages": [{"role": "user", "content": "hi"}]},
     "GET /v1/models": None,
+    "GET /api/v1/tools": None,
     "POST /v1/responses": {"model": "architect", "input": "hi", "store": False},
 }
 # Stored responses are the team's conversations: no other team reads them, admin keys included.
