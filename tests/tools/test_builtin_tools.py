@@ -149,3 +149,16 @@ async def test_current_time_is_utc(red):
     assert result.content.endswith("+00:00")
 
 
+
+
+async def test_a_question_the_budget_refuses_is_a_tool_error_the_model_can_read(world):
+    from gateway.tool_asks import asker
+
+    key = await granted_key(world.red)
+    await Budget.objects.acreate(name="red spent", scope="team", team=world.red, limit_usd=0, hard=True)
+    result = await call(key, "ask_persona", {"persona": "architect", "question": "Which DB?"},
+                        ask=asker(key, run_id="run-b"), run_id="run-b")
+    assert result.is_error and result.error_code == "ask_failed"
+    assert result.content.startswith("architect did not answer:") and "red spent" in result.content
+    row = await Usage.objects.aget(endpoint="tool.ask_persona")
+    assert (row.status, row.run_id, row.http_status) == ("refused", "run-b", 429)
