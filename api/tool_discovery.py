@@ -2,8 +2,9 @@
 
 Each entry is an OpenAI function tool definition (`{"type": "function",
 "function": {name, description, parameters}}`, so a client can pass the list
-on as `tools`) plus where it comes from (`server`, `tool`). The name is the
-qualified `<server>__<tool>`, the name /mcp and the server-side loop use.
+on as `tools`) plus where it comes from: `server`, and the tool's `name` there.
+The function's name is the qualified `<server>__<tool>`, as /mcp and the
+server-side loop name it.
 With `?persona=slug`: only the tools that persona offers, still narrowed to
 the key's grants (a persona never widens what a key may use).
 """
@@ -30,7 +31,7 @@ class ToolsQuery(Schema):
 
 
 def tool_definition(spec: ToolSpec) -> dict:
-    return {"type": "function", "server": spec.server, "tool": spec.name,
+    return {"type": "function", "server": spec.server, "name": spec.name,
             "function": {"name": spec.qualified_name, "description": spec.description,
                          "parameters": spec.input_schema}}
 

@@ -35,7 +35,7 @@ def test_granted_tools_come_as_function_definitions_with_their_schemas(live, too
     ToolGrant.objects.create(team=tooled.red, patterns=["builtin__*"])
     data = get(live, tooled.red_key).json()["data"]
     calculator = next(t for t in data if t["function"]["name"] == "builtin__calculator")
-    assert (calculator["type"], calculator["server"], calculator["tool"]) == ("function", "builtin", "calculator")
+    assert (calculator["type"], calculator["server"], calculator["name"]) == ("function", "builtin", "calculator")
     assert calculator["function"]["parameters"]["required"] == ["expression"]
     assert calculator["function"]["description"]
     assert len(data) == Tool.objects.filter(server__name="builtin").count() >= 10
