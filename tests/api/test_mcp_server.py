@@ -179,3 +179,10 @@ def test_an_unknown_x_persona_is_a_404_envelope(live, granted):
                                                                "X-Persona": "nobody"})
     assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_persona"
     assert [(r.status, r.http_status) for r in mcp_rows()] == [("refused", 404)]
+
+
+def test_a_host_outside_allowed_hosts_is_refused_like_the_rest_of_the_site(live, granted):
+    response = httpx.post(live.url + "/mcp", json={}, headers={"Authorization": f"Bearer {granted.red_key}",
+                                                               "Host": "evil.example"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_host"
+    assert mcp_rows() == []
