@@ -21,6 +21,7 @@ from api import (
     openai_files,
     openai_responses,
     runs,
+    tool_discovery,
 )
 
 api = NinjaAPI(
@@ -41,6 +42,7 @@ api.add_router("/v1", models.router)  # OpenAI and Anthropic SDKs both list mode
 api.add_router("/v1", anthropic_compat.router)  # Claude SDKs and Claude Code
 api.add_router("/api/v1", native.router)  # Hive's native chat, JSON or SSE
 api.add_router("/api/v1/runs", runs.router)  # workflow runs: what each run's steps cost
+api.add_router("/api/v1", tool_discovery.router)  # GET /api/v1/tools (the MCP face is /mcp: api/mcp_server.py)
 api.add_router("", health.router)
 api.add_router("", capabilities.router)
 api.add_router("", costs.router)

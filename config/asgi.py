@@ -33,6 +33,7 @@ from django.urls import set_script_prefix
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
 
+from api import mcp_server
 from api.paths import is_api_path
 from api.websocket.routing import OriginCheck, allowed_origins, websocket_urlpatterns
 from config.backpressure import Backpressure
@@ -173,6 +174,9 @@ class ApiHandler(ASGIHandler):
 
 def http_router(api_app, site_app):
     async def route(scope, receive, send) -> None:
+        if mcp_server.is_mcp_path(scope["path"]):  # the MCP SDK's own ASGI handling (api/mcp_server.py)
+            await mcp_server.app(scope, receive, send)
+            return
         app = api_app if is_api_path(scope["path"]) else site_app
         await app(scope, receive, send)
 

@@ -3,7 +3,7 @@ providers, budgets), which the templates name in {% url %}."""
 
 from django.urls import include, path
 
-from dashboard import budgets, costs, personas, playground, providers, tools, views
+from dashboard import budgets, costs, documents, personas, playground, providers, tools, views
 
 overview_patterns = [
     path("", views.overview, name="overview"),
@@ -62,6 +62,11 @@ tool_patterns = [
     path("<slug:name>/tools/<int:tool_id>/", tools.tool_settings, name="tool_settings"),
 ]
 
+document_patterns = [
+    path("", documents.document_list, name="list"),
+    path("<int:document_id>/delete/", documents.document_delete, name="delete"),
+]
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("login/", views.LoginView.as_view(), name="login"),
@@ -72,4 +77,5 @@ urlpatterns = [
     path("dashboard/providers/", include((provider_patterns, "providers"))),
     path("dashboard/", include((budget_patterns, "budgets"))),
     path("dashboard/tools/", include((tool_patterns, "tools"))),
+    path("dashboard/documents/", include((document_patterns, "documents"))),
 ]

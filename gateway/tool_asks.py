@@ -18,7 +18,7 @@ from gateway.errors import GatewayError
 from gateway.pipeline import admit, begin, complete
 from gateway.recording import usage_record
 from providers.types import ChatRequest, Message
-from tools.types import AskPersona
+from tools.types import AskPersona, ToolError
 
 log = logging.getLogger("gateway.tool_asks")
 
@@ -27,8 +27,11 @@ ENDPOINT = "tool.ask_persona"
 MAX_DEPTH = 3
 
 
-class AskFailed(Exception):
+class AskFailed(ToolError):
     """The consulted persona gave no answer; the message is safe to show the model."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="ask_failed")
 
 
 async def ask(key: KeyInfo, *, persona: str, question: str, run_id: str, step: str = "") -> str:

@@ -197,7 +197,9 @@ class ToolRateWindow(models.Model):
 
 
 class Document(models.Model):
-    """A document an operator uploaded for the built-in `search` tool."""
+    """A document an operator uploaded for the built-in `search` tool. Full-text
+    search: PostgreSQL's own (tools/search.py); on SQLite an FTS5 index kept in
+    step by triggers (migration 0002)."""
 
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="documents",
                              help_text="Empty: every team may search it.")
@@ -210,3 +212,18 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class Note(models.Model):
+    """The built-in scratchpad (note_put / note_get): values the agents of one run
+    share, kept per team and run, so one team never reads another's notes."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    run_id = models.CharField(max_length=100)
+    name = models.CharField(max_length=100)
+    value = models.TextField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["team", "run_id", "name"], name="note_unique_per_run")]

@@ -42,6 +42,11 @@ def _grants(key: KeyInfo) -> tuple[list[str] | None, list[str] | None]:
     return team, own
 
 
+def grants_of(key: KeyInfo) -> tuple[list[str] | None, list[str] | None]:
+    """(the team's patterns, the key's own patterns); None where there is no grant."""
+    return _grants(key)
+
+
 def key_may_use(team_patterns: list[str] | None, key_patterns: list[str] | None, qualified_name: str) -> bool:
     if not patterns_allow(team_patterns, qualified_name):
         return False

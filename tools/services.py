@@ -8,12 +8,18 @@ from decimal import Decimal
 from django.db import transaction
 
 from accounts.audit import audit_record, changed, snapshot
+from accounts.models import Team
 from tools.catalog import RefreshReport, approve_pending
-from tools.models import PersonaTools, Tool, ToolGrant, ToolServer
+from tools.models import Document, PersonaTools, Tool, ToolGrant, ToolServer
 from tools.server_config import secret_names, secrets_encrypt
 
 SERVER_FIELDS = ["name", "kind", "url", "command", "options", "enabled", "timeout_seconds", "max_result_bytes"]
 PERSONA_TOOL_FIELDS = ["execute", "max_steps", "max_tool_seconds", "max_cost_usd"]
+
+# What one document may hold: a long runbook is ~50 kB. PostgreSQL's tsvector of one
+# document must stay under 1 MB, and a text of unique words can make one about 3 times
+# its size: one document past that would fail every search of its team.
+MAX_DOCUMENT_BYTES = 300_000
 
 
 def _secrets_state(server: ToolServer) -> str:
@@ -123,3 +129,22 @@ def persona_tools_save(*, actor, persona, tools: list[Tool], execute: bool, max_
                  summary=summary if before else f"Set the tools of persona '{persona.slug}'",
                  before=before, after=after)
     return settings
+
+
+@transaction.atomic
+def document_create(*, actor, team: Team | None, title: str, content: str) -> Document:
+    document = Document.objects.create(team=team, title=title, content=content)
+    audit_record(actor=actor, action="document.create", target=document,
+                 summary=f"Uploaded document '{title}' ({len(content.encode()):,} bytes) for "
+                         f"{f'team {team.name}' if team else 'every team'}",
+                 after={"title": title, "team": team.name if team else None, "bytes": len(content.encode())})
+    return document
+
+
+@transaction.atomic
+def document_delete(*, actor, document: Document) -> None:
+    before = {"title": document.title, "team": document.team.name if document.team else None,
+              "bytes": len(document.content.encode())}
+    audit_record(actor=actor, action="document.delete", target=document,
+                 summary=f"Deleted document '{document.title}'", before=before)
+    document.delete()

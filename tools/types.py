@@ -26,6 +26,16 @@ class ToolSpec:
         return f"{self.server}__{self.name}"
 
 
+class ToolError(Exception):
+    """A tool's refusal or failure whose message is safe to show the model (no
+    secret, no internal detail); any other exception is sanitised by the registry."""
+
+    def __init__(self, message: str, *, code: str = "tool_error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
 # ask_persona's way back into the gateway: (persona slug, question) -> answer text.
 # The gateway provides it, so this layer never imports the gateway.
 AskPersona = Callable[[str, str], Awaitable[str]]

@@ -20,7 +20,7 @@ from personas.models import Persona, RouteStep
 from providers.models import Model
 from tests.dashboard.conftest import client_for
 from tests.security.test_route_inventory import DASHBOARD_RULES
-from tools.models import Tool, ToolServer
+from tools.models import Document, Tool, ToolServer
 
 ROLES = {"login": {"max", "rita", "bruno", "olive", "ada"}, "costs": {"rita", "bruno", "olive", "ada"},
          "operator": {"olive", "ada"}, "admin": {"ada"}}
@@ -30,7 +30,7 @@ POST_ONLY = {"logout", "dashboard:key_revoke", "dashboard:team_create", "dashboa
              "dashboard:user_invite", "dashboard:user_reinvite",
              "personas:import", "personas:step_add", "personas:step_update", "personas:step_move",
              "personas:step_remove", "personas:playground", "providers:model_add", "providers:model_delete",
-             "providers:test", "providers:catalog_refresh", "budgets:alert_ack",
+             "providers:test", "providers:catalog_refresh", "budgets:alert_ack", "documents:delete",
              "tools:server_refresh", "tools:tool_approve", "tools:tool_settings"}
 
 
@@ -46,7 +46,8 @@ def objects(world):
     return {"tool": tool,
             "step": Persona.objects.get(slug="architect").steps.get(), "budget": budget, "alert": alert,
             "row": row, "model": Model.objects.get(provider=world.demo, name="demo"),
-            "key": ApiKey.objects.get(name="blue agents")}
+            "key": ApiKey.objects.get(name="blue agents"),
+            "document": Document.objects.create(team=world.blue, title="blue runbook", content="x")}
 
 
 def url_of(name: str, o: dict) -> str:
@@ -61,6 +62,7 @@ def url_of(name: str, o: dict) -> str:
         "budgets:usage_detail": [o["row"].pk], "budgets:run": [o["row"].run_id],
         "tools:server": ["remote"], "tools:server_refresh": ["remote"], "tools:persona": ["architect"],
         "tools:tool_approve": ["remote", o["tool"].pk], "tools:tool_settings": ["remote", o["tool"].pk],
+        "documents:delete": [o["document"].pk],
     }.get(name, [])
     return reverse(name, args=args)
 
@@ -69,7 +71,8 @@ def state() -> tuple:
     """What a refused POST must leave untouched."""
     return (ApiKey.objects.filter(revoked_at__isnull=True).count(), Team.objects.count(),
             RouteStep.objects.count(), Model.objects.count(), Alert.objects.filter(acknowledged_at=None).count(),
-            AuditEntry.objects.count(), list(Tool.objects.values_list("approved", "enabled")))
+            AuditEntry.objects.count(), list(Tool.objects.values_list("approved", "enabled")),
+            Document.objects.count())
 
 
 GUARDED = [name for name, rule in DASHBOARD_RULES.items() if rule in ROLES and name != "logout"]
@@ -126,6 +129,7 @@ CHAT = {
     "POST /v1/messages": {"model": "architect", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]},
     "POST /v1/messages/count_tokens": {"model": "architect", "messages": [{"role": "user", "content": "hi"}]},
     "GET /v1/models": None,
+    "GET /api/v1/tools": None,
     "POST /v1/responses": {"model": "architect", "input": "hi", "store": False},
 }
 # Stored responses are the team's conversations: no other team reads them, admin keys included.

@@ -38,6 +38,7 @@ DASHBOARD_RULES = {
     "tools:server_create": "admin",  # what a tool server runs, or where calls go: like a provider's base URL
     "budgets:list": "costs", "budgets:alert_ack": "costs", "budgets:costs": "costs", "budgets:usage": "costs",
     "budgets:usage_detail": "costs", "budgets:run": "costs", "budgets:create": "operator", "budgets:edit": "operator",
+    "documents:list": "operator", "documents:delete": "operator",
     "api:openapi-json": "public", "api:openapi-view": "public", "api:api-root": "public",
     "api-not-found": "public",  # the JSON 404 for unknown /v1/ and /api/ paths
 }
@@ -60,6 +61,7 @@ API_RULES = {
     "GET /v1/files/{file_id}/content": "key", "DELETE /v1/files/{file_id}": "key",
     "POST /v1/batches": "key", "GET /v1/batches": "key", "GET /v1/batches/{batch_id}": "key",
     "POST /v1/batches/{batch_id}/cancel": "key",
+    "GET /api/v1/tools": "key",  # the key's own tools; /mcp (not a ninja route) is key-only too: tests/api/test_mcp_server.py
 }
 
 WEBSOCKET_RULES = {

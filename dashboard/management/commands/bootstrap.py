@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
@@ -13,6 +14,7 @@ from django.db import transaction
 from accounts.models import ApiKey, Team
 from personas.services import demo_personas_ensure
 from providers.services import demo_provider_ensure, providers_from_env
+from tools.catalog import builtin_server, refresh_server
 
 # How the README runs management commands: with the project's own Python.
 MANAGE = ".venv/bin/python manage.py"
@@ -30,6 +32,8 @@ class Command(BaseCommand):
             personas = demo_personas_ensure(demo)
             login = self._first_admin()
             key = self._first_key()
+        # The built-in tools ship with the code: an upgrade that adds one lists it here.
+        async_to_sync(refresh_server)(async_to_sync(builtin_server)())
         for name in env.created:
             self.stdout.write(f"Provider '{name}' created from the environment.")
         for name in env.updated:
