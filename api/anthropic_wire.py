@@ -18,8 +18,9 @@ Choices worth knowing:
   blocks and tool definitions reach an Anthropic provider as sent (other
   providers cache on their own and ignore them); on tool_use / tool_result
   blocks they are dropped.
-- A tool result with `is_error` has no normalized flag; its text is prefixed
-  with "Error: " so every provider still sees that the tool failed.
+- A tool result with `is_error` keeps the flag (Message.is_error: Anthropic and
+  Bedrock providers get it as theirs) and its text is prefixed with "Error: ",
+  so providers without such a flag still see that the tool failed.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def _tool_result(block: ToolResultBlockIn) -> Message:
     )
     if block.is_error:
         content = "Error: " + content if isinstance(content, str) else [TextPart("Error: "), *content]
-    return Message(role="tool", content=content, tool_call_id=block.tool_use_id)
+    return Message(role="tool", content=content, tool_call_id=block.tool_use_id, is_error=bool(block.is_error))
 
 
 def _user_turn(blocks: list) -> list[Message]:

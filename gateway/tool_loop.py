@@ -157,7 +157,8 @@ def _next_request(request: ChatRequest, content: str | None, calls: list[ToolCal
     named or required tool_choice holds for the first model call only, or the loop
     could never end."""
     messages = [*request.messages, Message(role="assistant", content=content or None, tool_calls=list(calls))]
-    messages += [Message(role="tool", content=run.output, tool_call_id=run.call_id, name=run.name) for run in runs]
+    messages += [Message(role="tool", content=run.output, tool_call_id=run.call_id, name=run.name,
+                         is_error=run.status != "ok") for run in runs]
     return replace(request, messages=messages, tool_choice=None, extra=dict(request.extra))
 
 

@@ -57,6 +57,9 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None  # for role == "tool"
     name: str | None = None
+    # A tool result that reports a failure (Anthropic's tool_result is_error, Bedrock's
+    # toolResult status "error"); providers without such a flag read it in the text.
+    is_error: bool = False
 
     def text(self) -> str:
         """The message's text parts joined; images are left out."""

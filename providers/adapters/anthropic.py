@@ -212,6 +212,8 @@ def messages_to_wire(conversation: list[Message]) -> list[dict[str, Any]]:
 def _turn(message: Message) -> tuple[str, list[dict[str, Any]]]:
     if message.role == "tool":
         result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id or ""}
+        if message.is_error:
+            result["is_error"] = True
         if isinstance(message.content, list):
             result["content"] = _content_blocks(message.content)
         elif message.content:

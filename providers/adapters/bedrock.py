@@ -173,6 +173,8 @@ def messages_to_wire(conversation: list[Message]) -> list[dict[str, Any]]:
 def _turn(message: Message) -> tuple[str, list[dict[str, Any]]]:
     if message.role == "tool":
         result = {"toolUseId": message.tool_call_id or "", "content": [{"text": message.text() or "(empty)"}]}
+        if message.is_error:
+            result["status"] = "error"
         return "user", [{"toolResult": result}]
     blocks = _content_blocks(message.content)
     if message.role == "assistant":
