@@ -137,8 +137,9 @@ def test_every_readme_command_runs_as_written(checkout, served):
     # The management commands, one by one, on the same database.
     outputs = {line.split()[2]: run(line, checkout, port) for line in lines(blocks("bash")[3])}
     assert set(outputs) == {"bootstrap", "create_api_key", "import_persona_map", "export_persona_map",
-                            "rotate_credentials", "reset_admin_password", "catalog_refresh"}
+                            "rotate_credentials", "reset_admin_password", "catalog_refresh", "tools_refresh"}
     assert "demo: 0 added, 0 completed, from provider" in outputs["catalog_refresh"].stdout
+    assert re.search(r"^builtin: \d+ tools listed; nothing changed$", outputs["tools_refresh"].stdout, re.MULTILINE)
     again = outputs["bootstrap"].stdout
     assert "password '" not in again and "export EP_API_KEY=ep-" not in again  # secrets are shown once
     assert ".venv/bin/python manage.py reset_admin_password" in again and "create_api_key --team demo" in again
