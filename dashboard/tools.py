@@ -5,6 +5,7 @@ enable/disable, rate limits), allow-lists, and each persona's tools."""
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages
@@ -14,13 +15,20 @@ from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.audit import snapshot
-from accounts.roles import admin_required, async_operator_required, operator_required
+from accounts.roles import (
+    admin_required,
+    async_operator_required,
+    costs_required,
+    operator_required,
+    visible_team_ids,
+)
 from dashboard.rendering import render_page
 from dashboard.tool_forms import PersonaToolsForm, ToolGrantForm, ToolServerForm, ToolSettingsForm
 from personas.models import Persona
 from tools import services
 from tools.catalog import refresh_report
-from tools.models import PersonaTools, Tool, ToolGrant, ToolServer
+from tools.models import PersonaTools, Tool, ToolCallLog, ToolGrant, ToolServer
+from tools.selectors import CALL_FILTERS, tool_calls_page
 from tools.server_config import secret_names
 
 
@@ -144,3 +152,16 @@ def persona_tools(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("tools:list")
     return render_page(request, "tools/persona.html", {"form": form, "persona": persona},
                        status=400 if form.errors else 200)
+
+
+@costs_required
+@require_GET
+def tool_calls(request: HttpRequest) -> HttpResponse:
+    """The tool-call log: every tool call of the teams this user sees, newest first."""
+    filters = {name: request.GET.get(name, "").strip()[:100] for name in CALL_FILTERS}
+    before = request.GET.get("before", "")
+    rows, next_before = tool_calls_page(team_ids=visible_team_ids(request.user), filters=filters,
+                                        before=int(before) if before.isdigit() else None)
+    return render_page(request, "tools/calls.html", {
+        "rows": rows, "next_before": next_before, "filters": filters, "statuses": ToolCallLog.STATUSES,
+        "sources": ToolCallLog.SOURCES, "filter_query": urlencode({k: v for k, v in filters.items() if v})})

@@ -55,6 +55,7 @@ tool_patterns = [
     path("", tools.server_list, name="list"),
     path("new/", tools.server_create, name="server_create"),
     path("grants/", tools.grants, name="grants"),
+    path("calls/", tools.tool_calls, name="calls"),
     path("personas/<slug:slug>/", tools.persona_tools, name="persona"),
     path("<slug:name>/", tools.server_edit, name="server"),
     path("<slug:name>/refresh/", tools.server_refresh, name="server_refresh"),

@@ -20,6 +20,8 @@ from personas.models import Persona
 
 # Qualified tool names are `<server>__<tool>`: the server name may not contain the separator.
 SEPARATOR = "__"
+# Paths of the dashboard's tool pages that sit where a server's name goes (/dashboard/tools/<name>/).
+RESERVED_SERVER_NAMES = frozenset({"new", "grants", "calls", "personas"})
 
 
 def definition_hash(description: str, input_schema: dict) -> str:
@@ -67,6 +69,8 @@ class ToolServer(models.Model):
 
         if SEPARATOR in self.name:
             raise ValidationError({"name": f"A server name may not contain '{SEPARATOR}'."})
+        if self.name in RESERVED_SERVER_NAMES:
+            raise ValidationError({"name": f"'{self.name}' names a dashboard page; choose another server name."})
         if self.kind == "http":
             try:
                 server_url_validate(self.url)

@@ -161,3 +161,10 @@ def test_the_builtin_servers_page_has_no_settings_form(people):
     ToolServer.objects.create(name="builtin", kind="builtin")
     response = client_for(people.olive).get(reverse("tools:server", args=["builtin"]))
     assert response.status_code == 200 and "Save tool server" not in response.content.decode()
+
+
+@pytest.mark.parametrize("name", ["calls", "grants", "new", "personas"])
+def test_a_server_may_not_take_the_name_of_a_tools_page(people, name):
+    response = _register(client_for(people.ada), "http://127.0.0.1:9/mcp", name=name)
+    assert response.status_code == 400 and "names a dashboard page" in response.content.decode()
+    assert not ToolServer.objects.exists()

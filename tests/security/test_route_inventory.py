@@ -34,7 +34,7 @@ DASHBOARD_RULES = {
     "providers:model_edit": "operator", "providers:catalog_refresh": "operator",
     "tools:list": "operator", "tools:server": "operator", "tools:server_refresh": "operator",
     "tools:tool_approve": "operator", "tools:tool_settings": "operator", "tools:grants": "operator",
-    "tools:persona": "operator",
+    "tools:persona": "operator", "tools:calls": "costs",
     "tools:server_create": "admin",  # what a tool server runs, or where calls go: like a provider's base URL
     "budgets:list": "costs", "budgets:alert_ack": "costs", "budgets:costs": "costs", "budgets:usage": "costs",
     "budgets:usage_detail": "costs", "budgets:run": "costs", "budgets:create": "operator", "budgets:edit": "operator",
