@@ -4,7 +4,8 @@
 A run is not a table: it is an aggregation over the Usage ledger by run_id,
 so it can never disagree with what was billed. GET /api/v1/runs lists them,
 GET /api/v1/runs/{run_id} shows one step by step (there `steps` are objects
-with each step's totals, and `requests` lists every request). A key sees its own team's
+with each step's totals, `requests` lists every request, and `tool_calls`
+every tool call of the run: the server-side tool loop's and /mcp's). A key sees its own team's
 runs; a key with the `admin` scope sees every team's.
 """
 
@@ -25,10 +26,13 @@ from api.responses import json_response
 from budgets.models import Usage
 from gateway.errors import InvalidRequest, NotFound
 from gateway.routes import caller_names_check
+from tools.models import ToolCallLog
 
 router = Router(tags=["Runs"], auth=ApiKeyAuth())
 
 CENT_DIGITS = Decimal("0.00000001")  # Usage.cost_usd keeps 8 decimal places
+TOOL_CALL_FIELDS = ("at", "request_id", "persona", "source", "server", "tool", "status", "error_code",
+                    "duration_ms", "bytes_in", "bytes_out")
 ROW_FIELDS = ("request_id", "created_at", "team_id", "persona", "provider", "model", "step", "status",
               "error_code", "input_tokens", "output_tokens", "cost_usd", "latency_ms")
 
@@ -118,7 +122,16 @@ def run_detail(*, run_id: str, team_id: int | None) -> dict | None:
     detail["teams"] = sorted({r["team_id"] for r in rows if r["team_id"] is not None})
     detail["steps"] = _steps(rows)
     detail["requests"] = [_request_json(r) for r in rows]
+    detail["tool_calls"] = _tool_calls(run_id, team_id)
     return detail
+
+
+def _tool_calls(run_id: str, team_id: int | None) -> list[dict]:
+    calls = ToolCallLog.objects.filter(run_id=run_id)
+    if team_id is not None:
+        calls = calls.filter(team_id=team_id)
+    return [{**c, "name": f"{c['server']}__{c['tool']}", "at": c["at"].isoformat()}
+            for c in calls.order_by("at", "id").values(*TOOL_CALL_FIELDS)]
 
 
 def _steps(rows: list[dict]) -> list[dict]:

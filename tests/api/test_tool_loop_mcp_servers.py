@@ -9,6 +9,7 @@ import asyncio
 import json
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -133,3 +134,16 @@ def _run_of_last_request() -> str:
     from budgets.models import Usage
 
     return Usage.objects.exclude(run_id="").latest("created_at").run_id
+
+
+def test_the_runs_api_lists_the_runs_tool_calls_to_its_team_only(live, world, mcp_tooled):
+    _add_and_greet(mcp_tooled["gemini"], "Done.")
+    raw = sdk(live, world.red_key).chat.completions.with_raw_response.create(model="mcp-gemini", messages=ASK)
+    run_id = raw.headers["x-ep-run-id"]
+    run = httpx.get(f"{live.url}/api/v1/runs/{run_id}", headers={"Authorization": f"Bearer {world.red_key}"}).json()
+    assert run["request_count"] == 2
+    assert [(c["name"], c["status"], c["source"]) for c in run["tool_calls"]] == [
+        ("fakehttp__add", "ok", "loop"), ("fakestdio__env", "ok", "loop")]
+    assert {c["request_id"] for c in run["tool_calls"]} == {raw.headers["x-request-id"]}
+    other = httpx.get(f"{live.url}/api/v1/runs/{run_id}", headers={"Authorization": f"Bearer {world.blue_key}"})
+    assert other.status_code == 404
