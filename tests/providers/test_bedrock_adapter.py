@@ -316,3 +316,14 @@ def test_the_fakes_frames_decode_with_botocores_own_parser():
                              ":message-type": "event"}
     assert json.loads(first.payload) == {"role": "assistant"}
     assert second.headers[":exception-type"] == "throttlingException"
+
+
+@pytest.mark.asyncio
+async def test_a_failed_tool_result_reaches_converse_with_status_error(fake, make):
+    call = ToolCall("tooluse_1", "get_weather", '{"city": "Oslo"}')
+    await make().chat(ask(Message("user", "Weather?"), Message("assistant", None, tool_calls=[call]),
+                          Message("tool", "the weather service timed out", tool_call_id="tooluse_1", is_error=True),
+                          tools=[WEATHER]))
+    result = fake.requests[-1]["body"]["messages"][-1]["content"][0]["toolResult"]
+    assert result == {"toolUseId": "tooluse_1", "status": "error",
+                      "content": [{"text": "the weather service timed out"}]}
