@@ -10,7 +10,7 @@ from ninja.security import HttpBearer
 
 from api.paths import request_id_of
 from gateway import pipeline, response_cache
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, body_too_large
 
 log = logging.getLogger("api.auth")
 
@@ -30,6 +30,8 @@ class ApiKeyAuth(HttpBearer):
                                         request_id=request_id_of(request))
         request.ep_call = call
         log.debug("authenticated (key %d, team %d)", call.key.id, call.key.team_id)
+        if limit := getattr(request, "ep_body_too_large", None):  # config/asgi.py stopped reading it
+            raise body_too_large(*limit)
         return call.key
 
     def authenticate(self, request, token):  # pragma: no cover - __call__ does the work

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotFound, HttpResponseServerError
 from ninja import NinjaAPI, Schema
@@ -22,7 +21,7 @@ from api import anthropic_wire
 from api.auth import ApiKeyAuth, bearer_token
 from api.paths import is_api_path, is_unprefixed_sdk_path, request_id_of
 from api.responses import json_response
-from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound, PayloadTooLarge
+from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound, body_too_large
 
 log = logging.getLogger("api.errors")
 
@@ -173,12 +172,6 @@ def install(api: NinjaAPI) -> None:
     api.add_exception_handler(RequestDataTooBig, lambda request, exc: error_response(request, body_too_large()))
     api.add_exception_handler(Http404, lambda request, exc: error_response(request, NotFound("Not found.")))
     api.add_exception_handler(Exception, on_unexpected)
-
-
-def body_too_large() -> PayloadTooLarge:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    return PayloadTooLarge(f"Request body is larger than this gateway accepts: at most {limit} bytes "
-                           f"({limit / 2**20:g} MiB, EP_MAX_BODY_BYTES).")
 
 
 async def method_not_allowed(request: HttpRequest, refused: HttpResponse) -> HttpResponse:

@@ -16,6 +16,7 @@ Both protocols go through Backpressure, so a slow client pauses its stream.
 
 import asyncio
 import os
+import tempfile
 
 from django.core.asgi import get_asgi_application
 
@@ -135,7 +136,7 @@ class ApiHandler(ASGIHandler):
         # ASGIHandler.handle (Django 5.2) without the request_started /
         # request_finished signals; the disconnect handling is the same.
         try:
-            body_file = await self.read_body(receive)
+            body_file, too_large = await self.read_body_capped(scope, receive)  # too_large: (cap, its setting)
         except RequestAborted:
             return
         try:
@@ -144,6 +145,12 @@ class ApiHandler(ASGIHandler):
             if request is None:
                 await self.send_response(error_response, send)
                 return
+            if too_large is not None:
+                # Django refuses a body longer than DATA_UPLOAD_MAX_MEMORY_SIZE by its length
+                # (RequestDataTooBig when a view reads it): the 413 envelope, after the key is
+                # checked, so the refusal leaves its Usage row (api/errors.py body_too_large).
+                request.META["CONTENT_LENGTH"] = str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+                request.ep_body_too_large = too_large
 
             async def process_request():
                 response = await self.run_get_response(request)
@@ -170,6 +177,61 @@ class ApiHandler(ASGIHandler):
                         pass
         finally:
             body_file.close()
+
+
+    async def read_body_capped(self, scope, receive):
+        """The request body, read no further than this path could ever accept: a
+        body over the cap is refused (413) without the rest of it reaching memory or
+        disk. Django's own read_body takes everything first, spooling to disk."""
+        cap, setting = body_cap(scope["path"])
+        refused = (cap, setting)
+        body_file = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b")
+        if declared_length(scope) > cap:
+            return body_file, refused  # not a byte read; the server drops what the client still sends
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                body_file.close()
+                raise RequestAborted()
+            size += len(message.get("body", b""))
+            if size > cap:
+                body_file.seek(0)
+                body_file.truncate()
+                return body_file, refused
+            if "body" in message:
+                body_file.write(message["body"])
+            if not message.get("more_body", False):
+                break
+        body_file.seek(0)
+        return body_file, None
+
+    async def listen_for_disconnect(self, receive):
+        """Django's, except that the rest of a body refused as too large may still
+        arrive (read and dropped) before the client goes."""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestAborted()
+
+
+# A multipart upload's framing around the file (boundaries, part headers, the purpose field).
+MULTIPART_FRAMING_BYTES = 64 * 1024
+
+
+def body_cap(path: str) -> tuple[int, str]:
+    """The largest body a path accepts, and the setting that says so: EP_MAX_BODY_BYTES, or on
+    a file upload (/v1/files) the largest file (EP_BATCH_FILE_MAX_BYTES) in its multipart framing."""
+    if path.rstrip("/").endswith("/v1/files") and settings.EP_BATCH_FILE_MAX_BYTES > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        return settings.EP_BATCH_FILE_MAX_BYTES + MULTIPART_FRAMING_BYTES, "EP_BATCH_FILE_MAX_BYTES"
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "EP_MAX_BODY_BYTES"
+
+
+def declared_length(scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 def http_router(api_app, site_app):

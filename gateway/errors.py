@@ -47,6 +47,15 @@ class PayloadTooLarge(GatewayError):
     code = "request_too_large"
 
 
+def body_too_large(limit: int | None = None, setting: str = "EP_MAX_BODY_BYTES") -> PayloadTooLarge:
+    """The refusal of a body over the limit: EP_MAX_BODY_BYTES unless a path has its own."""
+    from django.conf import settings
+
+    limit = limit or settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return PayloadTooLarge(f"Request body is larger than this gateway accepts: at most {limit} bytes "
+                           f"({limit / 2**20:g} MiB, {setting}).")
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     type = "authentication_error"
