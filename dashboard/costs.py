@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
-from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from asgiref.sync import sync_to_async
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
 from accounts.models import Team
 from accounts.roles import costs_required, visible_team_ids
 from budgets import selectors, trends
-from budgets.exports import csv_writer
+from budgets.exports import Lines, csv_writer
 from dashboard import charts
 from dashboard.forms import UsageFilterForm
 from dashboard.rendering import render_page
@@ -116,17 +117,35 @@ def _percent(part, whole) -> int:
     return round(part * 100 / whole) if whole else 0
 
 
-def _csv(team_ids: set[int] | None, since: datetime, days: int) -> HttpResponse:
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
+CSV_CHUNK = 2000
+
+
+def _csv(team_ids: set[int] | None, since: datetime, days: int) -> StreamingHttpResponse:
+    """Streamed, a chunk of rows at a time: ninety days of a busy ledger are
+    millions of rows, and the first leave while the database reads the rest.
+    An async iterator, as the ASGI server serves it (a sync one Django would
+    first read whole into a list)."""
+    response = StreamingHttpResponse(_csv_lines(team_ids, since), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="costs-last-{days}-days.csv"'
-    writer = csv_writer(response)  # cells a spreadsheet would run as formulas are neutralised
-    writer.writerow(["created_at", "request_id", "team", "persona", "provider", "model", "status",
-                     "input_tokens", "output_tokens", "cost_usd", "run_id", "step"])
-    rows = selectors.model_calls_visible(team_ids=team_ids).filter(created_at__gte=since).select_related("team")
-    for u in rows.iterator(chunk_size=2000):
-        writer.writerow([u.created_at.isoformat(), u.request_id, u.team.name if u.team else "", u.persona,
-                         u.provider, u.model, u.status, u.input_tokens, u.output_tokens, u.cost_usd, u.run_id, u.step])
     return response
+
+
+async def _csv_lines(team_ids: set[int] | None, since: datetime):
+    writer = csv_writer(Lines())  # cells a spreadsheet would run as formulas are neutralised
+    yield writer.writerow(["created_at", "request_id", "team", "persona", "provider", "model", "status",
+                           "input_tokens", "output_tokens", "cost_usd", "run_id", "step"])
+    rows = (selectors.model_calls_visible(team_ids=team_ids).filter(created_at__gte=since)
+            .select_related("team").order_by("-created_at", "-id"))
+    after = ""
+    while chunk := await sync_to_async(_csv_chunk)(rows, after):
+        yield "".join(writer.writerow(
+            [u.created_at.isoformat(), u.request_id, u.team.name if u.team else "", u.persona, u.provider, u.model,
+             u.status, u.input_tokens, u.output_tokens, u.cost_usd, u.run_id, u.step]) for u in chunk)
+        after = str(chunk[-1].pk)
+
+
+def _csv_chunk(rows, after: str) -> list:
+    return list(_older_than(rows, after)[:CSV_CHUNK])
 
 
 def _filtered(team_ids: set[int] | None, data: dict):
@@ -146,17 +165,40 @@ def _filtered(team_ids: set[int] | None, data: dict):
     return rows
 
 
+PAGE_ROWS = 50
+# The usage log counts matches up to here and says "more than" past it: a count
+# of every row of a year-long ledger is seconds on its own (docs/PERFORMANCE.md).
+COUNT_CAP = 10_000
+
+
 @costs_required
 @require_GET
 def usage_list(request: HttpRequest) -> HttpResponse:
+    """Newest first, PAGE_ROWS at a time. Older pages continue from a row
+    (`before=<id>`: keyset paging), never an OFFSET into millions of rows."""
     team_ids, team = _scope(request)
     form = UsageFilterForm(request.GET)
     data = form.cleaned_data if form.is_valid() else {}
-    page = Paginator(_filtered(team_ids, data), 50).get_page(request.GET.get("page"))
+    matching = _filtered(team_ids, data).order_by("-created_at", "-id")
+    before = request.GET.get("before", "")
+    rows = list(_older_than(matching, before)[:PAGE_ROWS + 1])
+    counted = matching.order_by()[:COUNT_CAP + 1].count()
     query = request.GET.copy()
+    query.pop("before", None)
     query.pop("page", None)
-    context = {"form": form, "page": page, "team": team, "teams": _teams_for_filter(request), "query": query.urlencode()}
+    context = {"form": form, "rows": rows[:PAGE_ROWS], "team": team, "teams": _teams_for_filter(request),
+               "query": query.urlencode(), "before": before, "matching": counted,
+               "more_than": f"{COUNT_CAP:,}" if counted > COUNT_CAP else "",
+               "older": rows[PAGE_ROWS - 1].pk if len(rows) > PAGE_ROWS else None}
     return render_page(request, "budgets/usage.html", context, fragment="results")
+
+
+def _older_than(rows, before: str):
+    """The rows after the row `before` in newest-first order (all when it is none)."""
+    anchor = rows.filter(pk=int(before)).values_list("created_at", flat=True).first() if before.isdigit() else None
+    if anchor is None:
+        return rows
+    return rows.filter(Q(created_at__lt=anchor) | Q(created_at=anchor, pk__lt=int(before)))
 
 
 @costs_required
