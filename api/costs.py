@@ -21,7 +21,7 @@ from api.errors import KEYED, error_responses
 from api.responses import json_response
 from budgets.exports import csv_writer
 from budgets.rollups import totals
-from budgets.selectors import DIMENSIONS, labels_of, spend_by
+from budgets.selectors import DIMENSIONS, labels_of, spend_by, spend_over
 from gateway.errors import InvalidRequest
 
 router = Router(tags=["Costs"], auth=ApiKeyAuth())
@@ -84,12 +84,14 @@ def _costs(request: HttpRequest, group_by: str, start: str | None, end: str | No
     team_ids = None if key.has_scope("admin") else {key.team_id}
     since = _moment(start, param="start") or timezone.now() - timedelta(days=30)
     until = _moment(end, param="end", end=True)
+    spend = spend_over(team_ids=team_ids, since=since, until=until)
+    by_group = spend.by(group_by) if group_by != "run" else spend_by(
+        dimension="run", team_ids=team_ids, since=since, until=until)
     groups = [{"group": g["label"], "cost_usd": f"{g['cost'] or 0:.8f}", "requests": g["requests"],
-               "tokens": g["tokens"]} for g in spend_by(dimension=group_by, team_ids=team_ids, since=since, until=until)]
+               "tokens": g["tokens"]} for g in by_group]
     if format == "csv":
         return _csv(groups, group_by)
-    total = totals(by=(), sums=("cost", "requests"), team_ids=team_ids, since=since, until=until).get(
-        (), {"cost": 0, "requests": 0})
+    total = {"cost": spend.total(), "requests": sum(cell["requests"] for cell in spend.cells.values())}
     body = {"group_by": group_by, "start": since.isoformat(), "end": until.isoformat() if until else None,
             "total_cost_usd": f"{total['cost']:.8f}", "requests": total["requests"], "groups": groups,
             "daily": _series(group_by, team_ids=team_ids, since=since, until=until)}

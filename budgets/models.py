@@ -173,8 +173,9 @@ class Alert(models.Model):
 
 
 class UsageDaily(models.Model):
-    """The ledger rolled up: one row per UTC day and team, key, persona, provider,
-    model, status, model call or not, response cache hit or not (budgets/rollups.py).
+    """The ledger's model calls (budgets.rollups.MODEL_CALL) rolled up: one row
+    per UTC day, team, key, persona, provider and model (budgets/rollups.py).
+    Other rows cost nothing by that definition, so every cost adds up here.
 
     Written once per closed day by the sweeper, never by the request path; the
     day's RolledDay row says it is here. Team and key are plain ids, not foreign
@@ -188,15 +189,15 @@ class UsageDaily(models.Model):
     persona = models.CharField(max_length=50, blank=True)
     provider = models.CharField(max_length=50, blank=True)
     model = models.CharField(max_length=200, blank=True)
-    status = models.CharField(max_length=10)
-    model_call = models.BooleanField()  # budgets.selectors.MODEL_CALL
-    cache_hit = models.BooleanField()
     requests = models.BigIntegerField()
+    errors = models.BigIntegerField()  # status "error": the provider failed
     input_tokens = models.BigIntegerField()
     output_tokens = models.BigIntegerField()
-    cached_tokens = models.BigIntegerField()
     cost_usd = models.DecimalField(max_digits=20, decimal_places=8)
-    saved_usd = models.DecimalField(max_digits=20, decimal_places=8)
+    saved_usd = models.DecimalField(max_digits=20, decimal_places=8)  # response cache and prompt caching
+    cache_hits = models.BigIntegerField()  # answered from the response cache
+    cache_saved_usd = models.DecimalField(max_digits=20, decimal_places=8)  # of saved_usd, by those
+    prompt_cached_tokens = models.BigIntegerField()  # cached input tokens of provider calls (not cache hits)
 
     class Meta:
         indexes = [models.Index(fields=["day", "team_id"], name="usage_daily_day_team_idx")]

@@ -26,7 +26,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import BooleanField, Count, ExpressionWrapper, Min, Q, QuerySet, Sum
+from django.db.models import Count, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -45,18 +45,22 @@ MODEL_CALL = Q(endpoint__in=MODEL_ENDPOINTS) | Q(attempts__gt=0) | ~Q(cost_usd=0
 
 RECHECK_DAYS = 3  # rolled days counted again for late rows, each rollup sweep
 DAYS_PER_SWEEP = 7  # a first rollup of a long ledger goes on over several sweeps
-DAILY_DIMENSIONS = ("team_id", "api_key_id", "persona", "provider", "model", "status", "model_call", "cache_hit")
+DAILY_DIMENSIONS = ("team_id", "api_key_id", "persona", "provider", "model")
 RUN_DIMENSIONS = ("team_id", "run_id")
-# Sums every reader may ask for: ledger expression, rollup expression.
+HIT = Q(cache_hit=True)
+# Sums every reader may ask for: (ledger expression, rollup expression).
 SUMS = {
     "requests": (Count("id"), Sum("requests")),
+    "errors": (Count("id", filter=Q(status="error")), Sum("errors")),
     "input": (Sum("input_tokens"), Sum("input_tokens")),
     "output": (Sum("output_tokens"), Sum("output_tokens")),
-    "cached_tokens": (Sum("cached_tokens"), Sum("cached_tokens")),
     "cost": (Sum("cost_usd"), Sum("cost_usd")),
     "saved": (Sum("saved_usd"), Sum("saved_usd")),
+    "hits": (Count("id", filter=HIT), Sum("cache_hits")),
+    "cache_saved": (Sum("saved_usd", filter=HIT), Sum("cache_saved_usd")),
+    "prompt_cached_tokens": (Sum("cached_tokens", filter=~HIT), Sum("prompt_cached_tokens")),
 }
-MONEY_SUMS = ("cost", "saved")
+MONEY_SUMS = ("cost", "saved", "cache_saved")
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -75,7 +79,12 @@ class Split:
     raw: Q  # the moments of the range left to the ledger
 
     def rolled(self, model=UsageDaily) -> QuerySet:
-        return model.objects.filter(day__in=self.days) if self.days else model.objects.none()
+        if not self.days:
+            return model.objects.none()
+        runs = Q(pk__in=[])
+        for start, end in _runs(self.days):
+            runs |= Q(day__gte=start.date(), day__lt=end.date())
+        return model.objects.filter(runs)
 
 
 def split(since: datetime | None, until: datetime | None = None) -> Split:
@@ -123,23 +132,25 @@ def _runs(days: list[date]) -> list[tuple[datetime, datetime]]:
 
 
 def totals(*, by: tuple[str, ...], sums: tuple[str, ...], since: datetime | None, until: datetime | None = None,
-           team_ids: set[int] | None = None, where: Q | None = None, model_calls: bool = True,
-           runs: bool = False) -> dict[tuple, dict]:
+           team_ids: set[int] | None = None, where: Q | None = None, where_rolled: Q | None = None,
+           model_calls: bool = True, runs: bool = False) -> dict[tuple, dict]:
     """The ledger's sums over [since, until) grouped `by` field names that the
-    ledger and the rollups share (team_id, api_key_id, persona, provider, model,
-    status, cache_hit, run_id; "day" is the UTC day), rolled days from the
+    ledger and the rollups share (team_id, api_key_id, persona, provider, model;
+    run_id with `runs`; "day" is the UTC day), rolled days from the
     rollups (UsageRunDaily with `runs`), the rest from the ledger. `where` is a
-    filter written in those shared names (budgets.periods.scope_filter's, say)."""
+    filter written in those shared names (budgets.periods.scope_filter's, say),
+    or `where_rolled` for the rollups where it cannot be.
+    The rollups hold model calls only: with `model_calls` False the ledger's
+    other rows count too, which is right for costs (they cost nothing) only."""
     part = split(since, until)
     raw = Usage.objects.filter(part.raw)
     rolled = part.rolled(UsageRunDaily if runs else UsageDaily)
     if model_calls:
         raw = raw.filter(MODEL_CALL)
-        rolled = rolled if runs else rolled.filter(model_call=True)
     if team_ids is not None:
         raw, rolled = raw.filter(team_id__in=team_ids), rolled.filter(team_id__in=team_ids)
     if where is not None:
-        raw, rolled = raw.filter(where), rolled.filter(where)
+        raw, rolled = raw.filter(where), rolled.filter(where if where_rolled is None else where_rolled)
     if "day" in by:
         raw = raw.annotate(day=TruncDate("created_at"))
     found: dict[tuple, dict] = {}
@@ -191,21 +202,30 @@ def day_roll_up(day: date) -> int:
     count = rows.count()
     UsageDaily.objects.filter(day=day).delete()
     UsageRunDaily.objects.filter(day=day).delete()
-    sums = {"requests": Count("id"), "input_tokens": Sum("input_tokens"), "output_tokens": Sum("output_tokens")}
-    daily = (rows.annotate(model_call=ExpressionWrapper(MODEL_CALL, output_field=BooleanField()))
-             .values(*DAILY_DIMENSIONS).annotate(**sums, cached_tokens=Sum("cached_tokens"),
-                                                 cost_usd=Sum("cost_usd"), saved_usd=Sum("saved_usd")))
-    UsageDaily.objects.bulk_create([UsageDaily(day=day, **_money_fields(r, "cost_usd", "saved_usd"))
+    calls = rows.filter(MODEL_CALL)
+    names = tuple(DAILY_COLUMNS.values())
+    daily = calls.values(*DAILY_DIMENSIONS).annotate(**{name: SUMS[name][0] for name in names})
+    UsageDaily.objects.bulk_create([UsageDaily(day=day, **_columns(r, DAILY_DIMENSIONS, DAILY_COLUMNS))
                                     for r in daily], batch_size=1000)
-    per_run = rows.filter(MODEL_CALL).values(*RUN_DIMENSIONS).annotate(**sums, cost_usd=Sum("cost_usd"))
-    UsageRunDaily.objects.bulk_create([UsageRunDaily(day=day, **_money_fields(r, "cost_usd"))
+    per_run = calls.values(*RUN_DIMENSIONS).annotate(**{name: SUMS[name][0] for name in RUN_COLUMNS.values()})
+    UsageRunDaily.objects.bulk_create([UsageRunDaily(day=day, **_columns(r, RUN_DIMENSIONS, RUN_COLUMNS))
                                        for r in per_run], batch_size=1000)
     RolledDay.objects.update_or_create(day=day, defaults={"rows": count, "rolled_at": timezone.now()})
     return count
 
 
-def _money_fields(row: dict, *names: str) -> dict:
-    return {**row, **{name: store.money(row[name]) for name in names}}
+# The rollups' columns and the SUMS they hold (their ledger expressions fill them).
+DAILY_COLUMNS = {"requests": "requests", "errors": "errors", "input_tokens": "input", "output_tokens": "output",
+                 "cost_usd": "cost", "saved_usd": "saved", "cache_hits": "hits", "cache_saved_usd": "cache_saved",
+                 "prompt_cached_tokens": "prompt_cached_tokens"}
+RUN_COLUMNS = {"requests": "requests", "input_tokens": "input", "output_tokens": "output", "cost_usd": "cost"}
+
+
+def _columns(row: dict, dimensions: tuple[str, ...], columns: dict[str, str]) -> dict:
+    values = {d: row[d] for d in dimensions}
+    for column, name in columns.items():
+        values[column] = store.money(row[name]) if name in MONEY_SUMS else row[name] or 0
+    return values
 
 
 def days_to_roll(now: datetime) -> list[date]:
@@ -283,12 +303,11 @@ def rollups_verify() -> list[tuple[date, str]]:
 
 
 def _day_comparisons(day: date, rows: QuerySet):
-    names = ("requests", "input", "output", "cached_tokens", "cost", "saved")
-    marked = rows.annotate(model_call=ExpressionWrapper(MODEL_CALL, output_field=BooleanField()))
+    names = tuple(DAILY_COLUMNS.values())
     raw = {tuple(r[d] for d in DAILY_DIMENSIONS): r for r in
-           marked.values(*DAILY_DIMENSIONS).annotate(**{name: SUMS[name][0] for name in names})}
+           rows.filter(MODEL_CALL).values(*DAILY_DIMENSIONS).annotate(**{n: SUMS[n][0] for n in names})}
     rolled = {tuple(r[d] for d in DAILY_DIMENSIONS): r for r in UsageDaily.objects.filter(day=day)
-              .values(*DAILY_DIMENSIONS).annotate(**{name: SUMS[name][1] for name in names})}
+              .values(*DAILY_DIMENSIONS).annotate(**{n: SUMS[n][1] for n in names})}
     for key in raw.keys() | rolled.keys():
         yield ", ".join(map(str, key)), _normal(raw.get(key), names), _normal(rolled.get(key), names)
     runs_raw = {r["team_id"]: r for r in rows.filter(MODEL_CALL).values("team_id").annotate(

@@ -79,62 +79,81 @@ def spend_total(*, team_ids: set[int] | None, since: datetime | None, until: dat
     return found[()]["cost"] if found else ZERO
 
 
+SPEND_SUMS = ("cost", "requests", "input", "output", "hits", "saved", "cache_saved", "prompt_cached_tokens")
+
+
+@dataclass
+class Spend:
+    """Model calls over one time range, summed per team, key, persona, provider
+    and model: every breakdown and saving of the costs page from one read of
+    the rollups and one of the ledger (budgets/rollups.py), not one each."""
+
+    cells: dict[tuple, dict]  # (team_id, api_key_id, persona, provider, model) -> SPEND_SUMS
+
+    def total(self) -> Decimal:
+        return sum((cell["cost"] for cell in self.cells.values()), ZERO)
+
+    def _merged(self, dimension: str) -> dict[str, dict]:
+        at = rollups.DAILY_DIMENSIONS.index(DIMENSIONS[dimension])
+        labels = labels_of(dimension, {key[at] for key in self.cells})
+        merged: dict[str, dict] = {}
+        for key, cell in self.cells.items():
+            row = merged.setdefault(labels[key[at]], dict.fromkeys(SPEND_SUMS, 0))
+            for name in SPEND_SUMS:
+                row[name] += cell[name]
+        return merged
+
+    def by(self, dimension: str, limit: int | None = None) -> list[dict]:
+        """Rows of {label, cost, requests, tokens}, biggest spender first."""
+        rows = [{"label": label, "cost": row["cost"] or ZERO, "requests": row["requests"], "input": row["input"],
+                 "output": row["output"], "tokens": row["input"] + row["output"]}
+                for label, row in self._merged(dimension).items()]
+        ranked = sorted(rows, key=lambda row: (-row["cost"], row["label"]))
+        return ranked[:limit] if limit else ranked
+
+    def savings(self, dimension: str | None = None) -> dict | list[dict]:
+        """What caching saved: the response cache (answers served from it, and
+        what they would have cost) and provider prompt caching (input tokens
+        read from a provider's cache, and what they cost less than at the full
+        input price). With a `dimension`, one row per label where caching did
+        something, biggest saving first; without, the totals."""
+        if dimension is None:
+            return _saving({name: sum((c[name] for c in self.cells.values()), 0) for name in SPEND_SUMS})
+        rows = [{**_saving(row), "label": label} for label, row in self._merged(dimension).items()
+                if row["hits"] or row["prompt_cached_tokens"] or row["saved"]]
+        return sorted(rows, key=lambda row: (-row["saved"], row["label"]))
+
+
+def _saving(sums: dict) -> dict:
+    saved, cache_saved = sums["saved"] or ZERO, sums["cache_saved"] or ZERO
+    return {"hits": sums["hits"], "cache_saved": cache_saved, "prompt_saved": saved - cache_saved,
+            "cached_tokens": sums["prompt_cached_tokens"], "saved": saved}
+
+
+def spend_over(*, team_ids: set[int] | None, since: datetime | None, until: datetime | None = None) -> Spend:
+    return Spend(rollups.totals(by=rollups.DAILY_DIMENSIONS, sums=SPEND_SUMS, team_ids=team_ids, since=since,
+                                until=until))
+
+
 def spend_by(
     *, dimension: str, team_ids: set[int] | None, since: datetime | None, until: datetime | None = None,
     limit: int | None = None,
 ) -> list[dict]:
     """Rows of {label, cost, requests, tokens}, biggest spender first (rolled
     days from the rollups, the rest from the ledger: budgets/rollups.py)."""
-    field = DIMENSIONS[dimension]
-    found = rollups.totals(by=(field,), sums=("cost", "requests", "input", "output"), team_ids=team_ids,
-                           since=since, until=until, runs=dimension == "run")
-    labels = labels_of(dimension, [key for (key,) in found])
-    merged: dict[str, dict] = {}
-    for (key,), sums in found.items():
-        row = merged.setdefault(labels[key], {"label": labels[key], "cost": ZERO, "requests": 0, "input": 0,
-                                              "output": 0})
-        for name in ("cost", "requests", "input", "output"):
-            row[name] += sums[name]
-    ranked = sorted(merged.values(), key=lambda row: (-row["cost"], row["label"]))
-    return [{**row, "tokens": row["input"] + row["output"]} for row in (ranked[:limit] if limit else ranked)]
-
-
-# Rows where caching did something: a response cache hit, or a provider call
-# with prompt-cached input (or a cache write that changed its price). The
-# rollups have the same three fields, summed.
-CACHING = Q(cache_hit=True) | Q(cached_tokens__gt=0) | ~Q(saved_usd=0)
-
-
-def _savings_row(row: dict) -> dict:
-    cache_saved, prompt_saved = row["cache_saved"], row["prompt_saved"]
-    return {**row, "saved": cache_saved + prompt_saved}
+    if dimension != "run":
+        return spend_over(team_ids=team_ids, since=since, until=until).by(dimension, limit)
+    found = rollups.totals(by=("run_id",), sums=("cost", "requests", "input", "output"), team_ids=team_ids,
+                           since=since, until=until, runs=True)
+    rows = [{"label": run_id or "(none)", "cost": sums["cost"], "requests": sums["requests"], "input": sums["input"],
+             "output": sums["output"], "tokens": sums["input"] + sums["output"]} for (run_id,), sums in found.items()]
+    ranked = sorted(rows, key=lambda row: (-row["cost"], row["label"]))
+    return ranked[:limit] if limit else ranked
 
 
 def savings(*, team_ids: set[int] | None, since: datetime, dimension: str | None = None) -> dict | list[dict]:
-    """What caching saved since `since`: the response cache (answers served from
-    it, and what they would have cost) and provider prompt caching (input tokens
-    read from a provider's cache, and what they cost less than at the full
-    input price). With a `dimension` (team, persona, ...), one row per label,
-    biggest saving first; without, the totals."""
-    by = ("cache_hit",) + ((DIMENSIONS[dimension],) if dimension else ())
-    found = rollups.totals(by=by, sums=("requests", "saved", "cached_tokens"), team_ids=team_ids, since=since,
-                           where=CACHING)
-    labels = labels_of(dimension, [key[1] for key in found]) if dimension else {}
-    merged: dict[str | None, dict] = {}
-    for key, sums in found.items():
-        label = labels[key[1]] if dimension else None
-        row = merged.setdefault(label, {"hits": 0, "cache_saved": ZERO, "prompt_saved": ZERO, "cached_tokens": 0})
-        if key[0]:  # answered from the response cache
-            row["hits"] += sums["requests"]
-            row["cache_saved"] += sums["saved"]
-        else:
-            row["prompt_saved"] += sums["saved"]
-            row["cached_tokens"] += sums["cached_tokens"]
-    if dimension is None:
-        return _savings_row(merged.get(None) or {"hits": 0, "cache_saved": ZERO, "prompt_saved": ZERO,
-                                                 "cached_tokens": 0})
-    found_rows = [_savings_row({**row, "label": label}) for label, row in merged.items()]
-    return sorted(found_rows, key=lambda row: (-row["saved"], row["label"]))
+    """Spend.savings over `since` to now."""
+    return spend_over(team_ids=team_ids, since=since).savings(dimension)
 
 
 def spend_per_day(*, team_ids: set[int] | None, days: int, now: datetime | None = None) -> list[tuple[date, Decimal]]:

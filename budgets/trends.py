@@ -88,8 +88,12 @@ class BurnDown:
         if self.spent <= 0:
             return None
         rate = self.spent / Decimal(max((self.now - self.start).total_seconds(), 60.0))
-        at = self.now + timedelta(seconds=float((limit - self.spent) / rate))
-        return at if at < self.end else None
+        seconds = (limit - self.spent) / rate
+        # Compared before it becomes a date: a slow spend against a large limit
+        # is centuries away, past the last date Python has (a 500 before).
+        if seconds >= Decimal((self.end - self.now).total_seconds()):
+            return None
+        return self.now + timedelta(seconds=float(seconds))
 
 
 def period_end(period: str, start: datetime) -> datetime | None:
