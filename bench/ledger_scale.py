@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PG = "postgres://postgres@127.0.0.1:5432/"
+PG = os.environ.get("EP_BENCH_PG", "postgres://postgres@127.0.0.1:5432/")  # the server, its databases appended
 TEAMS = ["platform", "search", "payments", "mobile", "data", "growth", "infra", "support"]
 PERSONAS = ["architect", "developer", "reviewer", "tester", "planner", "writer", "researcher", "ops"]
 # provider, model, $ per million input tokens, $ per million output tokens
@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards (default: dropped)")
     parser.add_argument("--reuse", action="store_true", help="time a kept database again, without seeding")
+    parser.add_argument("--seed-only", action="store_true", help="seed and stop (keeps the database for --reuse)")
+    parser.add_argument("--reps-before", type=int, default=2,
+                        help="repetitions with the ledger alone (seconds a page at 10M rows)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     if not args.reuse:
@@ -63,12 +66,13 @@ def main() -> None:
     django.setup()
     try:
         results = run(args)
-        write(results, Path(args.out))
+        if not args.seed_only:
+            write(results, Path(args.out))
     finally:
         from django.db import connections
 
         connections.close_all()
-        if not args.keep:
+        if not (args.keep or args.seed_only):
             database_drop(args.db)
 
 
@@ -96,7 +100,8 @@ def run(args) -> dict:
 
     from budgets.models import RolledDay, Usage, UsageDaily, UsageRunDaily
 
-    results: dict = {"rows": args.rows, "days": args.days, "reps": args.reps, "started": _now_text(),
+    results: dict = {"rows": args.rows, "days": args.days, "reps": args.reps, "reps_before": args.reps_before,
+                     "started": _now_text(),
                      "load": os.getloadavg()}
     if not args.reuse:
         call_command("migrate", verbosity=0, interactive=False)
@@ -105,6 +110,8 @@ def run(args) -> dict:
         seed(args.rows, args.days, world)
         results["seed_seconds"] = round(time.perf_counter() - started, 1)
         print(f"seeded {args.rows:,} rows in {results['seed_seconds']} s", flush=True)
+        if args.seed_only:
+            return results
     else:
         world = world_find()
         results["rows"] = Usage.objects.count()
@@ -117,8 +124,8 @@ def run(args) -> dict:
     setup_test_environment()  # the test client's host allowed, as in a test
     targets = targets_list(world)
     print("timing with the ledger alone (no rollups) ...", flush=True)
-    results["before"] = time_all(targets, world, args.reps)
-    results["before"].update(budget_path(world, args.reps))
+    results["before"] = time_all(targets, world, args.reps_before)
+    results["before"].update(budget_path(world, args.reps_before))
     started = time.perf_counter()
     call_command("ledger_rollup")
     results["rollup_seconds"] = round(time.perf_counter() - started, 1)
@@ -266,7 +273,8 @@ def targets_list(world: dict) -> list[tuple[str, str, str]]:
     team = world["teams"][1]
     row = Usage.objects.order_by("-created_at").values("pk", "run_id").first()
     run = Usage.objects.exclude(run_id="").order_by("-created_at").values_list("run_id", flat=True).first()
-    old = Usage.objects.order_by("created_at").values_list("pk", flat=True)[60_000]
+    # A page deep in the log: 60,000 rows back (halfway on a small ledger).
+    old = Usage.objects.order_by("-created_at").values_list("pk", flat=True)[min(60_000, Usage.objects.count() // 2)]
     targets = [("overview", "page", "/dashboard/"), ("budgets", "page", "/dashboard/budgets/")]
     for days in (7, 30, 90):
         targets.append((f"costs {days} days", "page", f"/dashboard/costs/?days={days}"))
