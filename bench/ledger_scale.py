@@ -381,9 +381,12 @@ def budget_path(world: dict, reps: int) -> dict:
 
 
 def _usage_scans() -> dict:
-    from django.db import connection
+    from django.db import connection, connections
 
-    time.sleep(0.7)  # the statistics collector reports with a delay
+    # Backends report their table statistics at most once a second, when idle:
+    # every earlier read (the pages) is in before the first snapshot.
+    connections.close_all()
+    time.sleep(2.5)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute("SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'budgets_usage'")

@@ -173,3 +173,15 @@ def test_a_page_read_before_any_rollup_reads_the_ledger_only(ledger):
     part = rollups.split(TODAY - timedelta(days=5), None)
     assert part.days == [] and Usage.objects.filter(part.raw).count() == Usage.objects.filter(
         created_at__gte=TODAY - timedelta(days=5)).count()
+
+
+def test_the_sweeper_rolls_up_when_due(ledger, settings):
+    from budgets import sweeper
+
+    settings.EP_ROLLUP_SECONDS = 300
+    sweeper._rolled_at = 0.0
+    sweeper._roll_up()  # _sweep's last step (its first, close_old_connections, would end the test's connection)
+    assert RolledDay.objects.filter(day=(TODAY - timedelta(days=2)).date()).exists()
+    RolledDay.objects.all().delete()
+    sweeper._roll_up()  # within EP_ROLLUP_SECONDS of the last: nothing
+    assert not RolledDay.objects.exists()
