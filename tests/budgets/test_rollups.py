@@ -126,6 +126,7 @@ def test_a_day_is_rolled_up_only_after_its_grace(ledger, settings):
     assert (TODAY - timedelta(days=2)).date() in rolled
 
 
+@pytest.mark.django_db(transaction=True)  # ledger_verify reads in a snapshot transaction of its own
 def test_pruning_keeps_the_costs_page_and_budget_counters_whole(ledger, admin_client):
     budget = Budget.objects.create(name="red forever", scope="team", team=ledger.red, period="lifetime",
                                    limit_usd=Decimal(1000))
