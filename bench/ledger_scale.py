@@ -152,7 +152,6 @@ def world_create() -> dict:
 
     teams = [Team.objects.create(name=name) for name in TEAMS]
     keys = [ApiKey.issue(team=team, name=f"{team.name}-{kind}")[0] for team in teams for kind in ("ci", "hive", "dev")]
-    admin_key, raw = ApiKey.issue(team=teams[0], name="bench-admin", scopes=["chat", "admin"])
     personas = [Persona.objects.create(slug=slug, name=slug) for slug in PERSONAS]
     big = Decimal(10) ** 7
     Budget.objects.create(name="everything monthly", scope="global", period="month", limit_usd=big)
@@ -162,18 +161,19 @@ def world_create() -> dict:
     Budget.objects.create(name="architect weekly", scope="persona", persona=personas[0], period="week",
                           limit_usd=big)
     get_user_model().objects.create_superuser("bench-operator", "bench@example.com", "bench-password-1")
-    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "results" / ".ledger-admin-key").write_text(raw)
-    return world_find() | {"raw_key": raw, "admin_key_id": admin_key.pk}
+    return world_find()
 
 
 def world_find() -> dict:
+    """The seeded teams and keys, and a fresh admin key for GET /costs (only
+    its hash is stored, so each run issues its own)."""
     from accounts.models import ApiKey, Team
 
-    key_file = ROOT / "bench" / "results" / ".ledger-admin-key"
-    return {"teams": list(Team.objects.order_by("pk").values_list("pk", flat=True)),
-            "keys": list(ApiKey.objects.exclude(name="bench-admin").order_by("pk").values_list("pk", "team_id")),
-            "raw_key": key_file.read_text().strip() if key_file.exists() else ""}
+    ApiKey.objects.filter(name="bench-admin").delete()
+    teams = list(Team.objects.order_by("pk").values_list("pk", flat=True))
+    _, raw = ApiKey.issue(team=Team.objects.get(pk=teams[0]), name="bench-admin", scopes=["chat", "admin"])
+    return {"teams": teams, "raw_key": raw,
+            "keys": list(ApiKey.objects.exclude(name="bench-admin").order_by("pk").values_list("pk", "team_id"))}
 
 
 def seed(rows: int, days: int, world: dict) -> None:
@@ -319,9 +319,29 @@ def time_all(targets, world: dict, reps: int) -> dict:
                 raise SystemExit(f"{name}: {path} answered {response.status_code}")
         timings[name] = _summary(samples)
         print(f"  {name:40s} p50 {timings[name]['p50']:8.1f} ms  max {timings[name]['max']:8.1f} ms", flush=True)
+    timings.update(paginator_as_before(reps))
     timings["CSV export, first bytes (30 days)"] = asyncio.run(csv_first_bytes(reps))
     print(f"  CSV first bytes: {timings['CSV export, first bytes (30 days)']}", flush=True)
     return timings
+
+
+def paginator_as_before(reps: int) -> dict:
+    """The usage log's queries before keyset paging: Django's Paginator, a
+    COUNT(*) of the matches and an OFFSET (the first page, and 60,000 rows back)."""
+    from django.core.paginator import Paginator
+
+    from budgets.models import Usage
+
+    out = {}
+    for name, number in (("first page", 1), ("60,000 rows back", 1201)):
+        samples = []
+        for _ in range(reps):
+            started = time.perf_counter()
+            page = Paginator(Usage.objects.select_related("team", "api_key"), 50).page(number)
+            list(page)
+            samples.append((time.perf_counter() - started) * 1000)
+        out[f"usage log queries as before (COUNT + OFFSET), {name}"] = _summary(samples)
+    return out
 
 
 async def csv_first_bytes(reps: int) -> dict:
@@ -419,8 +439,8 @@ def write(results: dict, out: Path) -> None:
     path.write_text(json.dumps(results, indent=2, default=str))
     print("\n| target | ledger alone p50 / max (ms) | with rollups p50 / max (ms) |\n|---|---|---|")
     for name, before in results["before"].items():
-        after = results["after"].get(name, {})
-        print(f"| {name} | {before['p50']:,} / {before['max']:,} | {after.get('p50', 0):,} / {after.get('max', 0):,} |")
+        after = results["after"][name]
+        print(f"| {name} | {before['p50']:,} / {before['max']:,} | {after['p50']:,} / {after['max']:,} |")
     print(f"\nraw results: {path}")
 
 
