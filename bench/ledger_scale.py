@@ -129,7 +129,9 @@ def run(args) -> dict:
     started = time.perf_counter()
     call_command("ledger_rollup")
     results["rollup_seconds"] = round(time.perf_counter() - started, 1)
+    _analyze("budgets_usagedaily", "budgets_usagerundaily", "budgets_rolledday")  # as autovacuum would soon
     results["rollup_rows"] = {"daily": UsageDaily.objects.count(), "runs": UsageRunDaily.objects.count()}
+    results["rollup_mb"] = {t: _megabytes(t) for t in ("budgets_usagedaily", "budgets_usagerundaily")}
     results["rollup_one_day_ms"] = one_day_rollup_ms()
     print(f"rolled up in {results['rollup_seconds']} s: {results['rollup_rows']}", flush=True)
     print("timing with the rollups ...", flush=True)
@@ -252,6 +254,22 @@ def _row(rng, state, at, world, keys_by_team, team_weights, columns) -> tuple:
         "step": f"step-{state['run_left'] % 6}" if in_run else "",
     }
     return tuple(values[c] for c in columns)
+
+
+def _megabytes(table: str) -> float:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_total_relation_size(%s)", [table])
+        return round(cursor.fetchone()[0] / 2**20, 1)
+
+
+def _analyze(*tables: str) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"ANALYZE {table}")
 
 
 def table_megabytes() -> dict:

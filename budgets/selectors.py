@@ -143,8 +143,9 @@ def spend_by(
     days from the rollups, the rest from the ledger: budgets/rollups.py)."""
     if dimension != "run":
         return spend_over(team_ids=team_ids, since=since, until=until).by(dimension, limit)
-    found = rollups.totals(by=("run_id",), sums=("cost", "requests", "input", "output"), team_ids=team_ids,
-                           since=since, until=until, runs=True)
+    found = (rollups.top_runs(team_ids=team_ids, since=since, until=until, limit=limit) if limit else
+             rollups.totals(by=("run_id",), sums=rollups.RUN_SUMS, team_ids=team_ids, since=since, until=until,
+                            runs=True))
     rows = [{"label": run_id or "(none)", "cost": sums["cost"], "requests": sums["requests"], "input": sums["input"],
              "output": sums["output"], "tokens": sums["input"] + sums["output"]} for (run_id,), sums in found.items()]
     ranked = sorted(rows, key=lambda row: (-row["cost"], row["label"]))

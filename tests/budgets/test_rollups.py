@@ -186,3 +186,15 @@ def test_the_sweeper_rolls_up_when_due(ledger, settings):
     RolledDay.objects.all().delete()
     sweeper._roll_up()  # within EP_ROLLUP_SECONDS of the last: nothing
     assert not RolledDay.objects.exists()
+
+
+def test_the_costliest_runs_count_todays_rows_of_runs_the_rollups_rank_low(world):
+    for days_ago, run_id, cost in ((2, "run-big-before", "5"), (2, "run-late", "1"), (1, "run-late", "1"),
+                                   (2, "run-small", "2")):
+        row(world.red, TODAY - timedelta(days=days_ago, hours=-3), cost, run_id=run_id)
+    call_command("ledger_rollup", stdout=open("/dev/null", "w"))
+    row(world.red, TODAY + timedelta(minutes=5), "4", run_id="run-late")  # today: from the ledger
+    since = TODAY - timedelta(days=6)
+    top = selectors.spend_by(dimension="run", team_ids=None, since=since, limit=2)
+    assert [(r["label"], r["cost"]) for r in top] == [("run-late", Decimal("6")), ("run-big-before", Decimal("5"))]
+    assert top == selectors.spend_by(dimension="run", team_ids=None, since=since)[:2]
