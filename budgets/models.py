@@ -222,11 +222,13 @@ class UsageRunDaily(models.Model):
 class RolledDay(models.Model):
     """A UTC day whose ledger rows are in UsageDaily and UsageRunDaily. Readers
     take such a day from the rollups and every other moment from the ledger.
-    `rows` is how many ledger rows the day had when rolled up: a late row (a
-    spooled settlement replayed) changes the count and the day is rolled again.
+    `rows` is how many ledger rows the day had when rolled up and `last_id` the
+    ledger's newest id then: a late row (a spooled settlement replayed) shows in
+    either, and the day is rolled up again (rollups.days_with_late_rows).
     `pruned`: its raw rows were deleted by the retention (EP_USAGE_RETENTION_DAYS)."""
 
     day = models.DateField(unique=True)
     rows = models.BigIntegerField()
+    last_id = models.BigIntegerField(default=0)  # the ledger's newest id when rolled up: later ids are late rows
     rolled_at = models.DateTimeField(default=timezone.now)
     pruned = models.BooleanField(default=False)

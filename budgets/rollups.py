@@ -26,7 +26,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Min, Q, QuerySet, Sum
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -224,6 +224,9 @@ def _exclusive(name: str):
 def day_roll_up(day: date) -> int:
     """(Re)write `day`'s rollups from its ledger rows; returns how many rows."""
     start, end = day_bounds(day)
+    # Read first: a row inserted from here on has a larger id, and is found
+    # late by days_with_late_rows.
+    last_id = Usage.objects.aggregate(last=Max("id"))["last"] or 0
     rows = Usage.objects.filter(created_at__gte=start, created_at__lt=end)
     count = rows.count()
     UsageDaily.objects.filter(day=day).delete()
@@ -236,7 +239,8 @@ def day_roll_up(day: date) -> int:
     per_run = calls.values(*RUN_DIMENSIONS).annotate(**{name: SUMS[name][0] for name in RUN_COLUMNS.values()})
     UsageRunDaily.objects.bulk_create([UsageRunDaily(day=day, **_columns(r, RUN_DIMENSIONS, RUN_COLUMNS))
                                        for r in per_run], batch_size=1000)
-    RolledDay.objects.update_or_create(day=day, defaults={"rows": count, "rolled_at": timezone.now()})
+    RolledDay.objects.update_or_create(day=day, defaults={"rows": count, "last_id": last_id,
+                                                          "rolled_at": timezone.now()})
     return count
 
 
@@ -266,11 +270,23 @@ def days_to_roll(now: datetime) -> list[date]:
 
 
 def days_with_late_rows() -> list[date]:
-    """The last few rolled days (raw rows kept) whose ledger count changed since."""
-    recent = RolledDay.objects.filter(pruned=False).order_by("-day")[:RECHECK_DAYS]
-    return [r.day for r in recent
-            if Usage.objects.filter(created_at__gte=day_bounds(r.day)[0], created_at__lt=day_bounds(r.day)[1])
-            .count() != r.rows]
+    """Rolled days (raw rows kept) the ledger has rows for that came after their
+    rollup: rows inserted since the newest rollup (ids past its watermark) dated
+    in a rolled day, say a spool replayed after days of outage; and, for rows
+    whose ids were handed out before a rollup but committed after it, the last
+    few rolled days whose count changed."""
+    rolled = RolledDay.objects.filter(pruned=False)
+    newest = rolled.aggregate(watermark=Max("last_id"), last=Max("day"))
+    late: set[date] = set()
+    if newest["last"] is not None:
+        inserted_since = Usage.objects.filter(id__gt=newest["watermark"] or 0,
+                                              created_at__lt=day_bounds(newest["last"])[1])
+        late = {moment.astimezone(UTC).date() for moment in inserted_since.values_list("created_at", flat=True)}
+    for r in rolled.order_by("-day")[:RECHECK_DAYS]:
+        start, end = day_bounds(r.day)
+        if Usage.objects.filter(created_at__gte=start, created_at__lt=end).count() != r.rows:
+            late.add(r.day)
+    return sorted(late & set(rolled.filter(day__in=late).values_list("day", flat=True)))
 
 
 def rollups_sweep(*, now: datetime | None = None, limit: int | None = DAYS_PER_SWEEP) -> list[date]:

@@ -198,3 +198,14 @@ def test_the_costliest_runs_count_todays_rows_of_runs_the_rollups_rank_low(world
     top = selectors.spend_by(dimension="run", team_ids=None, since=since, limit=2)
     assert [(r["label"], r["cost"]) for r in top] == [("run-late", Decimal("6")), ("run-big-before", Decimal("5"))]
     assert top == selectors.spend_by(dimension="run", team_ids=None, since=since)[:2]
+
+
+def test_a_late_row_days_back_is_found_by_its_id_not_only_by_recounting(ledger):
+    rollups.rollups_sweep(now=TODAY + timedelta(hours=12), limit=None)  # yesterday too, whatever the hour
+    old_day = TODAY - timedelta(days=4)  # the ledger's first day, past the recount's last three
+    assert old_day.date() not in [r.day for r in RolledDay.objects.order_by("-day")[:rollups.RECHECK_DAYS]]
+    row(ledger.blue, old_day + timedelta(hours=1), "7.00")  # a spool replayed after days of outage
+    assert rollups.days_with_late_rows() == [old_day.date()]
+    rollups.rollups_sweep()
+    assert rollups.rollups_verify() == []
+    assert rollups.days_with_late_rows() == []
