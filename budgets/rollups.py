@@ -211,7 +211,7 @@ def cost_sum(*, since: datetime | None, until: datetime | None = None, where: Q 
 @contextlib.contextmanager
 def _exclusive(name: str):
     """One transaction that only one process runs at a time: a PostgreSQL
-    advisory lock (None when another process holds it), SQLite's writer queue."""
+    advisory lock (False when another process holds it), SQLite's writer queue."""
     with store.writing(), transaction.atomic():
         if connection.vendor != "postgresql":
             yield True
