@@ -9,7 +9,7 @@ PYTHON ?= $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run install install-dev serve test bench soak
+.PHONY: run install install-dev serve test bench soak bench-ledger
 
 run: install serve
 
@@ -50,3 +50,9 @@ bench: install-dev
 # The soak (docs/PERFORMANCE.md): a long mixed load, watched over time; SOAK_ARGS=--hours 24 for the long one.
 soak: install-dev
 	$(PYTHON) bench/soak.py $(SOAK_ARGS)
+
+# The ledger at scale (docs/PERFORMANCE.md): 10M Usage rows seeded into its own
+# PostgreSQL database (ep_bench_ledger, dropped after), pages and /costs timed
+# before and after the rollups. BENCH_LEDGER_ARGS="--rows 1000000" for a shorter run.
+bench-ledger: install-dev
+	$(PYTHON) bench/ledger_scale.py $(BENCH_LEDGER_ARGS)

@@ -11,8 +11,6 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 
 from asgiref.sync import sync_to_async
-from django.db.models import Count, F, Sum
-from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -22,7 +20,8 @@ from api.auth import ApiKeyAuth
 from api.errors import KEYED, error_responses
 from api.responses import json_response
 from budgets.exports import csv_writer
-from budgets.selectors import DIMENSIONS, model_calls_visible, spend_by
+from budgets.rollups import totals
+from budgets.selectors import DIMENSIONS, labels_of, spend_by, spend_over
 from gateway.errors import InvalidRequest
 
 router = Router(tags=["Costs"], auth=ApiKeyAuth())
@@ -46,11 +45,17 @@ def _moment(value: str | None, *, param: str, end: bool = False) -> datetime | N
         raise refusal from None
 
 
-def _series(rows, field: str) -> list[dict]:
-    daily = (rows.annotate(day=TruncDate("created_at")).values("day", label=F(field))
-             .annotate(cost=Sum("cost_usd"), requests=Count("id")).order_by("day", "label"))
-    return [{"day": r["day"].isoformat(), "group": r["label"] or "(none)", "cost_usd": f"{r['cost'] or 0:.8f}",
-             "requests": r["requests"]} for r in daily]
+def _series(group_by: str, *, team_ids: set[int] | None, since: datetime, until: datetime | None) -> list[dict]:
+    found = totals(by=("day", DIMENSIONS[group_by]), sums=("cost", "requests"), team_ids=team_ids, since=since,
+                   until=until, runs=group_by == "run")
+    labels = labels_of(group_by, {value for _, value in found})
+    daily: dict[tuple, dict] = {}
+    for (day, value), sums in found.items():
+        entry = daily.setdefault((day, labels[value]), {"cost": 0, "requests": 0})
+        entry["cost"] += sums["cost"]
+        entry["requests"] += sums["requests"]
+    return [{"day": day.isoformat(), "group": label, "cost_usd": f"{entry['cost']:.8f}",
+             "requests": entry["requests"]} for (day, label), entry in sorted(daily.items())]
 
 
 def _csv(groups: list[dict], group_by: str) -> HttpResponse:
@@ -79,15 +84,15 @@ def _costs(request: HttpRequest, group_by: str, start: str | None, end: str | No
     team_ids = None if key.has_scope("admin") else {key.team_id}
     since = _moment(start, param="start") or timezone.now() - timedelta(days=30)
     until = _moment(end, param="end", end=True)
+    spend = spend_over(team_ids=team_ids, since=since, until=until)
+    by_group = spend.by(group_by) if group_by != "run" else spend_by(
+        dimension="run", team_ids=team_ids, since=since, until=until)
     groups = [{"group": g["label"], "cost_usd": f"{g['cost'] or 0:.8f}", "requests": g["requests"],
-               "tokens": g["tokens"]} for g in spend_by(dimension=group_by, team_ids=team_ids, since=since, until=until)]
+               "tokens": g["tokens"]} for g in by_group]
     if format == "csv":
         return _csv(groups, group_by)
-    rows = model_calls_visible(team_ids=team_ids).filter(created_at__gte=since)  # as spend_by counts
-    if until is not None:
-        rows = rows.filter(created_at__lt=until)
-    total = rows.aggregate(cost=Sum("cost_usd"), n=Count("id"))
+    total = {"cost": spend.total(), "requests": sum(cell["requests"] for cell in spend.cells.values())}
     body = {"group_by": group_by, "start": since.isoformat(), "end": until.isoformat() if until else None,
-            "total_cost_usd": f"{total['cost'] or 0:.8f}", "requests": total["n"], "groups": groups,
-            "daily": _series(rows, DIMENSIONS[group_by])}
+            "total_cost_usd": f"{total['cost']:.8f}", "requests": total["requests"], "groups": groups,
+            "daily": _series(group_by, team_ids=team_ids, since=since, until=until)}
     return json_response(body, request.ep_call.request_id)

@@ -37,8 +37,18 @@ class SafeCsvWriter:
     def __init__(self, out: _Writable) -> None:
         self._writer = csv.writer(out)
 
-    def writerow(self, row: Iterable[Any]) -> None:
-        self._writer.writerow([csv_cell(value) for value in row])
+    def writerow(self, row: Iterable[Any]) -> Any:
+        """Writes the row; returns what `out.write` returned (a streamed
+        response's generator yields that: see `Lines`)."""
+        return self._writer.writerow([csv_cell(value) for value in row])
+
+
+class Lines:
+    """An `out` whose write hands the line back instead of keeping it: a CSV
+    written row by row into a StreamingHttpResponse."""
+
+    def write(self, text: str) -> str:
+        return text
 
 
 def csv_writer(out: _Writable) -> SafeCsvWriter:

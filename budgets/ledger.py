@@ -36,11 +36,11 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import F, Sum
+from django.db.models import F
 from django.utils import timezone
 
 from budgets import ledger_store as store
-from budgets import spool
+from budgets import rollups, spool
 from budgets.ledger_store import ZERO
 from budgets.models import Alert, BudgetCounter, Reservation, Usage
 from budgets.periods import ledger_filter, period_start
@@ -75,7 +75,9 @@ def _counter_id(budget: BudgetInfo, start: datetime) -> int:
     existing = BudgetCounter.objects.filter(budget_id=budget.id, period_start=start).values_list("id", flat=True)
     counter_id = existing.first()
     if counter_id is None:
-        spent = Usage.objects.filter(ledger_filter(budget), created_at__gte=start).aggregate(s=Sum("cost_usd"))["s"]
+        # Rolled days from the rollups: a lifetime budget's first counter on a
+        # long (or pruned) ledger is not a scan of every row.
+        spent = rollups.cost_sum(since=start, where=ledger_filter(budget))
         BudgetCounter.objects.bulk_create(
             [BudgetCounter(budget_id=budget.id, period_start=start, spent=store.money(spent))], ignore_conflicts=True
         )

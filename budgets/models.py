@@ -170,3 +170,65 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UsageDaily(models.Model):
+    """The ledger's model calls (budgets.rollups.MODEL_CALL) rolled up: one row
+    per UTC day, team, key, persona, provider and model (budgets/rollups.py).
+    Other rows cost nothing by that definition, so every cost adds up here.
+
+    Written once per closed day by the sweeper, never by the request path; the
+    day's RolledDay row says it is here. Team and key are plain ids, not foreign
+    keys: deleting a team or key leaves the ledger's rows with no team (SET_NULL),
+    and an id no team has any more reads as "(none)" here just as there.
+    """
+
+    day = models.DateField()
+    team_id = models.IntegerField(null=True)
+    api_key_id = models.IntegerField(null=True)
+    persona = models.CharField(max_length=50, blank=True)
+    provider = models.CharField(max_length=50, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    requests = models.BigIntegerField()
+    errors = models.BigIntegerField()  # status "error": the provider failed
+    input_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8)
+    saved_usd = models.DecimalField(max_digits=20, decimal_places=8)  # response cache and prompt caching
+    cache_hits = models.BigIntegerField()  # answered from the response cache
+    cache_saved_usd = models.DecimalField(max_digits=20, decimal_places=8)  # of saved_usd, by those
+    prompt_cached_tokens = models.BigIntegerField()  # cached input tokens of provider calls (not cache hits)
+
+    class Meta:
+        indexes = [models.Index(fields=["day", "team_id"], name="usage_daily_day_team_idx")]
+
+
+class UsageRunDaily(models.Model):
+    """Model calls per UTC day, team and workflow run (run "" for none): the
+    costs page's breakdown by run, which UsageDaily would multiply by every run."""
+
+    day = models.DateField()
+    team_id = models.IntegerField(null=True)
+    run_id = models.CharField(max_length=100, blank=True)
+    requests = models.BigIntegerField()
+    input_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8)
+
+    class Meta:
+        indexes = [models.Index(fields=["day", "team_id"], name="usage_run_daily_day_team_idx")]
+
+
+class RolledDay(models.Model):
+    """A UTC day whose ledger rows are in UsageDaily and UsageRunDaily. Readers
+    take such a day from the rollups and every other moment from the ledger.
+    `rows` is how many ledger rows the day had when rolled up and `last_id` the
+    ledger's newest id then: a late row (a spooled settlement replayed) shows in
+    either, and the day is rolled up again (rollups.days_with_late_rows).
+    `pruned`: its raw rows were deleted by the retention (EP_USAGE_RETENTION_DAYS)."""
+
+    day = models.DateField(unique=True)
+    rows = models.BigIntegerField()
+    last_id = models.BigIntegerField(default=0)  # the ledger's newest id when rolled up: later ids are late rows
+    rolled_at = models.DateTimeField(default=timezone.now)
+    pruned = models.BooleanField(default=False)

@@ -12,34 +12,37 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Avg, Count, F, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from budgets import periods
+from accounts.models import ApiKey, Team
+from budgets import periods, rollups
 from budgets.models import Budget, Usage
+from budgets.rollups import MODEL_CALL, MODEL_ENDPOINTS  # noqa: F401 - where the dashboard finds them
 
 ZERO = Decimal(0)
-# Breakdown name -> Usage field; the order is the costs page's.
+# Breakdown name -> the field the ledger and its rollups share; the order is the
+# costs page's. Team and key are ids, named by `labels_of`.
 DIMENSIONS = {
-    "team": "team__name",
+    "team": "team_id",
     "persona": "persona",
     "provider": "provider",
     "model": "model",
     "run": "run_id",
-    "key": "api_key__name",
+    "key": "api_key_id",
 }
 
 
-# The Usage rows' endpoint names (api/auth.py: the path, dotted) of the calls
-# that ask a model for something. Listing models, reading costs or runs, the
-# health and capability pages are calls too, each with its $0 row, but the cost
-# views count what was asked of models; the usage log shows every row.
-MODEL_ENDPOINTS = ("v1.chat.completions", "v1.completions", "v1.embeddings", "v1.messages", "v1.responses",
-                   "api.v1.chat", "ws.chat", "dashboard.playground")
-# A model call whatever its endpoint: a provider was called, or it cost money
-# (so no spend can ever fall out of a cost view).
-MODEL_CALL = Q(endpoint__in=MODEL_ENDPOINTS) | Q(attempts__gt=0) | ~Q(cost_usd=0)
+def labels_of(dimension: str, values) -> dict:
+    """Each grouped value's label: a team's or key's name for its id, "(none)"
+    for an empty value or an id no team or key has any more."""
+    if dimension == "team":
+        names = dict(Team.objects.filter(pk__in=[v for v in values if v]).values_list("pk", "name"))
+    elif dimension == "key":
+        names = dict(ApiKey.objects.filter(pk__in=[v for v in values if v]).values_list("pk", "name"))
+    else:
+        names = {v: v for v in values}
+    return {v: names.get(v) or "(none)" for v in values}
 
 
 def usage_visible(*, team_ids: set[int] | None) -> QuerySet[Usage]:
@@ -72,74 +75,93 @@ def period_start(period: str, now: datetime | None = None) -> datetime | None:
 
 
 def spend_total(*, team_ids: set[int] | None, since: datetime | None, until: datetime | None = None) -> Decimal:
-    rows = model_calls_visible(team_ids=team_ids)
-    if since is not None:
-        rows = rows.filter(created_at__gte=since)
-    if until is not None:
-        rows = rows.filter(created_at__lt=until)
-    return rows.aggregate(total=Sum("cost_usd"))["total"] or ZERO
+    found = rollups.totals(by=(), sums=("cost",), team_ids=team_ids, since=since, until=until)
+    return found[()]["cost"] if found else ZERO
+
+
+SPEND_SUMS = ("cost", "requests", "input", "output", "hits", "saved", "cache_saved", "prompt_cached_tokens")
+
+
+@dataclass
+class Spend:
+    """Model calls over one time range, summed per team, key, persona, provider
+    and model: every breakdown and saving of the costs page from one read of
+    the rollups and one of the ledger (budgets/rollups.py), not one each."""
+
+    cells: dict[tuple, dict]  # (team_id, api_key_id, persona, provider, model) -> SPEND_SUMS
+
+    def total(self) -> Decimal:
+        return sum((cell["cost"] for cell in self.cells.values()), ZERO)
+
+    def _merged(self, dimension: str) -> dict[str, dict]:
+        at = rollups.DAILY_DIMENSIONS.index(DIMENSIONS[dimension])
+        labels = labels_of(dimension, {key[at] for key in self.cells})
+        merged: dict[str, dict] = {}
+        for key, cell in self.cells.items():
+            row = merged.setdefault(labels[key[at]], dict.fromkeys(SPEND_SUMS, 0))
+            for name in SPEND_SUMS:
+                row[name] += cell[name]
+        return merged
+
+    def by(self, dimension: str, limit: int | None = None) -> list[dict]:
+        """Rows of {label, cost, requests, tokens}, biggest spender first."""
+        rows = [{"label": label, "cost": row["cost"] or ZERO, "requests": row["requests"], "input": row["input"],
+                 "output": row["output"], "tokens": row["input"] + row["output"]}
+                for label, row in self._merged(dimension).items()]
+        ranked = sorted(rows, key=lambda row: (-row["cost"], row["label"]))
+        return ranked[:limit] if limit else ranked
+
+    def savings(self, dimension: str | None = None) -> dict | list[dict]:
+        """What caching saved: the response cache (answers served from it, and
+        what they would have cost) and provider prompt caching (input tokens
+        read from a provider's cache, and what they cost less than at the full
+        input price). With a `dimension`, one row per label where caching did
+        something, biggest saving first; without, the totals."""
+        if dimension is None:
+            return _saving({name: sum((c[name] for c in self.cells.values()), 0) for name in SPEND_SUMS})
+        rows = [{**_saving(row), "label": label} for label, row in self._merged(dimension).items()
+                if row["hits"] or row["prompt_cached_tokens"] or row["saved"]]
+        return sorted(rows, key=lambda row: (-row["saved"], row["label"]))
+
+
+def _saving(sums: dict) -> dict:
+    saved, cache_saved = sums["saved"] or ZERO, sums["cache_saved"] or ZERO
+    return {"hits": sums["hits"], "cache_saved": cache_saved, "prompt_saved": saved - cache_saved,
+            "cached_tokens": sums["prompt_cached_tokens"], "saved": saved}
+
+
+def spend_over(*, team_ids: set[int] | None, since: datetime | None, until: datetime | None = None) -> Spend:
+    return Spend(rollups.totals(by=rollups.DAILY_DIMENSIONS, sums=SPEND_SUMS, team_ids=team_ids, since=since,
+                                until=until))
 
 
 def spend_by(
     *, dimension: str, team_ids: set[int] | None, since: datetime | None, until: datetime | None = None,
     limit: int | None = None,
 ) -> list[dict]:
-    """Rows of {label, cost, requests, tokens}, biggest spender first."""
-    field = DIMENSIONS[dimension]
-    rows = model_calls_visible(team_ids=team_ids)
-    if since is not None:
-        rows = rows.filter(created_at__gte=since)
-    if until is not None:
-        rows = rows.filter(created_at__lt=until)
-    grouped = (
-        rows.values(label=F(field))
-        .annotate(cost=Sum("cost_usd"), requests=Count("id"), input=Sum("input_tokens"), output=Sum("output_tokens"))
-        .order_by("-cost", "label")
-    )
-    return [{**row, "label": row["label"] or "(none)", "tokens": (row["input"] or 0) + (row["output"] or 0)}
-            for row in (grouped[:limit] if limit else grouped)]
-
-
-# Rows where caching did something: a response cache hit, or a provider call
-# with prompt-cached input (or a cache write that changed its price).
-CACHING = Q(cache_hit=True) | Q(cached_tokens__gt=0) | ~Q(saved_usd=0)
-
-
-def _savings_sums() -> dict:
-    return {"hits": Count("id", filter=Q(cache_hit=True)),
-            "cache_saved": Sum("saved_usd", filter=Q(cache_hit=True)),
-            "prompt_saved": Sum("saved_usd", filter=Q(cache_hit=False)),
-            "cached_tokens": Sum("cached_tokens", filter=Q(cache_hit=False))}
-
-
-def _savings_row(row: dict) -> dict:
-    cache_saved, prompt_saved = row["cache_saved"] or ZERO, row["prompt_saved"] or ZERO
-    return {**row, "hits": row["hits"] or 0, "cached_tokens": row["cached_tokens"] or 0,
-            "cache_saved": cache_saved, "prompt_saved": prompt_saved, "saved": cache_saved + prompt_saved}
+    """Rows of {label, cost, requests, tokens}, biggest spender first (rolled
+    days from the rollups, the rest from the ledger: budgets/rollups.py)."""
+    if dimension != "run":
+        return spend_over(team_ids=team_ids, since=since, until=until).by(dimension, limit)
+    found = (rollups.top_runs(team_ids=team_ids, since=since, until=until, limit=limit) if limit else
+             rollups.totals(by=("run_id",), sums=rollups.RUN_SUMS, team_ids=team_ids, since=since, until=until,
+                            runs=True))
+    rows = [{"label": run_id or "(none)", "cost": sums["cost"], "requests": sums["requests"], "input": sums["input"],
+             "output": sums["output"], "tokens": sums["input"] + sums["output"]} for (run_id,), sums in found.items()]
+    ranked = sorted(rows, key=lambda row: (-row["cost"], row["label"]))
+    return ranked[:limit] if limit else ranked
 
 
 def savings(*, team_ids: set[int] | None, since: datetime, dimension: str | None = None) -> dict | list[dict]:
-    """What caching saved since `since`: the response cache (answers served from
-    it, and what they would have cost) and provider prompt caching (input tokens
-    read from a provider's cache, and what they cost less than at the full
-    input price). With a `dimension` (team, persona, ...), one row per label,
-    biggest saving first; without, the totals."""
-    rows = model_calls_visible(team_ids=team_ids).filter(CACHING, created_at__gte=since)
-    if dimension is None:
-        return _savings_row(rows.aggregate(**_savings_sums()))
-    grouped = rows.values(label=F(DIMENSIONS[dimension])).annotate(**_savings_sums()).order_by("label")
-    found = [_savings_row({**row, "label": row["label"] or "(none)"}) for row in grouped]
-    return sorted(found, key=lambda row: (-row["saved"], row["label"]))
+    """Spend.savings over `since` to now."""
+    return spend_over(team_ids=team_ids, since=since).savings(dimension)
 
 
 def spend_per_day(*, team_ids: set[int] | None, days: int, now: datetime | None = None) -> list[tuple[date, Decimal]]:
     """Spend for each of the last `days` UTC days, oldest first, zero-filled."""
     first = day_start(now) - timedelta(days=days - 1)
-    totals = {
-        row["day"]: row["cost"]
-        for row in model_calls_visible(team_ids=team_ids).filter(created_at__gte=first)
-        .annotate(day=TruncDate("created_at")).values("day").annotate(cost=Sum("cost_usd"))
-    }
+    totals = {day: sums["cost"] for (day,), sums in
+              rollups.totals(by=("day",), sums=("cost",), team_ids=team_ids, since=first).items()}
     return [((first + timedelta(days=i)).date(), totals.get((first + timedelta(days=i)).date(), ZERO))
             for i in range(days)]
 
@@ -241,11 +263,7 @@ def budget_spend(budget: Budget, now: datetime | None = None) -> Decimal:
     """What the ledger says this budget's scope has spent in its current period."""
     scope = periods.scope_filter(scope=budget.scope, team_id=budget.team_id, key_id=budget.api_key_id,
                                 persona=budget.persona.slug if budget.persona else "")
-    rows = Usage.objects.filter(scope)
-    start = period_start(budget.period, now)
-    if start is not None:
-        rows = rows.filter(created_at__gte=start)
-    return rows.aggregate(total=Sum("cost_usd"))["total"] or ZERO
+    return rollups.cost_sum(since=period_start(budget.period, now), where=scope)
 
 
 @dataclass

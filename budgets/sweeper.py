@@ -1,13 +1,16 @@
 """Each gateway process's background sweeper: replays the ledger's spool
 (settlements the database could not take, budgets/recovery.py), retries
 queued alert webhooks and releases expired budget reservations, when it
-starts and then every EP_SWEEP_SECONDS, or at once when kicked (a new alert).
+starts and then every EP_SWEEP_SECONDS, or at once when kicked (a new alert);
+every EP_ROLLUP_SECONDS it rolls up closed days of the ledger and prunes raw
+rows past the retention (budgets/rollups.py).
 Started by the process's first API request (api/middleware.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -16,11 +19,13 @@ from django.db import close_old_connections
 from budgets.alerts import webhooks_deliver_due
 from budgets.ledger import reservations_expire
 from budgets.recovery import spool_replay
+from budgets.rollups import DAYS_PER_SWEEP, rollups_sweep
 
 log = logging.getLogger("budgets.sweeper")
 
 _task: asyncio.Task | None = None
 _wake: asyncio.Event | None = None
+_rolled_at = 0.0  # monotonic time of this process's last rollup sweep
 
 
 def _replay() -> None:
@@ -37,6 +42,18 @@ def _sweep() -> None:
     _replay()
     webhooks_deliver_due()
     reservations_expire()
+    _roll_up()
+
+
+def _roll_up() -> None:
+    """Rollups when due: a backlog (a long ledger's first rollup) goes on every
+    sweep, a few days at a time, so the sweep's other work never waits long."""
+    global _rolled_at
+    if settings.EP_ROLLUP_SECONDS <= 0 or time.monotonic() - _rolled_at < settings.EP_ROLLUP_SECONDS:
+        return
+    rolled = rollups_sweep()
+    if len(rolled) < DAYS_PER_SWEEP:
+        _rolled_at = time.monotonic()
 
 
 async def _run(sweep) -> None:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, F, Min, Sum
-from django.db.models.functions import TruncDate, TruncHour
+from django.db.models import Count, Min, Sum
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from budgets import periods
+from budgets import periods, rollups
 from budgets.models import Budget, Usage
-from budgets.selectors import DIMENSIONS, ZERO, day_start, model_calls_visible
+from budgets.selectors import DIMENSIONS, ZERO, day_start, labels_of, model_calls_visible
 
 OTHER = "other"
 
@@ -36,14 +36,14 @@ class Stacked:
 def spend_stacked(*, dimension: str, team_ids: set[int] | None, days: int, now: datetime | None = None,
                   top: int = 5) -> Stacked:
     first = day_start(now) - timedelta(days=days - 1)
-    rows = (model_calls_visible(team_ids=team_ids).filter(created_at__gte=first)
-            .annotate(day=TruncDate("created_at")).values("day", label=F(DIMENSIONS[dimension]))
-            .annotate(cost=Sum("cost_usd")))
+    field = DIMENSIONS[dimension]
+    found = rollups.totals(by=("day", field), sums=("cost",), team_ids=team_ids, since=first)
+    labels = labels_of(dimension, {value for _, value in found})
     cells: dict[str, dict[date, Decimal]] = {}
-    for row in rows:
-        label = row["label"] or "(none)"
+    for (day, value), sums in found.items():
+        label = labels[value]
         cells.setdefault(label, {})
-        cells[label][row["day"]] = cells[label].get(row["day"], ZERO) + (row["cost"] or ZERO)
+        cells[label][day] = cells[label].get(day, ZERO) + sums["cost"]
     ranked = sorted(cells, key=lambda label: (-sum(cells[label].values(), ZERO), label))
     kept, rest = ranked[:top], ranked[top:]
     if rest:  # one "other" series, so the stack still adds up to the whole spend
@@ -88,8 +88,12 @@ class BurnDown:
         if self.spent <= 0:
             return None
         rate = self.spent / Decimal(max((self.now - self.start).total_seconds(), 60.0))
-        at = self.now + timedelta(seconds=float((limit - self.spent) / rate))
-        return at if at < self.end else None
+        seconds = (limit - self.spent) / rate
+        # Compared before it becomes a date: a slow spend against a large limit
+        # is centuries away, past the last date Python has (a 500 before).
+        if seconds >= Decimal((self.end - self.now).total_seconds()):
+            return None
+        return self.now + timedelta(seconds=float(seconds))
 
 
 def period_end(period: str, start: datetime) -> datetime | None:
@@ -108,12 +112,10 @@ def budget_burn(budget: Budget, now: datetime | None = None) -> BurnDown | None:
     end = period_end(budget.period, start)
     if end is None:
         return None
-    step, trunc = (timedelta(hours=1), TruncHour) if budget.period == "day" else (timedelta(days=1), TruncDate)
+    step = timedelta(hours=1) if budget.period == "day" else timedelta(days=1)
     scope = periods.scope_filter(scope=budget.scope, team_id=budget.team_id, key_id=budget.api_key_id,
                                  persona=budget.persona.slug if budget.persona else "")
-    per_bucket = {_as_datetime(row["bucket"]): row["cost"] or ZERO for row in
-                  Usage.objects.filter(scope, created_at__gte=start, created_at__lt=end)
-                  .annotate(bucket=trunc("created_at")).values("bucket").annotate(cost=Sum("cost_usd"))}
+    per_bucket = _spend_per_bucket(scope, start, end, hourly=budget.period == "day")
     buckets, cumulative, running = [], [], ZERO
     at = start
     while at < end:
@@ -123,6 +125,17 @@ def budget_burn(budget: Budget, now: datetime | None = None) -> BurnDown | None:
             cumulative.append(running)
         at += step
     return BurnDown(budget, start, end, now, buckets, cumulative, running)
+
+
+def _spend_per_bucket(scope, start: datetime, end: datetime, *, hourly: bool) -> dict[datetime, Decimal]:
+    """Spend per hour (a day's budget: today, from the ledger) or per UTC day
+    (rolled days from the rollups, the rest from the ledger)."""
+    if hourly:
+        rows = (Usage.objects.filter(scope, created_at__gte=start, created_at__lt=end)
+                .annotate(bucket=TruncHour("created_at")).values("bucket").annotate(cost=Sum("cost_usd")))
+        return {_as_datetime(row["bucket"]): row["cost"] or ZERO for row in rows}
+    found = rollups.totals(by=("day",), sums=("cost",), since=start, until=end, where=scope, model_calls=False)
+    return {_as_datetime(day): sums["cost"] for (day,), sums in found.items()}
 
 
 def _as_datetime(value) -> datetime:

@@ -27,7 +27,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from budgets import ledger_store as store
-from budgets.models import Budget, BudgetCounter, Reservation, Usage
+from budgets import rollups
+from budgets.models import Budget, BudgetCounter, Reservation
 from budgets.periods import ledger_filter, period_end
 from budgets.snapshot import budget_info
 
@@ -136,10 +137,9 @@ def _repairing():
 def _ledger_sums(budget: Budget, counter: BudgetCounter) -> tuple[Decimal, Decimal]:
     """What the counter should say: the cost of the rows its budget covers in
     its period, and the reservations held against it."""
-    rows = Usage.objects.filter(ledger_filter(budget_info(budget)), created_at__gte=counter.period_start)
-    end = period_end(budget.period, counter.period_start)
-    if end is not None:
-        rows = rows.filter(created_at__lt=end)
-    spent = rows.aggregate(s=Sum("cost_usd"))["s"]
+    # Days whose raw rows were pruned (EP_USAGE_RETENTION_DAYS) count from their
+    # rollups, which rollups_verify proves against the rows while they are kept.
+    spent = rollups.cost_sum(since=counter.period_start, until=period_end(budget.period, counter.period_start),
+                             where=ledger_filter(budget_info(budget)))
     held = Reservation.objects.filter(counter_id=counter.id).aggregate(s=Sum("amount"))["s"]
     return store.money(spent), store.money(held)

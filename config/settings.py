@@ -245,6 +245,17 @@ EP_DEFAULT_MAX_OUTPUT_TOKENS = envint("EP_DEFAULT_MAX_OUTPUT_TOKENS", 4096)
 # Alert webhooks: HMAC key (defaults to SECRET_KEY) and first retry delay, doubling after.
 EP_WEBHOOK_SECRET = os.environ.get("EP_WEBHOOK_SECRET", "")
 EP_WEBHOOK_RETRY_SECONDS = envfloat("EP_WEBHOOK_RETRY_SECONDS", 5.0)
+# The ledger's daily rollups (budgets/rollups.py): the sweeper rolls up each UTC
+# day this long after it ends (a stream settles after its day may have ended),
+# checks the last few rolled days for late rows, at most every EP_ROLLUP_SECONDS
+# (0: never; `manage.py ledger_rollup` from cron does it instead).
+EP_ROLLUP_GRACE_SECONDS = envint("EP_ROLLUP_GRACE_SECONDS", 3600)
+EP_ROLLUP_SECONDS = envfloat("EP_ROLLUP_SECONDS", 300.0)
+# Raw Usage rows older than this many days are deleted (`manage.py ledger_prune`,
+# and the sweeper) once their day is rolled up; costs, budgets and /costs keep
+# their totals from the rollups. 0: never (the default). The usage log, a run's
+# page and the CSV export need the raw rows, so they end at this horizon.
+EP_USAGE_RETENTION_DAYS = envint("EP_USAGE_RETENTION_DAYS", 0)
 # How often each process sweeps the webhook queue and expired reservations.
 EP_SWEEP_SECONDS = envfloat("EP_SWEEP_SECONDS", 5.0)
 # Stored /v1/responses answers (store: true) are kept this many days (OpenAI keeps 30).

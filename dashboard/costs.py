@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
-from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from asgiref.sync import sync_to_async
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
 from accounts.models import Team
 from accounts.roles import costs_required, visible_team_ids
 from budgets import selectors, trends
-from budgets.exports import csv_writer
+from budgets.exports import Lines, csv_writer
 from dashboard import charts
 from dashboard.forms import UsageFilterForm
 from dashboard.rendering import render_page
@@ -56,16 +57,17 @@ def costs(request: HttpRequest) -> HttpResponse:
     if request.GET.get("format") == "csv":
         return _csv(team_ids, since, days)
     stack = request.GET.get("stack") if request.GET.get("stack") in STACKS else "persona"
+    spend = selectors.spend_over(team_ids=team_ids, since=since)  # every breakdown but runs from one read
     context = {
         "team": team, "teams": _teams_for_filter(request), "days": days, "periods": PERIODS,
         "stack": stack, "stacks": STACKS,
         **_spend_over_time(team_ids, team, days=days, since=since, stack=stack),
-        "breakdowns": [(dim, label, selectors.spend_by(dimension=dim, team_ids=team_ids, since=since, limit=10))
+        "breakdowns": [(dim, label, spend.by(dim, limit=10) if dim != "run" else
+                        selectors.spend_by(dimension=dim, team_ids=team_ids, since=since, limit=10))
                        for dim, label in BREAKDOWNS],
-        "top_keys": selectors.spend_by(dimension="key", team_ids=team_ids, since=since, limit=10),
-        "savings": selectors.savings(team_ids=team_ids, since=since),
-        "savings_by": [(label, selectors.savings(team_ids=team_ids, since=since, dimension=dim))
-                       for dim, label in SAVINGS_BY],
+        "top_keys": spend.by("key", limit=10),
+        "savings": spend.savings(),
+        "savings_by": [(label, spend.savings(dim)) for dim, label in SAVINGS_BY],
     }
     return render_page(request, "budgets/costs.html", context)
 
@@ -75,9 +77,9 @@ def _spend_over_time(team_ids: set[int] | None, team: Team | None, *, days: int,
     """The stacked chart, and the same numbers for the `days` before, for comparison."""
     stacked = trends.spend_stacked(dimension=stack, team_ids=team_ids, days=days)
     before = since - timedelta(days=days)
-    previous = {r["label"]: r["cost"] for r in
-                selectors.spend_by(dimension=stack, team_ids=team_ids, since=before, until=since)}
-    previous_total = selectors.spend_total(team_ids=team_ids, since=before, until=since)
+    earlier = selectors.spend_over(team_ids=team_ids, since=before, until=since)
+    previous = {r["label"]: r["cost"] for r in earlier.by(stack)}
+    previous_total = earlier.total()
     shown = {label for label, _ in stacked.series}
     previous[trends.OTHER] = previous_total - sum((c for label, c in previous.items() if label in shown),
                                                   selectors.ZERO)
@@ -116,17 +118,35 @@ def _percent(part, whole) -> int:
     return round(part * 100 / whole) if whole else 0
 
 
-def _csv(team_ids: set[int] | None, since: datetime, days: int) -> HttpResponse:
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
+CSV_CHUNK = 2000
+
+
+def _csv(team_ids: set[int] | None, since: datetime, days: int) -> StreamingHttpResponse:
+    """Streamed, a chunk of rows at a time: ninety days of a busy ledger are
+    millions of rows, and the first leave while the database reads the rest.
+    An async iterator, as the ASGI server serves it (a sync one Django would
+    first read whole into a list)."""
+    response = StreamingHttpResponse(_csv_lines(team_ids, since), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="costs-last-{days}-days.csv"'
-    writer = csv_writer(response)  # cells a spreadsheet would run as formulas are neutralised
-    writer.writerow(["created_at", "request_id", "team", "persona", "provider", "model", "status",
-                     "input_tokens", "output_tokens", "cost_usd", "run_id", "step"])
-    rows = selectors.model_calls_visible(team_ids=team_ids).filter(created_at__gte=since).select_related("team")
-    for u in rows.iterator(chunk_size=2000):
-        writer.writerow([u.created_at.isoformat(), u.request_id, u.team.name if u.team else "", u.persona,
-                         u.provider, u.model, u.status, u.input_tokens, u.output_tokens, u.cost_usd, u.run_id, u.step])
     return response
+
+
+async def _csv_lines(team_ids: set[int] | None, since: datetime):
+    writer = csv_writer(Lines())  # cells a spreadsheet would run as formulas are neutralised
+    yield writer.writerow(["created_at", "request_id", "team", "persona", "provider", "model", "status",
+                           "input_tokens", "output_tokens", "cost_usd", "run_id", "step"])
+    rows = (selectors.model_calls_visible(team_ids=team_ids).filter(created_at__gte=since)
+            .select_related("team").order_by("-created_at", "-id"))
+    after = ""
+    while chunk := await sync_to_async(_csv_chunk)(rows, after):
+        yield "".join(writer.writerow(
+            [u.created_at.isoformat(), u.request_id, u.team.name if u.team else "", u.persona, u.provider, u.model,
+             u.status, u.input_tokens, u.output_tokens, u.cost_usd, u.run_id, u.step]) for u in chunk)
+        after = str(chunk[-1].pk)
+
+
+def _csv_chunk(rows, after: str) -> list:
+    return list(_older_than(rows, after)[:CSV_CHUNK])
 
 
 def _filtered(team_ids: set[int] | None, data: dict):
@@ -146,17 +166,41 @@ def _filtered(team_ids: set[int] | None, data: dict):
     return rows
 
 
+PAGE_ROWS = 50
+# The usage log counts matches up to here and says "more than" past it: a count
+# of every row of a year-long ledger is seconds on its own, and of a rare
+# filter's matches a scan of most of it (docs/PERFORMANCE.md).
+COUNT_CAP = 1_000
+
+
 @costs_required
 @require_GET
 def usage_list(request: HttpRequest) -> HttpResponse:
+    """Newest first, PAGE_ROWS at a time. Older pages continue from a row
+    (`before=<id>`: keyset paging), never an OFFSET into millions of rows."""
     team_ids, team = _scope(request)
     form = UsageFilterForm(request.GET)
     data = form.cleaned_data if form.is_valid() else {}
-    page = Paginator(_filtered(team_ids, data), 50).get_page(request.GET.get("page"))
+    matching = _filtered(team_ids, data).order_by("-created_at", "-id")
+    before = request.GET.get("before", "")
+    rows = list(_older_than(matching, before)[:PAGE_ROWS + 1])
+    counted = matching.order_by()[:COUNT_CAP + 1].count()
     query = request.GET.copy()
+    query.pop("before", None)
     query.pop("page", None)
-    context = {"form": form, "page": page, "team": team, "teams": _teams_for_filter(request), "query": query.urlencode()}
+    context = {"form": form, "rows": rows[:PAGE_ROWS], "team": team, "teams": _teams_for_filter(request),
+               "query": query.urlencode(), "before": before, "matching": counted,
+               "more_than": f"{COUNT_CAP:,}" if counted > COUNT_CAP else "",
+               "older": rows[PAGE_ROWS - 1].pk if len(rows) > PAGE_ROWS else None}
     return render_page(request, "budgets/usage.html", context, fragment="results")
+
+
+def _older_than(rows, before: str):
+    """The rows after the row `before` in newest-first order (all when it is none)."""
+    anchor = rows.filter(pk=int(before)).values_list("created_at", flat=True).first() if before.isdigit() else None
+    if anchor is None:
+        return rows
+    return rows.filter(Q(created_at__lt=anchor) | Q(created_at=anchor, pk__lt=int(before)))
 
 
 @costs_required

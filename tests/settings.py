@@ -16,6 +16,9 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-never-used-in-producti
 if "EP_SPOOL_DIR" not in os.environ:
     os.environ["EP_SPOOL_DIR"] = tempfile.mkdtemp(prefix=f"ep-spool-{os.environ.get('EP_TEST_DB_NAME', '')}-")
     atexit.register(shutil.rmtree, os.environ["EP_SPOOL_DIR"], ignore_errors=True)
+# Tests write ledger rows into past days by hand: a sweeper rolling those days up
+# behind their backs would race them. Rollup tests roll up through the commands.
+os.environ.setdefault("EP_ROLLUP_SECONDS", "0")
 # The fake providers listen on 127.0.0.1 (providers/validation.py).
 os.environ.setdefault("EP_ALLOW_PRIVATE_PROVIDER_URLS", "1")
 

@@ -32,6 +32,14 @@ def test_a_monthly_burn_down_forecasts_the_rate_so_far_to_the_end_of_the_month(w
     assert burn.runs_out_at == JUNE + timedelta(days=2) + timedelta(days=7 * 2 / 3)  # 7 more at 1.5 a day
 
 
+def test_a_tiny_spend_against_a_huge_limit_forecasts_no_run_out_date(world):
+    # The date would be centuries on, past Python's last: the budgets page answered 500.
+    budget = Budget.objects.create(name="big", scope="global", period="month", limit_usd=Decimal(10) ** 7)
+    spent(world, "0.00000001", JUNE + timedelta(hours=1))
+    burn = trends.budget_burn(budget, now=JUNE + timedelta(hours=2))
+    assert burn.spent == Decimal("0.00000001") and burn.runs_out_at is None
+
+
 def test_a_lifetime_budget_has_no_burn_down(world):
     budget = Budget.objects.create(name="all", scope="global", period="lifetime", limit_usd=Decimal(1))
     assert trends.budget_burn(budget, now=JUNE) is None

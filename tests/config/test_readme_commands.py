@@ -137,7 +137,11 @@ def test_every_readme_command_runs_as_written(checkout, served):
     # The management commands, one by one, on the same database.
     outputs = {line.split()[2]: run(line, checkout, port) for line in lines(blocks("bash")[3])}
     assert set(outputs) == {"bootstrap", "create_api_key", "import_persona_map", "export_persona_map",
-                            "rotate_credentials", "reset_admin_password", "catalog_refresh", "tools_refresh"}
+                            "rotate_credentials", "reset_admin_password", "catalog_refresh", "tools_refresh",
+                            "ledger_rollup", "ledger_prune"}
+    assert re.search(r"^Rolled up \d+ day\(s\)", outputs["ledger_rollup"].stdout, re.MULTILINE)
+    assert "raw row(s) of 0 day(s) older than 400 days; their totals stay in the rollups." in \
+        outputs["ledger_prune"].stdout  # a fresh checkout's ledger is younger than that
     assert "demo: 0 added, 0 completed, from provider" in outputs["catalog_refresh"].stdout
     assert re.search(r"^builtin: \d+ tools listed; nothing changed$", outputs["tools_refresh"].stdout, re.MULTILINE)
     again = outputs["bootstrap"].stdout

@@ -43,7 +43,7 @@ def test_a_team_lead_sees_only_their_own_teams_costs(people, world):
     rita = client_for(people.rita)
     page = rita.get(reverse("budgets:costs")).content.decode()
     assert "$1.2500" in page and "$9.5000" not in page and ">blue<" not in page
-    csv = rita.get(reverse("budgets:costs") + "?format=csv").content.decode()
+    csv = b"".join(rita.get(reverse("budgets:costs") + "?format=csv")).decode()
     assert "req_red_1.25" in csv and "req_blue" not in csv
 
 

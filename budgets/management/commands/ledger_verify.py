@@ -5,6 +5,7 @@ Safe while gateways run."""
 
 from django.core.management.base import BaseCommand, CommandError
 
+from budgets.rollups import day_roll_up, rollups_verify
 from budgets.verify import ledger_verify
 
 
@@ -28,6 +29,24 @@ class Command(BaseCommand):
             summary += (f" {result.expired_reservations} reservation(s) past their expiry"
                         " (a gateway's sweeper releases them).")
         self.stdout.write(summary)
+        rollup_problems = self._rollups(fix=fix)
         if result.drifts and not fix:
             raise CommandError(f"{len(result.drifts)} budget counter(s) differ from the ledger: "
                                "run `manage.py ledger_verify --fix` to repair them.")
+        if rollup_problems and not fix:
+            raise CommandError(f"{rollup_problems} rollup day(s) differ from the ledger: "
+                               "run `manage.py ledger_verify --fix` to roll them up again.")
+
+    def _rollups(self, *, fix: bool) -> int:
+        """The daily rollups against the ledger's rows (budgets/rollups.py);
+        with --fix each differing day is rolled up again. Returns how many days differ."""
+        problems = rollups_verify()
+        for _, words in problems:
+            self.stdout.write(("FIXED " if fix else "DRIFT ") + "rollup " + words)
+        days = sorted({day for day, _ in problems})
+        if fix:
+            for day in days:
+                day_roll_up(day)
+        self.stdout.write(f"Rollups: {len(days)} day(s) differ from the ledger" + (", rolled up again." if fix else ".")
+                          if days else "Rollups: every rolled day whose rows are kept equals the ledger.")
+        return len(days)
