@@ -61,9 +61,11 @@ def _series(group_by: str, *, team_ids: set[int] | None, since: datetime, until:
 def _csv(groups: list[dict], group_by: str) -> HttpResponse:
     out = io.StringIO()
     writer = csv_writer(out)  # cells a spreadsheet would run as formulas are neutralised
-    writer.writerow([group_by, "cost_usd", "requests", "tokens"])
+    savings = group_by != "run"  # runs come from their own rollup, which keeps no savings
+    writer.writerow([group_by, "cost_usd", "requests", "tokens"] + (["saved_usd", "cache_hits"] if savings else []))
     for g in groups:
-        writer.writerow([g["group"], g["cost_usd"], g["requests"], g["tokens"]])
+        writer.writerow([g["group"], g["cost_usd"], g["requests"], g["tokens"]]
+                        + ([g["saved_usd"], g["cache_hits"]] if savings else []))
     response = HttpResponse(out.getvalue(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="costs-by-{group_by}.csv"'
     return response
@@ -87,12 +89,16 @@ def _costs(request: HttpRequest, group_by: str, start: str | None, end: str | No
     spend = spend_over(team_ids=team_ids, since=since, until=until)
     by_group = spend.by(group_by) if group_by != "run" else spend_by(
         dimension="run", team_ids=team_ids, since=since, until=until)
+    # Runs are summed from their own rollup, which keeps no savings: those groups leave them out.
     groups = [{"group": g["label"], "cost_usd": f"{g['cost'] or 0:.8f}", "requests": g["requests"],
-               "tokens": g["tokens"]} for g in by_group]
+               "tokens": g["tokens"]} | ({"saved_usd": f"{g['saved']:.8f}", "cache_hits": g["hits"]} if "saved" in g else {})
+              for g in by_group]
     if format == "csv":
         return _csv(groups, group_by)
     total = {"cost": spend.total(), "requests": sum(cell["requests"] for cell in spend.cells.values())}
+    saving = spend.savings()
     body = {"group_by": group_by, "start": since.isoformat(), "end": until.isoformat() if until else None,
-            "total_cost_usd": f"{total['cost']:.8f}", "requests": total["requests"], "groups": groups,
+            "total_cost_usd": f"{total['cost']:.8f}", "requests": total["requests"],
+            "saved_usd": f"{saving['saved']:.8f}", "cache_hits": saving["hits"], "groups": groups,
             "daily": _series(group_by, team_ids=team_ids, since=since, until=until)}
     return json_response(body, request.ep_call.request_id)

@@ -104,9 +104,11 @@ class Spend:
         return merged
 
     def by(self, dimension: str, limit: int | None = None) -> list[dict]:
-        """Rows of {label, cost, requests, tokens}, biggest spender first."""
+        """Rows of {label, cost, requests, tokens, saved, hits}, biggest spender first (saved: what
+        caching saved, response cache and provider prompt caching; hits: answers from the response cache)."""
         rows = [{"label": label, "cost": row["cost"] or ZERO, "requests": row["requests"], "input": row["input"],
-                 "output": row["output"], "tokens": row["input"] + row["output"]}
+                 "output": row["output"], "tokens": row["input"] + row["output"], "saved": row["saved"] or ZERO,
+                 "hits": row["hits"]}
                 for label, row in self._merged(dimension).items()]
         ranked = sorted(rows, key=lambda row: (-row["cost"], row["label"]))
         return ranked[:limit] if limit else ranked

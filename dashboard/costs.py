@@ -134,14 +134,16 @@ def _csv(team_ids: set[int] | None, since: datetime, days: int) -> StreamingHttp
 async def _csv_lines(team_ids: set[int] | None, since: datetime):
     writer = csv_writer(Lines())  # cells a spreadsheet would run as formulas are neutralised
     yield writer.writerow(["created_at", "request_id", "team", "persona", "provider", "model", "status",
-                           "input_tokens", "output_tokens", "cost_usd", "run_id", "step"])
+                           "input_tokens", "output_tokens", "cost_usd", "run_id", "step", "cached_tokens",
+                           "cache_hit", "saved_usd"])
     rows = (selectors.model_calls_visible(team_ids=team_ids).filter(created_at__gte=since)
             .select_related("team").order_by("-created_at", "-id"))
     after = ""
     while chunk := await sync_to_async(_csv_chunk)(rows, after):
         yield "".join(writer.writerow(
             [u.created_at.isoformat(), u.request_id, u.team.name if u.team else "", u.persona, u.provider, u.model,
-             u.status, u.input_tokens, u.output_tokens, u.cost_usd, u.run_id, u.step]) for u in chunk)
+             u.status, u.input_tokens, u.output_tokens, u.cost_usd, u.run_id, u.step, u.cached_tokens,
+             int(u.cache_hit), u.saved_usd]) for u in chunk)
         after = str(chunk[-1].pk)
 
 

@@ -6,12 +6,18 @@ REDIS_URL, Redis. Every prompt holds a uuid: Redis outlives test databases."""
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from decimal import Decimal
 
+import httpx
 import openai
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client
 
+from accounts.models import Membership
 from budgets.models import BudgetCounter, Reservation, Usage
 from tests.fakes.common import FakeReply
 from tests.streaming_support import route_persona_to_fake
@@ -311,3 +317,27 @@ def test_a_cached_answer_expires_after_the_personas_lifetime(live, world, fake, 
     expired = ask(live, world.red_key, prompt)
     assert (expired.headers["x-ep-cache"], expired.parse().choices[0].message.content) == ("miss", "Fresher.")
     assert fake.call_count == 2
+
+
+def test_what_the_cache_saved_reaches_the_costs_api_and_both_csv_exports(live, world, fake, cached):
+    prompt = question()
+    fake.script(FakeReply(text="Paris."))
+    ask(live, world.red_key, prompt)
+    hit = ask(live, world.red_key, prompt)
+    headers = {"Authorization": f"Bearer {world.red_key}"}
+    body = httpx.get(live.url + "/costs", params={"group_by": "persona"}, headers=headers).json()
+    assert (Decimal(body["saved_usd"]), body["cache_hits"]) == (FAKE_COST, 1)
+    [group] = [g for g in body["groups"] if g["group"] == "cached"]
+    assert (Decimal(group["saved_usd"]), group["cache_hits"], group["requests"]) == (FAKE_COST, 1, 2)
+    exported = httpx.get(live.url + "/costs", params={"group_by": "persona", "format": "csv"}, headers=headers)
+    rows = {r["persona"]: r for r in csv.DictReader(io.StringIO(exported.text))}
+    assert (Decimal(rows["cached"]["saved_usd"]), rows["cached"]["cache_hits"]) == (FAKE_COST, "1")
+
+    lead = User.objects.create(username="lead")
+    Membership.objects.create(user=lead, team=world.red, role="lead")
+    browser = Client()
+    browser.force_login(lead)
+    streamed = b"".join(browser.get("/dashboard/costs/?format=csv")).decode()
+    by_request = {r["request_id"]: r for r in csv.DictReader(io.StringIO(streamed))}
+    row = by_request[hit.headers["x-request-id"]]
+    assert (row["cache_hit"], Decimal(row["saved_usd"]), Decimal(row["cost_usd"])) == ("1", FAKE_COST, 0)

@@ -125,7 +125,8 @@ def test_costs_export_csv_and_refuse_a_bad_range(live, world):
     response = httpx.get(live.url + "/costs", params={"group_by": "model", "format": "csv"}, headers=headers)
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(response.text)))
-    assert rows[0] == ["model", "cost_usd", "requests", "tokens"] and rows[1][0] == "demo"
+    assert rows[0] == ["model", "cost_usd", "requests", "tokens", "saved_usd", "cache_hits"] and rows[1][0] == "demo"
+    assert rows[1][4:] == ["0.00000000", "0"]
     bad = httpx.get(live.url + "/costs", params={"start": "last tuesday"}, headers=headers)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "start"
     future = httpx.get(live.url + "/costs", params={"start": "2999-01-01"}, headers=headers).json()
