@@ -36,15 +36,11 @@ def patterns_allow(patterns: list[str] | None, qualified_name: str) -> bool:
     return any(fnmatch.fnmatchcase(qualified_name, pattern) for pattern in patterns or ())
 
 
-def _grants(key: KeyInfo) -> tuple[list[str] | None, list[str] | None]:
+def grants_of(key: KeyInfo) -> tuple[list[str] | None, list[str] | None]:
+    """(the team's patterns, the key's own patterns); None where there is no grant."""
     team = ToolGrant.objects.filter(team_id=key.team_id).values_list("patterns", flat=True).first()
     own = ToolGrant.objects.filter(api_key_id=key.id).values_list("patterns", flat=True).first()
     return team, own
-
-
-def grants_of(key: KeyInfo) -> tuple[list[str] | None, list[str] | None]:
-    """(the team's patterns, the key's own patterns); None where there is no grant."""
-    return _grants(key)
 
 
 def key_may_use(team_patterns: list[str] | None, key_patterns: list[str] | None, qualified_name: str) -> bool:
@@ -66,11 +62,12 @@ def usable_tools(key: KeyInfo, persona: str | None = None) -> list[ToolSpec]:
         approved=True, enabled=True, missing_since__isnull=True, server__enabled=True)
     if persona is not None:
         tools = tools.filter(personas__persona__slug=persona)
-    team_patterns, key_patterns = _grants(key)
+    team_patterns, key_patterns = grants_of(key)
     return [_spec(t) for t in tools if key_may_use(team_patterns, key_patterns, t.qualified_name)]
 
 
-available_tools = sync_to_async(usable_tools)
+# Off the event loop in a pool thread: every chat request to a persona that runs tools reads this.
+available_tools = sync_to_async(usable_tools, thread_sensitive=False)
 
 
 def persona_tool_settings(persona: str) -> PersonaTools | None:
@@ -192,13 +189,22 @@ async def _health_record(server: ToolServer, *, healthy: bool, error: str = "") 
                                                           last_error=server.last_error)
 
 
+# Control characters (a NUL above all: PostgreSQL refuses it in text) that a model or an MCP
+# client may put in a tool name or a server in an error message; the log keeps the rest.
+_CONTROL = dict.fromkeys(range(32))
+
+
+def _loggable(text: str, length: int) -> str:
+    return text.translate(_CONTROL)[:length]
+
+
 async def _logged(ctx: ToolContext, qualified_name: str, result: ToolResult, started: float, raw: str, *,
                   status: str) -> ToolResult:
-    server, _, tool = qualified_name.partition("__")
+    server, _, tool = _loggable(qualified_name, 200).partition("__")
     await ToolCallLog.objects.acreate(
         request_id=ctx.request_id, run_id=ctx.run_id, team_id=ctx.key.team_id, api_key_id=ctx.key.id,
         persona=ctx.persona, source=ctx.source, server=server[:40], tool=tool[:100], status=status,
-        error_code=result.error_code, error_message=(result.content if result.is_error else "")[:300],
+        error_code=result.error_code, error_message=_loggable(result.content, 300) if result.is_error else "",
         duration_ms=int((time.monotonic() - started) * 1000), bytes_in=len(raw.encode()),
         bytes_out=len(result.content.encode()),
     )

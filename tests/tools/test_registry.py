@@ -48,3 +48,13 @@ async def test_a_key_list_narrows_its_team_list(key_info):
     await ToolGrant.objects.acreate(team_id=key_info.team_id, patterns=["builtin__*"])
     await ToolGrant.objects.acreate(api_key_id=key_info.id, patterns=["builtin__current_time"])
     assert [s.qualified_name for s in await registry.available_tools(key_info)] == ["builtin__current_time"]
+
+
+async def test_a_name_with_control_characters_is_refused_and_logged_without_them(key_info):
+    await builtin_server()
+    await ToolGrant.objects.acreate(team_id=key_info.team_id, patterns=["builtin__*"])
+    result = await registry.call_tool("builtin__current\x00time\n", {}, ToolContext(key=key_info))
+    assert result.error_code == "unknown_tool"
+    row = await ToolCallLog.objects.aget()
+    assert (row.server, row.tool, row.status) == ("builtin", "currenttime", "refused")
+    assert "\x00" not in row.error_message
