@@ -88,10 +88,13 @@ class ScratchDatabase:
             connection.close()
 
     def tables(self) -> list[str]:
+        """The models' tables. On SQLite not a full-text index (an FTS5 virtual table,
+        tools/0003) nor the shadow tables SQLite keeps it in, which start with rows of their own."""
         if self.vendor == "sqlite":
-            statement = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        else:
-            statement = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            found = self.query("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            virtual = [name for name, sql in found if (sql or "").upper().startswith("CREATE VIRTUAL TABLE")]
+            return sorted(name for name, _ in found if not any(name == v or name.startswith(v + "_") for v in virtual))
+        statement = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
         return sorted(name for (name,) in self.query(statement))
 
     def rows(self, table: str, columns: list[str]) -> list[tuple]:

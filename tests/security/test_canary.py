@@ -107,6 +107,7 @@ def pages(people, row) -> list[str]:
     for path in paths:
         response = ada.get(path)
         assert response.status_code == 200, path
-        found.append(response.content.decode())
+        body = b"".join(response) if response.streaming else response.content  # the CSV export streams
+        found.append(body.decode())
     found.append(Client().get("/login/").content.decode())
     return found
