@@ -48,7 +48,7 @@ def test_an_operator_reorders_a_route_and_the_next_request_follows_it(page, live
     expect(page.locator("#chain .notice")).to_contain_text("Moved backup/demo up.")
     assert page.evaluate("window.notReloaded") is True  # an htmx fragment, not a page load
     # Focus stays on the moved step (now first, so on its "down" button) for the next key press.
-    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Move backup/demo down"
+    expect(page.get_by_role("button", name="Move backup/demo down")).to_be_focused()  # once htmx settled
     screenshot(page, "persona-route-reordered")
 
     response = ask(live, world.red_key)
