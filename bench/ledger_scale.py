@@ -98,7 +98,7 @@ def database_drop(name: str) -> None:
 def run(args) -> dict:
     from django.core.management import call_command
 
-    from budgets.models import RolledDay, Usage, UsageDaily, UsageRunDaily
+    from budgets.models import RolledDay, Usage, UsageDaily, UsageRun, UsageRunDaily
 
     results: dict = {"rows": args.rows, "days": args.days, "reps": args.reps, "reps_before": args.reps_before,
                      "started": _now_text(),
@@ -118,6 +118,7 @@ def run(args) -> dict:
     results["table_mb"] = table_megabytes()
     UsageDaily.objects.all().delete()
     UsageRunDaily.objects.all().delete()
+    UsageRun.objects.all().delete()
     RolledDay.objects.all().delete()
     from django.test.utils import setup_test_environment
 
@@ -129,9 +130,11 @@ def run(args) -> dict:
     started = time.perf_counter()
     call_command("ledger_rollup")
     results["rollup_seconds"] = round(time.perf_counter() - started, 1)
-    _analyze("budgets_usagedaily", "budgets_usagerundaily", "budgets_rolledday")  # as autovacuum would soon
-    results["rollup_rows"] = {"daily": UsageDaily.objects.count(), "runs": UsageRunDaily.objects.count()}
-    results["rollup_mb"] = {t: _megabytes(t) for t in ("budgets_usagedaily", "budgets_usagerundaily")}
+    _analyze("budgets_usagedaily", "budgets_usagerundaily", "budgets_usagerun", "budgets_rolledday")  # as autovacuum would soon
+    results["rollup_rows"] = {"daily": UsageDaily.objects.count(), "runs": UsageRunDaily.objects.count(),
+                              "run totals": UsageRun.objects.count()}
+    results["rollup_mb"] = {t: _megabytes(t) for t in ("budgets_usagedaily", "budgets_usagerundaily",
+                                                       "budgets_usagerun")}
     results["rollup_one_day_ms"] = one_day_rollup_ms()
     print(f"rolled up in {results['rollup_seconds']} s: {results['rollup_rows']}", flush=True)
     print("timing with the rollups ...", flush=True)
@@ -314,6 +317,7 @@ def targets_list(world: dict) -> list[tuple[str, str, str]]:
     ]
     for group in ("team", "persona", "provider", "model", "key", "run"):
         targets.append((f"GET /costs group_by={group}", "api", f"/costs?group_by={group}"))
+    targets.append(("GET /costs group_by=run, limit 10,000", "api", "/costs?group_by=run&limit=10000"))
     since = (datetime.now(UTC) - timedelta(days=365)).date().isoformat()
     targets.append(("GET /costs a year, by model", "api", f"/costs?group_by=model&start={since}"))
     return targets

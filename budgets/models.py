@@ -216,7 +216,26 @@ class UsageRunDaily(models.Model):
     cost_usd = models.DecimalField(max_digits=20, decimal_places=8)
 
     class Meta:
-        indexes = [models.Index(fields=["day", "team_id"], name="usage_run_daily_day_team_idx")]
+        indexes = [models.Index(fields=["day", "team_id"], name="usage_run_daily_day_team_idx"),
+                   models.Index(fields=["run_id", "day"], name="usage_run_daily_run_day_idx")]
+
+
+class UsageRun(models.Model):
+    """Each workflow run's model calls over every rolled day (UsageRunDaily
+    summed per run id): the costliest runs of a long range are found by walking
+    these by cost, not by summing every run of the range (rollups.top_runs).
+    `team_id` is the run's team, or None when several teams used its id.
+    Rewritten from UsageRunDaily for the runs of each day rolled up."""
+
+    run_id = models.CharField(max_length=100, unique=True)
+    team_id = models.IntegerField(null=True)
+    first_day = models.DateField()
+    last_day = models.DateField()
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8)
+
+    class Meta:
+        indexes = [models.Index(fields=["-cost_usd", "run_id"], name="usage_run_cost_idx"),
+                   models.Index(fields=["last_day"], name="usage_run_last_day_idx")]
 
 
 class RolledDay(models.Model):

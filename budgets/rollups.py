@@ -20,6 +20,7 @@ rows are still there.
 from __future__ import annotations
 
 import contextlib
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -31,7 +32,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from budgets import ledger_store as store
-from budgets.models import RolledDay, Usage, UsageDaily, UsageRunDaily
+from budgets.models import RolledDay, Usage, UsageDaily, UsageRun, UsageRunDaily
 
 # The Usage rows' endpoint names (api/auth.py: the path, dotted) of the calls
 # that ask a model for something. Listing models, reading costs or runs, the
@@ -131,6 +132,51 @@ def _runs(days: list[date]) -> list[tuple[datetime, datetime]]:
     return runs
 
 
+# PostgreSQL's default work_mem (4 MB) has a month of runs, or a busy day's raw
+# rows, sorted on disk to be grouped (EXPLAIN ANALYZE at 10M rows: "external
+# merge"); a cost read gets this much for its own transaction, so it groups in
+# memory (a hash). A read holds one or two such nodes at a time.
+READ_WORK_MEM = "64MB"
+
+
+@contextlib.contextmanager
+def _roomy_grouping():
+    """A transaction whose sorts and hashes may use READ_WORK_MEM (PostgreSQL)."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL work_mem = '{READ_WORK_MEM}'")
+        yield
+
+
+# The ledger's part of a range, as one read shares it: by day and every dimension.
+FINE = ("day", *DAILY_DIMENSIONS)
+_shared_ledger_reads: ContextVar[dict | None] = ContextVar("ep_shared_ledger_reads", default=None)
+
+
+@contextlib.contextmanager
+def ledger_reads_shared():
+    """Within it, `totals` reads the ledger's part of a range once however many
+    groupings ask for it (the costs page's breakdowns and its chart both read
+    today's rows: ~45,000 at the end of a busy day at 10M a year), by day and
+    every dimension (a few hundred cells), and regroups that."""
+    token = _shared_ledger_reads.set({})
+    try:
+        yield
+    finally:
+        _shared_ledger_reads.reset(token)
+
+
+def _ledger_cells(shared: dict, raw: QuerySet, key: tuple) -> list[dict]:
+    if key not in shared:
+        if "day" not in raw.query.annotations:
+            raw = raw.annotate(day=TruncDate("created_at"))
+        shared[key] = list(raw.values(*FINE).annotate(**{name: SUMS[name][0] for name in SUMS}))
+    return shared[key]
+
+
 def totals(*, by: tuple[str, ...], sums: tuple[str, ...], since: datetime | None, until: datetime | None = None,
            team_ids: set[int] | None = None, where: Q | None = None, where_rolled: Q | None = None,
            model_calls: bool = True, runs: bool = False) -> dict[tuple, dict]:
@@ -154,11 +200,17 @@ def totals(*, by: tuple[str, ...], sums: tuple[str, ...], since: datetime | None
     if "day" in by:
         raw = raw.annotate(day=TruncDate("created_at"))
     found: dict[tuple, dict] = {}
-    for source, which in ((raw, 0), (rolled, 1)):
-        fields = {name: SUMS[name][which] for name in sums}
-        grouped = source.values(*by).annotate(**fields) if by else [source.aggregate(**fields)]
-        for row in grouped:
-            _add(found.setdefault(tuple(row[f] for f in by), dict.fromkeys(sums, 0)), row, sums)
+    shared = _shared_ledger_reads.get()
+    share = shared is not None and model_calls and where is None and not runs and set(by) <= set(FINE)
+    with _roomy_grouping():
+        for source, which in ((raw, 0), (rolled, 1)):
+            fields = {name: SUMS[name][which] for name in sums}
+            if which == 0 and share:
+                grouped = _ledger_cells(shared, raw, (since, until, frozenset(team_ids or ()), team_ids is None))
+            else:
+                grouped = source.values(*by).annotate(**fields) if by else [source.aggregate(**fields)]
+            for row in grouped:
+                _add(found.setdefault(tuple(row[f] for f in by), dict.fromkeys(sums, 0)), row, sums)
     for entry in found.values():
         for name in MONEY_SUMS:
             if name in entry:
@@ -170,26 +222,57 @@ RUN_SUMS = ("cost", "requests", "input", "output")
 
 
 def top_runs(*, team_ids: set[int] | None, since: datetime | None, until: datetime | None = None,
-             limit: int) -> dict[tuple, dict]:
+             limit: int, batch: int | None = None) -> dict[tuple, dict]:
     """The `limit` costliest runs of [since, until), as `totals` would find them
-    with by=("run_id",), without summing every run: a month holds tens of
-    thousands. Exact: a run outside the rollups' top `limit` that the ledger's
-    part does not touch costs no more than each of those."""
+    with by=("run_id",), without summing every run (90 days hold ~120,000).
+
+    A run's cost in the range is at most its cost over every rolled day
+    (UsageRun) plus its raw rows. So runs are taken by that bound, costliest
+    first, a batch at a time, and summed exactly over the range (their
+    UsageRunDaily rows; the ledger for the rest); the walk stops when the
+    `limit`-th exact cost reaches the next bound: no run left can pass it.
+    Runs of other teams are skipped by the team the run belongs to."""
     part = split(since, until)
     raw = Usage.objects.filter(part.raw).filter(MODEL_CALL)
     rolled = part.rolled(UsageRunDaily)
     if team_ids is not None:
         raw, rolled = raw.filter(team_id__in=team_ids), rolled.filter(team_id__in=team_ids)
-    recent = {r["run_id"]: r for r in raw.values("run_id").annotate(**{n: SUMS[n][0] for n in RUN_SUMS})}
-    per_run = rolled.values("run_id").annotate(**{n: SUMS[n][1] for n in RUN_SUMS})
-    found: dict[tuple, dict] = {}
-    for row in [*per_run.order_by("-cost", "run_id")[:limit], *per_run.filter(run_id__in=list(recent))]:
-        found[(row["run_id"],)] = row
-    for run_id, row in recent.items():
-        entry = found.setdefault((run_id,), dict.fromkeys(RUN_SUMS, 0))
-        found[(run_id,)] = {n: (entry[n] or 0) + (row[n] or 0) for n in RUN_SUMS}
-    return {key: {n: store.money(v[n]) if n in MONEY_SUMS else v[n] or 0 for n in RUN_SUMS}
-            for key, v in found.items()}
+    with _roomy_grouping():
+        recent = {r["run_id"]: r for r in raw.values("run_id").annotate(**{n: SUMS[n][0] for n in RUN_SUMS})}
+    exact = _runs_summed(rolled, list(recent)) if part.days else {}
+    if part.days:
+        bounds = UsageRun.objects.filter(last_day__gte=part.days[0], first_day__lte=part.days[-1])
+        if team_ids is not None:
+            bounds = bounds.filter(Q(team_id__in=team_ids) | Q(team_id__isnull=True))
+        bounds = bounds.order_by("-cost_usd", "run_id").values_list("run_id", "cost_usd")
+        batch, at = batch or max(2 * limit, 50), 0  # runs summed per step of the walk
+        while page := list(bounds[at:at + batch]):
+            exact.update(_runs_summed(rolled, [run for run, _ in page if run not in exact]))
+            costs = sorted((_run_total(exact.get(run), recent.get(run))["cost"] for run in exact.keys() | recent.keys()),
+                           reverse=True)
+            if len(page) < batch or (len(costs) >= limit and costs[limit - 1] >= page[-1][1]):
+                break
+            at += batch
+    found = [((run,), _run_total(exact.get(run), recent.get(run))) for run in exact.keys() | recent.keys()
+             if run in recent or exact[run]["requests"]]
+    return dict(sorted(found, key=lambda item: (-item[1]["cost"], item[0][0] or "(none)"))[:limit])
+
+
+def _runs_summed(rolled: QuerySet, run_ids: list[str]) -> dict[str, dict]:
+    """Each of `run_ids`' sums over the rolled days of the range (zeros for none)."""
+    found = {run: dict.fromkeys(RUN_SUMS, 0) for run in run_ids}
+    for at in range(0, len(run_ids), 1000):
+        chunk = run_ids[at:at + 1000]
+        for row in rolled.filter(run_id__in=chunk).values("run_id").annotate(**{n: SUMS[n][1] for n in RUN_SUMS}):
+            found[row["run_id"]] = row
+    return found
+
+
+def _run_total(rolled: dict | None, recent: dict | None) -> dict:
+    total = {n: (rolled or {}).get(n) or 0 for n in RUN_SUMS}
+    for n in RUN_SUMS:
+        total[n] += (recent or {}).get(n) or 0
+    return {n: store.money(total[n]) if n in MONEY_SUMS else total[n] for n in RUN_SUMS}
 
 
 def _add(entry: dict, row: dict, sums: tuple[str, ...]) -> None:
@@ -229,6 +312,7 @@ def day_roll_up(day: date) -> int:
     last_id = Usage.objects.aggregate(last=Max("id"))["last"] or 0
     rows = Usage.objects.filter(created_at__gte=start, created_at__lt=end)
     count = rows.count()
+    runs_before = set(UsageRunDaily.objects.filter(day=day).values_list("run_id", flat=True))
     UsageDaily.objects.filter(day=day).delete()
     UsageRunDaily.objects.filter(day=day).delete()
     calls = rows.filter(MODEL_CALL)
@@ -237,11 +321,30 @@ def day_roll_up(day: date) -> int:
     UsageDaily.objects.bulk_create([UsageDaily(day=day, **_columns(r, DAILY_DIMENSIONS, DAILY_COLUMNS))
                                     for r in daily], batch_size=1000)
     per_run = calls.values(*RUN_DIMENSIONS).annotate(**{name: SUMS[name][0] for name in RUN_COLUMNS.values()})
-    UsageRunDaily.objects.bulk_create([UsageRunDaily(day=day, **_columns(r, RUN_DIMENSIONS, RUN_COLUMNS))
-                                       for r in per_run], batch_size=1000)
+    per_run = [UsageRunDaily(day=day, **_columns(r, RUN_DIMENSIONS, RUN_COLUMNS)) for r in per_run]
+    UsageRunDaily.objects.bulk_create(per_run, batch_size=1000)
+    runs_refresh(runs_before | {r.run_id for r in per_run})
     RolledDay.objects.update_or_create(day=day, defaults={"rows": count, "last_id": last_id,
                                                           "rolled_at": timezone.now()})
     return count
+
+
+def runs_refresh(run_ids) -> None:
+    """Rewrite these runs' UsageRun rows from their UsageRunDaily rows."""
+    ids = sorted(set(run_ids))
+    for at in range(0, len(ids), 1000):
+        chunk = ids[at:at + 1000]
+        UsageRun.objects.filter(run_id__in=chunk).delete()
+        UsageRun.objects.bulk_create([UsageRun(**fields) for fields in _runs_from_days(chunk)], batch_size=1000)
+
+
+def _runs_from_days(run_ids: list[str] | None = None) -> list[dict]:
+    """UsageRun's fields summed from UsageRunDaily (for `run_ids`, else every run)."""
+    days = UsageRunDaily.objects.all() if run_ids is None else UsageRunDaily.objects.filter(run_id__in=run_ids)
+    found = days.values("run_id").annotate(cost=Sum("cost_usd"), first=Min("day"), last=Max("day"),
+                                           teams=Count("team_id", distinct=True), team=Min("team_id"))
+    return [{"run_id": r["run_id"], "team_id": r["team"] if r["teams"] == 1 else None, "first_day": r["first"],
+             "last_day": r["last"], "cost_usd": store.money(r["cost"])} for r in found]
 
 
 # The rollups' columns and the SUMS they hold (their ledger expressions fill them).
@@ -341,6 +444,20 @@ def rollups_verify() -> list[tuple[date, str]]:
         for label, raw, rolled in _day_comparisons(day, rows):
             if raw != rolled:
                 problems.append((day, f"{day}: {label}: the ledger says {raw}, the rollup {rolled}"))
+    return problems + _runs_comparison()
+
+
+def _runs_comparison() -> list[tuple[date, str]]:
+    """UsageRun against UsageRunDaily: each difference on the run's last day
+    (rolling that day up again rewrites the run)."""
+    summed = {r["run_id"]: r for r in _runs_from_days()}
+    kept = {r["run_id"]: r for r in UsageRun.objects.values("run_id", "team_id", "first_day", "last_day", "cost_usd")}
+    problems = []
+    for run_id in sorted(summed.keys() | kept.keys()):
+        days, run = summed.get(run_id), kept.get(run_id)
+        if days != (run and {**run, "cost_usd": store.money(run["cost_usd"])}):
+            day = (days or run)["last_day"]
+            problems.append((day, f"{day}: run {run_id or '(none)'}: its days say {days}, its run rollup {run}"))
     return problems
 
 

@@ -88,20 +88,30 @@ class Spend:
     and model: every breakdown and saving of the costs page from one read of
     the rollups and one of the ledger (budgets/rollups.py), not one each."""
 
-    cells: dict[tuple, dict]  # (team_id, api_key_id, persona, provider, model) -> SPEND_SUMS
+    cells: dict[tuple, dict]  # a key of each of `dimensions` -> SPEND_SUMS
+    # What a cell's key is made of: every dimension but runs (the costs page's
+    # cube), or a day and one dimension (GET /costs: its groups and daily series).
+    dimensions: tuple[str, ...] = rollups.DAILY_DIMENSIONS
 
     def total(self) -> Decimal:
         return sum((cell["cost"] for cell in self.cells.values()), ZERO)
 
-    def _merged(self, dimension: str) -> dict[str, dict]:
-        at = rollups.DAILY_DIMENSIONS.index(DIMENSIONS[dimension])
+    def _merged(self, dimension: str, *, daily: bool = False) -> dict:
+        """SPEND_SUMS per label of `dimension` (per (day, label) with `daily`)."""
+        at = self.dimensions.index(DIMENSIONS[dimension])
+        day_at = self.dimensions.index("day") if daily else None
         labels = labels_of(dimension, {key[at] for key in self.cells})
-        merged: dict[str, dict] = {}
+        merged: dict = {}
         for key, cell in self.cells.items():
-            row = merged.setdefault(labels[key[at]], dict.fromkeys(SPEND_SUMS, 0))
+            label = labels[key[at]]
+            row = merged.setdefault((key[day_at], label) if daily else label, dict.fromkeys(SPEND_SUMS, 0))
             for name in SPEND_SUMS:
                 row[name] += cell[name]
         return merged
+
+    def daily(self, dimension: str) -> dict[tuple[date, str], dict]:
+        """SPEND_SUMS per (UTC day, label of `dimension`); needs "day" in the dimensions."""
+        return self._merged(dimension, daily=True)
 
     def by(self, dimension: str, limit: int | None = None) -> list[dict]:
         """Rows of {label, cost, requests, tokens, saved, hits}, biggest spender first (saved: what
@@ -132,9 +142,26 @@ def _saving(sums: dict) -> dict:
             "cached_tokens": sums["prompt_cached_tokens"], "saved": saved}
 
 
-def spend_over(*, team_ids: set[int] | None, since: datetime | None, until: datetime | None = None) -> Spend:
-    return Spend(rollups.totals(by=rollups.DAILY_DIMENSIONS, sums=SPEND_SUMS, team_ids=team_ids, since=since,
-                                until=until))
+def spend_over(*, team_ids: set[int] | None, since: datetime | None, until: datetime | None = None,
+               daily: str | None = None) -> Spend:
+    """Model calls over [since, until) in cells of every dimension but runs, or,
+    with `daily` (a dimension), of each UTC day and that dimension: a year of
+    rollups is ~186,000 rows at 10M, read once for both the groups and their
+    daily series (docs/PERFORMANCE.md, "The ledger at scale")."""
+    by = ("day", DIMENSIONS[daily]) if daily else rollups.DAILY_DIMENSIONS
+    return Spend(rollups.totals(by=by, sums=SPEND_SUMS, team_ids=team_ids, since=since, until=until), by)
+
+
+def cost_by(*, dimension: str, team_ids: set[int] | None, since: datetime | None,
+            until: datetime | None = None) -> dict[str, Decimal]:
+    """What each label of one dimension (not runs) cost: one narrow read, for
+    the period before a chart's, where the cube's every breakdown is not needed."""
+    found = rollups.totals(by=(DIMENSIONS[dimension],), sums=("cost",), team_ids=team_ids, since=since, until=until)
+    labels = labels_of(dimension, {value for (value,) in found})
+    costs: dict[str, Decimal] = {}
+    for (value,), sums in found.items():
+        costs[labels[value]] = costs.get(labels[value], ZERO) + sums["cost"]
+    return costs
 
 
 def spend_by(

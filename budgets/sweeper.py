@@ -25,7 +25,10 @@ log = logging.getLogger("budgets.sweeper")
 
 _task: asyncio.Task | None = None
 _wake: asyncio.Event | None = None
-_rolled_at = 0.0  # monotonic time of this process's last rollup sweep
+# Monotonic time of this process's last rollup sweep; None: none yet, due now
+# (monotonic time starts near 0 at boot, so a 0 here would wait out the first
+# EP_ROLLUP_SECONDS of a freshly booted host).
+_rolled_at: float | None = None
 
 
 def _replay() -> None:
@@ -49,7 +52,8 @@ def _roll_up() -> None:
     """Rollups when due: a backlog (a long ledger's first rollup) goes on every
     sweep, a few days at a time, so the sweep's other work never waits long."""
     global _rolled_at
-    if settings.EP_ROLLUP_SECONDS <= 0 or time.monotonic() - _rolled_at < settings.EP_ROLLUP_SECONDS:
+    if settings.EP_ROLLUP_SECONDS <= 0 or (
+            _rolled_at is not None and time.monotonic() - _rolled_at < settings.EP_ROLLUP_SECONDS):
         return
     rolled = rollups_sweep()
     if len(rolled) < DAYS_PER_SWEEP:

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET
 
 from accounts.models import Team
 from accounts.roles import costs_required, visible_team_ids
-from budgets import selectors, trends
+from budgets import rollups, selectors, trends
 from budgets.exports import Lines, csv_writer
 from dashboard import charts
 from dashboard.forms import UsageFilterForm
@@ -57,18 +57,19 @@ def costs(request: HttpRequest) -> HttpResponse:
     if request.GET.get("format") == "csv":
         return _csv(team_ids, since, days)
     stack = request.GET.get("stack") if request.GET.get("stack") in STACKS else "persona"
-    spend = selectors.spend_over(team_ids=team_ids, since=since)  # every breakdown but runs from one read
-    context = {
-        "team": team, "teams": _teams_for_filter(request), "days": days, "periods": PERIODS,
-        "stack": stack, "stacks": STACKS,
-        **_spend_over_time(team_ids, team, days=days, since=since, stack=stack),
-        "breakdowns": [(dim, label, spend.by(dim, limit=10) if dim != "run" else
-                        selectors.spend_by(dimension=dim, team_ids=team_ids, since=since, limit=10))
-                       for dim, label in BREAKDOWNS],
-        "top_keys": spend.by("key", limit=10),
-        "savings": spend.savings(),
-        "savings_by": [(label, spend.savings(dim)) for dim, label in SAVINGS_BY],
-    }
+    with rollups.ledger_reads_shared():  # today's rows read once for the breakdowns and the chart
+        spend = selectors.spend_over(team_ids=team_ids, since=since)  # every breakdown but runs from one read
+        context = {
+            "team": team, "teams": _teams_for_filter(request), "days": days, "periods": PERIODS,
+            "stack": stack, "stacks": STACKS,
+            **_spend_over_time(team_ids, team, days=days, since=since, stack=stack),
+            "breakdowns": [(dim, label, spend.by(dim, limit=10) if dim != "run" else
+                            selectors.spend_by(dimension=dim, team_ids=team_ids, since=since, limit=10))
+                           for dim, label in BREAKDOWNS],
+            "top_keys": spend.by("key", limit=10),
+            "savings": spend.savings(),
+            "savings_by": [(label, spend.savings(dim)) for dim, label in SAVINGS_BY],
+        }
     return render_page(request, "budgets/costs.html", context)
 
 
@@ -77,9 +78,8 @@ def _spend_over_time(team_ids: set[int] | None, team: Team | None, *, days: int,
     """The stacked chart, and the same numbers for the `days` before, for comparison."""
     stacked = trends.spend_stacked(dimension=stack, team_ids=team_ids, days=days)
     before = since - timedelta(days=days)
-    earlier = selectors.spend_over(team_ids=team_ids, since=before, until=since)
-    previous = {r["label"]: r["cost"] for r in earlier.by(stack)}
-    previous_total = earlier.total()
+    previous = selectors.cost_by(dimension=stack, team_ids=team_ids, since=before, until=since)
+    previous_total = sum(previous.values(), selectors.ZERO)
     shown = {label for label, _ in stacked.series}
     previous[trends.OTHER] = previous_total - sum((c for label, c in previous.items() if label in shown),
                                                   selectors.ZERO)

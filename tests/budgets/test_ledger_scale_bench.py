@@ -32,7 +32,7 @@ def test_the_ledger_bench_runs_and_leaves_no_database(test_database_url, tmp_pat
     [report] = tmp_path.glob("ledger-scale-*.json")
     results = json.loads(report.read_text())
     assert results["rows"] == 3000 and results["rollups_verify"]["problems"] == 0
-    assert set(results["before"]) == set(results["after"]) and len(results["after"]) == 31
+    assert set(results["before"]) == set(results["after"]) and len(results["after"]) == 32
     assert results["after"]["budget check: reserve + settle (counters exist)"]["usage_scans"]["seq_scan"] == 0
     with psycopg.connect(server + "postgres") as db:
         assert db.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None

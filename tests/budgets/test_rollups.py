@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from budgets import rollups, selectors, trends
-from budgets.models import Budget, BudgetCounter, RolledDay, Usage, UsageDaily, UsageRunDaily
+from budgets.models import Budget, BudgetCounter, RolledDay, Usage, UsageDaily, UsageRun, UsageRunDaily
 from budgets.verify import ledger_verify
 
 pytestmark = pytest.mark.django_db
@@ -180,7 +180,7 @@ def test_the_sweeper_rolls_up_when_due(ledger, settings):
     from budgets import sweeper
 
     settings.EP_ROLLUP_SECONDS = 300
-    sweeper._rolled_at = 0.0
+    sweeper._rolled_at = None  # this process has not rolled up yet (however long since boot)
     sweeper._roll_up()  # _sweep's last step (its first, close_old_connections, would end the test's connection)
     assert RolledDay.objects.filter(day=(TODAY - timedelta(days=2)).date()).exists()
     RolledDay.objects.all().delete()
@@ -209,3 +209,89 @@ def test_a_late_row_days_back_is_found_by_its_id_not_only_by_recounting(ledger):
     rollups.rollups_sweep()
     assert rollups.rollups_verify() == []
     assert rollups.days_with_late_rows() == []
+
+
+@pytest.mark.django_db(transaction=True)  # the API's key lookup runs in a thread of its own
+def test_get_costs_answers_the_same_from_the_rollups_and_lists_the_costliest_runs(ledger, client):
+    """GET /costs reads one rollup by day and group for its groups, totals and
+    series, and by run lists the costliest `limit` (100 unless asked) with theirs."""
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {ledger.admin_key}"}
+    start = (TODAY - timedelta(days=6)).date().isoformat()
+
+    def answers(**params) -> dict:
+        return {by: client.get("/costs", {"group_by": by, "start": start, **params}, **auth).json()
+                for by in ("team", "persona", "provider", "model", "key", "run")}
+
+    before = answers()
+    call_command("ledger_rollup", stdout=open("/dev/null", "w"))
+    assert answers() == before
+    for by, body in before.items():
+        assert body["has_more"] is False
+        assert sum(Decimal(g["cost_usd"]) for g in body["groups"]) == Decimal(body["total_cost_usd"]), by
+        assert sum(Decimal(d["cost_usd"]) for d in body["daily"]) == Decimal(body["total_cost_usd"]), by
+    runs = before["run"]
+    assert [(g["group"], g["cost_usd"]) for g in runs["groups"]] == [
+        ("(none)", "4.20000002"), ("run-a", "3.50000000"), ("run-b", "3.00000000")]
+    top = client.get("/costs", {"group_by": "run", "start": start, "limit": 2}, **auth).json()
+    assert [g["group"] for g in top["groups"]] == ["(none)", "run-a"] and top["has_more"] is True
+    assert {d["group"] for d in top["daily"]} == {"(none)", "run-a"}
+    assert top["total_cost_usd"] == runs["total_cost_usd"]  # the totals are the range's, not the listed runs'
+    one_model = client.get("/costs", {"group_by": "model", "start": start, "limit": 1}, **auth).json()
+    assert [g["group"] for g in one_model["groups"]] == ["demo"] and one_model["has_more"] is True
+    refused = client.get("/costs", {"group_by": "run", "limit": 0}, **auth)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "limit"
+
+
+def test_the_costliest_runs_walk_finds_what_summing_every_run_finds(ledger):
+    """rollups.top_runs walks runs by their cost over every rolled day and stops
+    early: the same runs, sums and order as summing every run of the range, for
+    a run mostly outside the range, one whose id two teams used, a team's view."""
+    for i in range(40):
+        team = ledger.red if i % 3 else ledger.blue
+        row(team, TODAY - timedelta(days=1 + i % 6, hours=3), f"{0.11 * i + 0.01:.2f}", run_id=f"r{i:02d}")
+    row(ledger.red, TODAY - timedelta(days=9), "50", run_id="long")  # costly, but before most ranges
+    row(ledger.red, TODAY - timedelta(days=1, hours=2), "0.07", run_id="long")
+    row(ledger.red, TODAY - timedelta(days=2, hours=2), "2.5", run_id="shared")
+    row(ledger.blue, TODAY - timedelta(days=3, hours=2), "2.5", run_id="shared")
+    row(ledger.blue, TODAY + timedelta(minutes=5), "0.9", run_id="r05")  # today: from the ledger
+    call_command("ledger_rollup", stdout=open("/dev/null", "w"))
+    assert UsageRun.objects.get(run_id="shared").team_id is None
+    assert UsageRun.objects.get(run_id="long").cost_usd == Decimal("50.07")
+    for since, until in ((TODAY - timedelta(days=3), None), (TODAY - timedelta(days=6), TODAY - timedelta(days=1)),
+                         (TODAY - timedelta(days=30), None), (None, None)):
+        for teams in (None, {ledger.red.pk}, {ledger.blue.pk}):
+            every = selectors.spend_by(dimension="run", team_ids=teams, since=since, until=until)
+            for limit in (1, 3, 10, 100):
+                assert selectors.spend_by(dimension="run", team_ids=teams, since=since, until=until,
+                                          limit=limit) == every[:limit], (since, until, teams, limit)
+                for batch in (1, 2, 5):  # a walk of several steps, stopped early
+                    top = rollups.top_runs(team_ids=teams, since=since, until=until, limit=limit, batch=batch)
+                    ranked = sorted(top.items(), key=lambda item: (-item[1]["cost"], item[0][0] or "(none)"))
+                    assert [(run or "(none)", sums["cost"]) for (run,), sums in ranked[:limit]] == [
+                        (r["label"], r["cost"]) for r in every[:limit]], (since, until, teams, limit, batch)
+    assert rollups.rollups_verify() == []
+    UsageRun.objects.filter(run_id="shared").update(cost_usd=Decimal("1"))
+    assert any("run shared" in words for _, words in rollups.rollups_verify())
+
+
+def test_shared_ledger_reads_read_todays_rows_once_and_add_up_the_same(ledger):
+    """The costs page's breakdowns and chart share one read of the ledger's part
+    of their range (today's rows) inside rollups.ledger_reads_shared."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    call_command("ledger_rollup", stdout=open("/dev/null", "w"))
+    since = TODAY - timedelta(days=6)
+
+    def read() -> tuple:
+        return (selectors.spend_over(team_ids=None, since=since).cells,
+                trends.spend_stacked(dimension="team", team_ids=None, days=7).series,
+                trends.spend_stacked(dimension="model", team_ids={ledger.red.pk}, days=7).series,
+                selectors.cost_by(dimension="persona", team_ids=None, since=since))
+
+    alone = read()
+    with rollups.ledger_reads_shared(), CaptureQueriesContext(connection) as queries:
+        shared = read()
+    assert shared == alone
+    ledger_reads = [q["sql"] for q in queries.captured_queries if 'FROM "budgets_usage" ' in q["sql"]]
+    assert len(ledger_reads) == 2  # every read of all teams, then red's alone
