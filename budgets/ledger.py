@@ -452,9 +452,10 @@ def _locked_counters(ids: dict) -> dict[int, list[Decimal]]:
         return {}
     wanted = sorted(set(ids.values()))
     lock = " FOR UPDATE" if store.thread_connection().features.has_select_for_update else ""
+    where, params = store.matching_any("id", wanted)
     with store.open_cursor() as cursor:
-        cursor.execute(f"SELECT id, spent, reserved FROM {store.table(BudgetCounter)} "
-                       f"WHERE id IN ({', '.join(['%s'] * len(wanted))}) ORDER BY id{lock}", wanted)
+        cursor.execute(f"SELECT id, spent, reserved FROM {store.table(BudgetCounter)} {where} ORDER BY id{lock}",
+                       params)
         state = {cid: [store.money(spent), store.money(reserved)] for cid, spent, reserved in cursor.fetchall()}
     missing = [key for key, cid in ids.items() if cid not in state]
     if missing:

@@ -235,6 +235,9 @@ EP_MAX_TOOL_SCHEMA_DEPTH = envint("EP_MAX_TOOL_SCHEMA_DEPTH", 64)  # JSON levels
 EP_ALLOW_PRIVATE_PROVIDER_URLS = envbool("EP_ALLOW_PRIVATE_PROVIDER_URLS", False)
 # A reservation not settled after this long belongs to a dead process: release it.
 EP_RESERVATION_TTL_SECONDS = envint("EP_RESERVATION_TTL_SECONDS", 900)
+# PostgreSQL: the ledger writer's connection prepares its fixed statements
+# (budgets/ledger_store.py); off for a pooler that cannot keep them.
+EP_DB_PREPARED_STATEMENTS = envbool("EP_DB_PREPARED_STATEMENTS", True)
 # The ledger's spool (budgets/spool.py): settlements the database could not take
 # wait here, on local disk, until it is back. Each process appends to its own file.
 EP_SPOOL_DIR = os.environ.get("EP_SPOOL_DIR", str(BASE_DIR / "var" / "ledger-spool"))

@@ -89,3 +89,31 @@ def test_a_threshold_alert_is_written_once_whichever_batch_crosses_it(world):
     second = ledger.usage_settle(row=row(world, "req_b", "0.1"), budgets=[info])
     assert [c.threshold for c in first] == [50] and second == []
     assert Alert.objects.filter(budget=budget, threshold=50).count() == 1
+
+
+def _prepared_after_two_releases() -> list[str]:
+    from budgets import ledger_store as store
+
+    for _ in range(2):
+        with store.transaction():
+            store.release(["req_none_1", "req_none_2"])()
+    with store.thread_connection().connection.cursor() as cursor:  # the same session: its prepared statements
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [text for (text,) in cursor.fetchall()]
+
+
+def test_the_writer_prepares_its_statements_on_postgresql_unless_turned_off(world, settings):
+    """From a text's second use its statement is prepared (no parse and plan per
+    request); EP_DB_PREPARED_STATEMENTS=0 (a pooler that cannot keep them) leaves
+    every statement unprepared. Lists go as one array, so any number of request
+    ids is one text."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's (SQLite caches its own)")
+    settings.EP_DB_PREPARED_STATEMENTS = False
+    assert not any("budgets_reservation" in text for text in _prepared_after_two_releases())
+    connection.close()  # a new session: nothing prepared yet
+    settings.EP_DB_PREPARED_STATEMENTS = True
+    prepared = [text for text in _prepared_after_two_releases() if "budgets_reservation" in text]
+    assert len(prepared) == 1 and "= ANY(" in prepared[0]
