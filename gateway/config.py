@@ -22,7 +22,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connection, models
+from django.db import DatabaseError, connection, models, transaction
 from django.db.models.signals import post_delete, post_save
 from redis.exceptions import RedisError
 
@@ -183,7 +183,16 @@ config_cache = ConfigCache()
 
 def bump_generation(**_: Any) -> None:
     """Signal receiver: this process drops its caches at once; other processes
-    see the shared generation (Redis, else the database) move."""
+    see the shared generation (Redis, else the database) move. And again once
+    the change is committed: a save inside a transaction signals before its
+    commit, and a request that reloaded the configuration in between (here, or
+    in a process that saw Redis move) read the rows as they were, under the
+    new generation, and would serve them until the next change."""
+    _changed(in_database=True)
+    transaction.on_commit(lambda: _changed(in_database=False))
+
+
+def _changed(*, in_database: bool) -> None:
     config_cache.invalidate()
     if shared.redis_enabled():
         try:
@@ -191,7 +200,9 @@ def bump_generation(**_: Any) -> None:
         except RedisError:  # the change is saved; others see it within EP_CONFIG_CACHE_SECONDS
             log.warning("config changed, but Redis is unreachable: other processes reload it "
                         "within EP_CONFIG_CACHE_SECONDS")
-    else:
+    elif in_database:
+        # Written in the change's own transaction: other processes see the new
+        # generation and the new rows together, at its commit.
         _db_bump()
 
 
