@@ -305,7 +305,16 @@ def _exclusive(name: str):
 
 
 def day_roll_up(day: date) -> int:
-    """(Re)write `day`'s rollups from its ledger rows; returns how many rows."""
+    """(Re)write `day`'s rollups from its ledger rows, and its runs' totals;
+    returns how many rows."""
+    count, runs = _day_rolled_up(day)
+    runs_refresh(runs)
+    return count
+
+
+def _day_rolled_up(day: date) -> tuple[int, set[str]]:
+    """`day`'s UsageDaily and UsageRunDaily rewritten; (its rows, the runs whose
+    totals are now due for runs_refresh: a sweep of many days refreshes each once)."""
     start, end = day_bounds(day)
     # Read first: a row inserted from here on has a larger id, and is found
     # late by days_with_late_rows.
@@ -323,10 +332,9 @@ def day_roll_up(day: date) -> int:
     per_run = calls.values(*RUN_DIMENSIONS).annotate(**{name: SUMS[name][0] for name in RUN_COLUMNS.values()})
     per_run = [UsageRunDaily(day=day, **_columns(r, RUN_DIMENSIONS, RUN_COLUMNS)) for r in per_run]
     UsageRunDaily.objects.bulk_create(per_run, batch_size=1000)
-    runs_refresh(runs_before | {r.run_id for r in per_run})
     RolledDay.objects.update_or_create(day=day, defaults={"rows": count, "last_id": last_id,
                                                           "rolled_at": timezone.now()})
-    return count
+    return count, runs_before | {r.run_id for r in per_run}
 
 
 def runs_refresh(run_ids) -> None:
@@ -401,8 +409,10 @@ def rollups_sweep(*, now: datetime | None = None, limit: int | None = DAYS_PER_S
             return []  # another process is at it
         due = days_with_late_rows() + days_to_roll(now)
         due = due[:limit] if limit else due
+        runs: set[str] = set()
         for day in due:
-            day_roll_up(day)
+            runs |= _day_rolled_up(day)[1]
+        runs_refresh(runs)  # each run once, however many of its days were rolled up
     days_prune(now=now)
     return due
 
