@@ -33,6 +33,7 @@ of a turn whose other part the platform ran, and names could collide.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 import time
@@ -131,24 +132,50 @@ async def _stop_if_capped(loop: ToolLoop) -> None:
 # -- tools ----------------------------------------------------------------------------------
 
 
-async def _run_tools(loop: ToolLoop, call: Call, calls: list[ToolCall]) -> AsyncIterator[ToolProgress]:
-    """Run the turn's tool calls one after another, within the loop's tool time."""
+async def _run_tools(loop: ToolLoop, call: Call, calls: list[ToolCall], *,
+                     parallel: bool) -> AsyncIterator[ToolProgress]:
+    """Run the turn's tool calls within the loop's tool time: at once (a model
+    that asks for several in one turn means them as independent, as OpenAI's
+    parallel tool calls are), or one after another when the request said
+    parallel_tool_calls false. The turn spends its wall time of the loop's tool
+    time; each call may run for what was left when the turn began. Results go
+    back to the model in the order it asked; progress is told as calls end."""
+    time_left = max(0.0, loop.caps.max_tool_seconds - loop.tool_seconds)
+    runs = []
     for tool_call in calls:
         run = ToolRun(step=len(loop.steps), call_id=tool_call.id, name=tool_call.name,
                       arguments=tool_call.arguments, run_id=loop.run_id)
         loop.transcript.append(run)
-        yield ToolProgress("tool_started", run)
-        ctx = ToolContext(key=call.key, request_id=call.request_id, run_id=loop.run_id, persona=loop.call.persona,
-                          source="loop", ask=asker(call.key, run_id=loop.run_id),
-                          time_left=max(0.0, loop.caps.max_tool_seconds - loop.tool_seconds))
-        started = time.monotonic()
-        result = await registry.call_tool(tool_call.name, tool_call.arguments, ctx, allowed=loop.tools)
-        elapsed = time.monotonic() - started
-        loop.tool_seconds += elapsed
-        run.status = ("timeout" if result.error_code == "tool_timeout" else "refused" if result.error_code in
-                      ("unknown_tool", "invalid_arguments") else "error") if result.is_error else "ok"
-        run.error_code, run.output, run.duration_ms = result.error_code, result.content, int(elapsed * 1000)
-        yield ToolProgress("tool_finished", run)
+        runs.append((run, tool_call))
+    began = time.monotonic()
+    if not parallel or len(runs) == 1:
+        for run, tool_call in runs:
+            yield ToolProgress("tool_started", run)
+            await _tool_run(loop, call, run, tool_call, max(0.0, time_left - (time.monotonic() - began)))
+            yield ToolProgress("tool_finished", run)
+    else:
+        for run, _ in runs:
+            yield ToolProgress("tool_started", run)
+        tasks = [asyncio.ensure_future(_tool_run(loop, call, run, tool_call, time_left)) for run, tool_call in runs]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                yield ToolProgress("tool_finished", await finished)
+        finally:
+            for task in tasks:  # a client gone mid-turn: the calls still running are cancelled
+                task.cancel()
+    loop.tool_seconds += time.monotonic() - began
+
+
+async def _tool_run(loop: ToolLoop, call: Call, run: ToolRun, tool_call: ToolCall, time_left: float) -> ToolRun:
+    ctx = ToolContext(key=call.key, request_id=call.request_id, run_id=loop.run_id, persona=loop.call.persona,
+                      source="loop", ask=asker(call.key, run_id=loop.run_id), time_left=time_left)
+    started = time.monotonic()
+    result = await registry.call_tool(tool_call.name, tool_call.arguments, ctx, allowed=loop.tools)
+    elapsed = time.monotonic() - started
+    run.status = ("timeout" if result.error_code == "tool_timeout" else "refused" if result.error_code in
+                  ("unknown_tool", "invalid_arguments") else "error") if result.is_error else "ok"
+    run.error_code, run.output, run.duration_ms = result.error_code, result.content, int(elapsed * 1000)
+    return run
 
 
 def _next_request(request: ChatRequest, content: str | None, calls: list[ToolCall],
@@ -192,7 +219,7 @@ async def complete(loop: ToolLoop, request: ChatRequest) -> ChatResult:
                 return replace(result, content=loop.text(), usage=replace(loop.usage))
             calls = _with_ids(result.tool_calls)
             await _stop_if_capped(loop)
-            async for _ in _run_tools(loop, call, calls):
+            async for _ in _run_tools(loop, call, calls, parallel=request.parallel_tool_calls is not False):
                 pass
             request = _next_request(request, result.content, calls, _runs_of(loop, calls))
             call = _next_call(loop)  # now: its row's latency is its own, not the tools' too
@@ -251,7 +278,7 @@ async def stream(loop: ToolLoop, request: ChatRequest) -> AsyncIterator[StreamEv
                             return
             calls = _with_ids(list(turn.calls.values()))
             await _stop_if_capped(loop)
-            async for progress in _run_tools(loop, call, calls):
+            async for progress in _run_tools(loop, call, calls, parallel=request.parallel_tool_calls is not False):
                 yield progress
             request = _next_request(request, turn.text, calls, _runs_of(loop, calls))
             call = _next_call(loop)

@@ -14,6 +14,7 @@ import fnmatch
 import json
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 import jsonschema
@@ -120,13 +121,14 @@ async def call_tool(qualified_name: str, arguments: str | dict[str, Any] | None,
     `allowed`: the tools already worked out for this caller (the loop passes the
     persona's list); else the key's usable tools."""
     started = time.monotonic()
+    began_at = timezone.now()  # the log row's time: when the call began (a turn's calls run at once)
     if allowed is None:
         allowed = await available_tools(ctx.key)
     spec = next((s for s in allowed if s.qualified_name == qualified_name), None)
     raw = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
     if spec is None:
         result = ToolResult(f"There is no tool named '{qualified_name}'.", is_error=True, error_code="unknown_tool")
-        return await _logged(ctx, qualified_name, result, started, raw, status="refused")
+        return await _logged(ctx, qualified_name, result, started, raw, status="refused", began_at=began_at)
     try:
         parsed = arguments_parsed(arguments)
         refusal = _schema_refusal(spec, parsed)
@@ -134,14 +136,14 @@ async def call_tool(qualified_name: str, arguments: str | dict[str, Any] | None,
         refusal = str(exc)
     if refusal:
         result = ToolResult(f"Refused: {refusal}.", is_error=True, error_code="invalid_arguments")
-        return await _logged(ctx, qualified_name, result, started, raw, status="refused")
+        return await _logged(ctx, qualified_name, result, started, raw, status="refused", began_at=began_at)
     limited = await _rate_limited(spec, ctx)
     if limited:
-        return await _logged(ctx, qualified_name, limited, started, raw, status="refused")
+        return await _logged(ctx, qualified_name, limited, started, raw, status="refused", began_at=began_at)
     server = await ToolServer.objects.aget(name=spec.server)
     result, status = await _run(server, spec, parsed, ctx)
     return await _logged(ctx, qualified_name, _capped(result, server.max_result_bytes), started, raw,
-                         status=status)
+                         status=status, began_at=began_at)
 
 
 async def _rate_limited(spec: ToolSpec, ctx: ToolContext) -> ToolResult | None:
@@ -199,10 +201,10 @@ def _loggable(text: str, length: int) -> str:
 
 
 async def _logged(ctx: ToolContext, qualified_name: str, result: ToolResult, started: float, raw: str, *,
-                  status: str) -> ToolResult:
+                  status: str, began_at: datetime) -> ToolResult:
     server, _, tool = _loggable(qualified_name, 200).partition("__")
     await ToolCallLog.objects.acreate(
-        request_id=ctx.request_id, run_id=ctx.run_id, team_id=ctx.key.team_id, api_key_id=ctx.key.id,
+        at=began_at, request_id=ctx.request_id, run_id=ctx.run_id, team_id=ctx.key.team_id, api_key_id=ctx.key.id,
         persona=ctx.persona, source=ctx.source, server=server[:40], tool=tool[:100], status=status,
         error_code=result.error_code, error_message=_loggable(result.content, 300) if result.is_error else "",
         duration_ms=int((time.monotonic() - started) * 1000), bytes_in=len(raw.encode()),

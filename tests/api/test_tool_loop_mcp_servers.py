@@ -147,3 +147,40 @@ def test_the_runs_api_lists_the_runs_tool_calls_to_its_team_only(live, world, mc
     assert {c["request_id"] for c in run["tool_calls"]} == {raw.headers["x-request-id"]}
     other = httpx.get(f"{live.url}/api/v1/runs/{run_id}", headers={"Authorization": f"Bearer {world.blue_key}"})
     assert other.status_code == 404
+
+
+def _two_slow_calls(fake) -> None:
+    fake.script(FakeReply(text="", tool_calls=[FakeToolCall("fakehttp__slow", {"seconds": 0.6}),
+                                               FakeToolCall("fakehttp__add", {"a": 2, "b": 40}),
+                                               FakeToolCall("fakehttp__slow", {"seconds": 0.6})]),
+                FakeReply(text="Both slept."))
+
+
+def _overlapping(rows) -> bool:
+    from datetime import timedelta
+
+    first, *others = rows
+    return all(other.at < first.at + timedelta(milliseconds=first.duration_ms) for other in others)
+
+
+def test_the_tool_calls_of_one_turn_run_at_once_and_go_back_in_the_models_order(live, world, mcp_tooled):
+    fake = mcp_tooled["openai"]
+    _two_slow_calls(fake)
+    raw = sdk(live, world.red_key).chat.completions.with_raw_response.create(model="mcp-openai", messages=ASK)
+    assert raw.parse().choices[0].message.content == "Both slept."
+    logged = tool_rows(raw.headers["x-ep-run-id"])
+    assert [(t.tool, t.status) for t in logged] == [("slow", "ok"), ("add", "ok"), ("slow", "ok")]
+    assert _overlapping(logged)  # each began before the first had ended
+    results = [m for m in fake.requests[1]["body"]["messages"] if m["role"] == "tool"]
+    calls = fake.requests[1]["body"]["messages"][-4]["tool_calls"]
+    assert [r["tool_call_id"] for r in results] == [c["id"] for c in calls] and "42" in results[1]["content"]
+
+
+def test_parallel_tool_calls_false_runs_them_one_after_another(live, world, mcp_tooled):
+    fake = mcp_tooled["openai"]
+    _two_slow_calls(fake)
+    raw = sdk(live, world.red_key).chat.completions.with_raw_response.create(
+        model="mcp-openai", messages=ASK, parallel_tool_calls=False)
+    assert raw.parse().choices[0].message.content == "Both slept."
+    logged = tool_rows(raw.headers["x-ep-run-id"])
+    assert [t.tool for t in logged] == ["slow", "add", "slow"] and not _overlapping(logged)
