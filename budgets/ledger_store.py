@@ -21,7 +21,7 @@ from decimal import Decimal
 
 import psycopg
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from budgets.models import Reservation, Usage
 
@@ -138,6 +138,13 @@ def transaction():
             except BaseException:
                 if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     conn.execute("ROLLBACK")
+                if threshold is not None:
+                    # psycopg can count a statement as prepared whose PREPARE went
+                    # down with the aborted pipeline; the session's next use of it
+                    # would fail ("prepared statement does not exist") and refuse a
+                    # reservation the database could take. A new session starts clean.
+                    with contextlib.suppress(DatabaseError):  # a broken connection is being dropped anyway
+                        db.close()
                 raise
             return
         conn.execute("BEGIN IMMEDIATE")

@@ -137,6 +137,26 @@ def test_past_its_bound_the_spool_keeps_paid_rows_and_drops_refusals(world, own_
                                                                          "req_refused_1"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_reservations_are_still_admitted_while_settlements_go_to_the_spool(world, red_budget, own_spool, settings):
+    """On PostgreSQL the writer prepares a statement at its second use; when that
+    use falls in a batch the database refused (no Usage table), the server
+    skipped the PREPARE, and psycopg counted it prepared all the same: the next
+    reservation failed ('prepared statement does not exist') and its request was
+    refused though the database could take it. The writer starts a new session
+    after a failed batch."""
+    settings.EP_DB_PREPARED_STATEMENTS = True
+    ledger.budget_reserve(request_id="req_warm", budgets=[red_budget], amount=Decimal("0.01"))
+    ledger.usage_settle(row=row(world, "req_warm", "0.001"), budgets=[red_budget])
+    with usage_table_away():
+        for n in range(6):
+            ledger.budget_reserve(request_id=f"req_{n}", budgets=[red_budget], amount=Decimal("0.01"))
+            ledger.usage_settle(row=row(world, f"req_{n}", "0.001"), budgets=[red_budget])
+        assert spool.stats()["rows"] == 6
+    assert spool_replay().rows == 6
+    assert_counter_equals_the_ledger(red_budget)
+
+
 # -- through a live server ----------------------------------------------------------------------------
 
 

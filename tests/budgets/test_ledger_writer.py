@@ -117,3 +117,4 @@ def test_the_writer_prepares_its_statements_on_postgresql_unless_turned_off(worl
     settings.EP_DB_PREPARED_STATEMENTS = True
     prepared = [text for text in _prepared_after_two_releases() if "budgets_reservation" in text]
     assert len(prepared) == 1 and "= ANY(" in prepared[0]
+
