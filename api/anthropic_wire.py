@@ -29,10 +29,11 @@ import json
 from typing import Annotated, Any, Literal
 
 from django.http import HttpResponse
-from ninja import Field, Schema
+from ninja import Field
 from pydantic import ConfigDict, Discriminator, Tag
 
 from api.responses import json_response
+from api.wire_model import WireModel
 from gateway.errors import GatewayError, InvalidRequest
 from providers.types import ChatRequest, ContentPart, ImagePart, Message, TextPart, Tool, ToolCall
 
@@ -42,12 +43,12 @@ IMAGE_TOKENS = 1600
 DROPPED_BLOCKS = ("thinking", "redacted_thinking")
 
 
-class _Lenient(Schema):
+class _Lenient(WireModel):
     # citations and future fields ride along on blocks; ignore them.
     model_config = ConfigDict(extra="ignore")
 
 
-class CacheControlIn(Schema):
+class CacheControlIn(WireModel):
     """Anthropic's prompt-cache breakpoint: ephemeral, for 5 minutes (default) or an hour."""
 
     model_config = ConfigDict(extra="forbid")
@@ -78,7 +79,7 @@ class ImageBlockIn(_Lenient):
     cache_control: CacheControlIn | None = None
 
 
-class OtherBlockIn(Schema):
+class OtherBlockIn(WireModel):
     """A block type we do not convert: thinking (dropped) or one we refuse."""
 
     model_config = ConfigDict(extra="allow")
@@ -143,7 +144,7 @@ class ToolChoiceIn(_Lenient):
     disable_parallel_tool_use: bool | None = None
 
 
-class MetadataIn(Schema):
+class MetadataIn(WireModel):
     # Anthropic defines only user_id; run_id / step are ours, as on /v1/chat/completions.
     model_config = ConfigDict(extra="allow")
     user_id: str | None = None

@@ -12,7 +12,7 @@ import json
 from typing import Any, Literal
 
 from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Field, Router
 from pydantic import ConfigDict
 
 from api import openai_compat
@@ -20,6 +20,7 @@ from api.auth import ApiKeyAuth, begin_options
 from api.errors import CHAT, envelope, error_responses, sse_doc
 from api.openai_compat import MessageIn, ToolIn
 from api.responses import json_response, served_by_headers, streaming_response
+from api.wire_model import WireModel
 from gateway import pipeline, tool_loop
 from gateway.call import Call, Route
 from gateway.errors import GatewayError
@@ -33,7 +34,7 @@ router = Router(tags=["Native"], auth=ApiKeyAuth())
 # -- request ----------------------------------------------------------------------------
 
 
-class RunMetadata(Schema):
+class RunMetadata(WireModel):
     """Ties the call to a workflow run; the dashboard groups cost by it."""
 
     model_config = ConfigDict(extra="ignore")
@@ -42,7 +43,7 @@ class RunMetadata(Schema):
     step: str = Field("", max_length=100)
 
 
-class NativeChatIn(Schema):
+class NativeChatIn(WireModel):
     model_config = ConfigDict(extra="ignore")
 
     persona: str = Field(..., min_length=1, max_length=300, description="A persona slug, or provider/model.")

@@ -12,13 +12,14 @@ import time
 from typing import Any, Literal
 
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, Router, Schema
+from ninja import Field, Router
 from pydantic import ConfigDict
 
 from api import idempotency, tool_events
 from api.auth import ApiKeyAuth, begin_options
 from api.errors import CHAT, envelope, error_response, error_responses, sse_doc
 from api.responses import json_response, served_by_headers, streaming_response
+from api.wire_model import WireModel
 from gateway import pipeline, tool_loop
 from gateway.call import Call
 from gateway.errors import GatewayError, InvalidRequest
@@ -42,12 +43,12 @@ router = Router(tags=["OpenAI compatible"], auth=ApiKeyAuth())
 # -- request schema -------------------------------------------------------------------
 
 
-class ImageURL(Schema):
+class ImageURL(WireModel):
     url: str = Field(..., max_length=20_000_000)
     detail: str | None = None
 
 
-class ContentPartIn(Schema):
+class ContentPartIn(WireModel):
     # Any type is read, so one this gateway cannot carry (file, input_audio...)
     # is refused by name in _content rather than as a failed union branch.
     model_config = ConfigDict(extra="ignore")
@@ -57,18 +58,18 @@ class ContentPartIn(Schema):
     image_url: ImageURL | None = None
 
 
-class FunctionCallIn(Schema):
+class FunctionCallIn(WireModel):
     name: str
     arguments: str = ""
 
 
-class ToolCallIn(Schema):
+class ToolCallIn(WireModel):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCallIn
 
 
-class MessageIn(Schema):
+class MessageIn(WireModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPartIn] | None = None
     name: str | None = None
@@ -76,23 +77,23 @@ class MessageIn(Schema):
     tool_call_id: str | None = None
 
 
-class FunctionDef(Schema):
+class FunctionDef(WireModel):
     name: str = Field(..., min_length=1, max_length=64)
     description: str = ""
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class ToolIn(Schema):
+class ToolIn(WireModel):
     type: Literal["function"] = "function"
     function: FunctionDef
 
 
-class StreamOptions(Schema):
+class StreamOptions(WireModel):
     include_usage: bool = False
 
 
-class ChatCompletionIn(Schema):
+class ChatCompletionIn(WireModel):
     # Unknown OpenAI parameters (penalties, ...) are accepted and ignored, as
     # OpenAI-compatible servers commonly do; route-step params can set them.
     model_config = ConfigDict(extra="ignore")

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, Router, Schema
+from ninja import Field, Router
 from pydantic import ConfigDict
 
 from api import idempotency
@@ -23,6 +23,7 @@ from api.auth import ApiKeyAuth, begin_options
 from api.errors import CHAT, envelope, error_response, error_responses, sse_doc
 from api.openai_compat import StreamOptions, usage_json
 from api.responses import json_response, served_by_headers, streaming_response
+from api.wire_model import WireModel
 from gateway import pipeline
 from gateway.call import Call
 from gateway.errors import GatewayError, InvalidRequest
@@ -32,7 +33,7 @@ from providers.types import ChatRequest, ChatResult, Message, StreamEvent
 router = Router(tags=["OpenAI compatible"], auth=ApiKeyAuth())
 
 
-class CompletionIn(Schema):
+class CompletionIn(WireModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(..., min_length=1, max_length=300)

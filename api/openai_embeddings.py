@@ -18,13 +18,14 @@ import struct
 from typing import Any, Literal
 
 from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Field, Router
 from pydantic import ConfigDict
 
 from api import idempotency
 from api.auth import ApiKeyAuth, begin_options
 from api.errors import CHAT, error_response, error_responses
 from api.responses import json_response, served_by_headers
+from api.wire_model import WireModel
 from gateway import pipeline
 from gateway.call import Call
 from gateway.errors import InvalidRequest
@@ -33,7 +34,7 @@ from providers.types import EmbeddingRequest, EmbeddingResult
 router = Router(tags=["OpenAI compatible"], auth=ApiKeyAuth())
 
 
-class EmbeddingsIn(Schema):
+class EmbeddingsIn(WireModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(..., min_length=1, max_length=300)

@@ -31,10 +31,11 @@ import random
 from typing import Any, Literal
 
 import pydantic
-from ninja import Field, Schema
+from ninja import Field
 from pydantic import ConfigDict
 
 from api import openai_compat
+from api.wire_model import WireModel
 from gateway.call import Route
 from gateway.errors import InvalidRequest
 from gateway.tool_loop import McpServerAsk
@@ -49,7 +50,7 @@ TEXT_TYPES = ("input_text", "output_text", "text")
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
 
-class _Lenient(Schema):
+class _Lenient(WireModel):
     # OpenAI adds fields often (status, annotations, cache hints...): ignore them.
     model_config = ConfigDict(extra="ignore")
 
