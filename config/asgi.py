@@ -160,10 +160,9 @@ class ApiHandler(ASGIHandler):
                     pass  # the client went away while we sent
                 return response
 
-            listener = asyncio.create_task(self.listen_for_disconnect(receive))
-            processor = asyncio.create_task(process_request())
-            await asyncio.wait((listener, processor), return_when=asyncio.FIRST_COMPLETED)
-            for task in (listener, processor):  # the listener first: it must not outlive us
+            tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(process_request())]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:  # the listener first: it must not outlive us
                 if task.done():
                     try:
                         task.result()
@@ -177,6 +176,12 @@ class ApiHandler(ASGIHandler):
                         pass
         finally:
             body_file.close()
+            # A caught RequestAborted or CancelledError keeps this frame in its
+            # traceback, and its task keeps the exception: with the tasks still
+            # in this frame's locals, each request whose client left became a
+            # reference cycle of ~70 objects (the request, its response, their
+            # tasks) that only a full garbage collection frees.
+            tasks = task = None
 
 
     async def read_body_capped(self, scope, receive):

@@ -62,6 +62,35 @@ def ensure_port_free(host: str, port: int) -> None:
             raise SystemExit(f"config.serve: cannot listen on {host}:{port}: {error.strerror}") from None
 
 
+# A full collection walks every live object and stops the worker meanwhile:
+# with a thousand open streams per worker that is 130-500 ms, and with the
+# default threshold (10) the worker ran one every ~8 s while streams came and
+# went (their objects are long-lived, so the "25% new long-lived objects" rule
+# kept firing), which made the slowest 1% of new streams wait 250-630 ms for
+# their first byte. At 1,000 a full collection comes after 100 times as many
+# young ones (tens of minutes under load); what it finds in the meantime is
+# little (the young collections free almost all garbage: a full one under
+# long streams found 0-3% of what it walked). docs/PERFORMANCE.md has the
+# measurements.
+FULL_COLLECTION_THRESHOLD = 1000
+
+
+def tune_collector() -> None:
+    """For a worker whose application is loaded: what is loaded now lives as
+    long as the process, so the collector stops walking it (`gc.freeze`); full
+    collections come rarely; every collection is timed into /metrics.
+    (Raising the young generation's threshold instead made each young
+    collection long enough to stall a request 20-45 ms every ~1.2 s under
+    load: measured, not kept.)"""
+    from gateway.observability import metrics
+
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_THRESHOLD)
+    metrics.count_collections()
+
+
 def run_worker(host: str, port: int, backlog: int, log_level: str, grace: float) -> None:
     import uvicorn  # imported in the worker: the parent stays small
 
@@ -73,12 +102,7 @@ def run_worker(host: str, port: int, backlog: int, log_level: str, grace: float)
         log_level=log_level, backlog=backlog, proxy_headers=False, timeout_graceful_shutdown=grace,
     )
     config.load()  # imports the application: Django, the SDKs, the URLconf
-    # What is loaded now lives as long as the process: keep the collector from
-    # walking it on every full collection. (Raising the collection thresholds
-    # instead made each young collection long enough to stall a request
-    # 20-45 ms every ~1.2 s under load: measured, not kept.)
-    gc.collect()
-    gc.freeze()
+    tune_collector()
     # Listen only now: the kernel spreads new connections over every listening
     # socket, so a socket bound before the ~1 s of imports would hold a share of
     # them waiting (a replaced worker's first requests took that long).

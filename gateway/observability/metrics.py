@@ -23,9 +23,12 @@ are dropped, while their counters stay, so totals never go backwards.
 from __future__ import annotations
 
 import fcntl
+import gc
 import logging
 import os
 import re
+import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,6 +119,17 @@ IN_FLIGHT = Gauge("ep_requests_in_flight", "API requests being served now (strea
 BREAKER = Gauge("ep_breaker_state", "Circuit breaker of a provider and model: 0 closed, 1 half-open, 2 open.",
                 ("provider", "model"), registry=_registry, multiprocess_mode="livemax")
 
+# The garbage collector stops the whole process while it runs: a young
+# collection for a millisecond or so, a full one for as long as it takes to
+# walk every live object (hundreds of ms with thousands of open streams).
+GC_PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+GC_PAUSES = Histogram("ep_gc_pause_seconds", "Garbage collections of the serving processes, by generation "
+                      "(2: full), and how long each stopped the process.", ("generation",),
+                      buckets=GC_PAUSE_BUCKETS, registry=_registry)
+GC_COLLECTED = Counter("ep_gc_collected_objects", "Objects the garbage collector freed, by generation: garbage "
+                       "in reference cycles, which reference counting alone cannot free.", ("generation",),
+                       registry=_registry)
+
 BREAKER_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 # A direct `provider/model` call names its model freely: past this many distinct
 # models, new ones count as "other" so a caller cannot explode the series.
@@ -162,6 +176,7 @@ def observe_usage(row) -> None:
                 _labelled(TOKENS, *labels, kind).inc(count)
         if row.cost_usd:
             _labelled(COST, *labels).inc(float(row.cost_usd))
+        flush_collections()
     except Exception:
         log.warning("could not count request %s in the metrics", getattr(row, "request_id", "?"), exc_info=True)
 
@@ -172,6 +187,47 @@ def set_breaker_state(provider: str, model: str, state: int | str) -> None:
     if value not in (0, 1, 2):
         raise ValueError(f"breaker state must be 0, 1 or 2, not {state!r}")
     BREAKER.labels(provider, _model_label(model)).set(value)
+
+
+# -- garbage collections ---------------------------------------------------------------------
+
+
+def count_collections() -> None:
+    """Count this process's garbage collections into GC_PAUSES and GC_COLLECTED (once per process)."""
+    if _note_collection in gc.callbacks:
+        return
+    for generation in ("0", "1", "2"):
+        _gc_series[int(generation)] = (GC_PAUSES.labels(generation), GC_COLLECTED.labels(generation))
+    gc.callbacks.append(_note_collection)
+
+
+_gc_series: dict[int, tuple] = {}
+_gc_started = [0.0]
+# Collections noted, not yet counted. The collector can run on any allocation,
+# also inside prometheus-client while it holds its lock (one lock for every
+# metric in multiprocess mode), so its callback only appends here (no lock);
+# the counting happens later, outside any collection (flush_collections).
+_gc_noted: deque = deque(maxlen=10_000)
+
+
+def _note_collection(phase: str, info: dict) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        _gc_noted.append((info["generation"], time.perf_counter() - _gc_started[0], info["collected"]))
+
+
+def flush_collections() -> None:
+    """Count the collections noted since the last flush (after each request, and at a scrape)."""
+    while _gc_noted:
+        try:
+            generation, seconds, collected = _gc_noted.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        pauses, freed = _gc_series[generation]
+        pauses.observe(seconds)
+        if collected:
+            freed.inc(collected)
 
 
 # -- in flight -------------------------------------------------------------------------------
@@ -273,6 +329,7 @@ _spool.register(SpoolCollector())
 
 def exposition() -> tuple[bytes, str]:
     """The scrape body and its content type. Blocking (files, one query): run it in a thread."""
+    flush_collections()
     try:
         body = generate_latest(_exposed if MULTIPROC_DIR else _registry) + generate_latest(_spool)
         try:
