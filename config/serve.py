@@ -63,15 +63,15 @@ def ensure_port_free(host: str, port: int) -> None:
 
 
 # A full collection walks every live object and stops the worker meanwhile:
-# with a thousand open streams per worker that is 130-500 ms, and with the
-# default threshold (10) the worker ran one every ~8 s while streams came and
-# went (their objects are long-lived, so the "25% new long-lived objects" rule
-# kept firing), which made the slowest 1% of new streams wait 250-630 ms for
-# their first byte. At 1,000 a full collection comes after 100 times as many
-# young ones (tens of minutes under load); what it finds in the meantime is
-# little (the young collections free almost all garbage: a full one under
-# long streams found 0-3% of what it walked). docs/PERFORMANCE.md has the
-# measurements.
+# with a thousand open streams per worker that was 100-500 ms, and with
+# Python's default threshold (10) it came every ~8-10 s while streams came and
+# went (a 31 s stream's objects all reach the oldest generation, and a full
+# collection starts when new ones there reach 25% of it): the slowest 1% of
+# new streams waited 370-630 ms for their first byte, and most of those
+# collections freed nothing. At 1,000 one comes after 100 times as many
+# young collections (tens of minutes under load); requests leave no garbage
+# in cycles (config/asgi.py), so little waits for it. docs/PERFORMANCE.md,
+# "Garbage collection", has the measurements.
 FULL_COLLECTION_THRESHOLD = 1000
 
 
