@@ -194,14 +194,10 @@ def set_breaker_state(provider: str, model: str, state: int | str) -> None:
 
 def count_collections() -> None:
     """Count this process's garbage collections into GC_PAUSES and GC_COLLECTED (once per process)."""
-    if _note_collection in gc.callbacks:
-        return
-    for generation in ("0", "1", "2"):
-        _gc_series[int(generation)] = (GC_PAUSES.labels(generation), GC_COLLECTED.labels(generation))
-    gc.callbacks.append(_note_collection)
+    if _note_collection not in gc.callbacks:
+        gc.callbacks.append(_note_collection)
 
 
-_gc_series: dict[int, tuple] = {}
 _gc_started = [0.0]
 # Collections noted, not yet counted. The collector can run on any allocation,
 # also inside prometheus-client while it holds its lock (one lock for every
@@ -224,10 +220,9 @@ def flush_collections() -> None:
             generation, seconds, collected = _gc_noted.popleft()
         except IndexError:  # another thread took the last one
             return
-        pauses, freed = _gc_series[generation]
-        pauses.observe(seconds)
+        _labelled(GC_PAUSES, str(generation)).observe(seconds)
         if collected:
-            freed.inc(collected)
+            _labelled(GC_COLLECTED, str(generation)).inc(collected)
 
 
 # -- in flight -------------------------------------------------------------------------------
